@@ -1,0 +1,207 @@
+//go:build ignore
+
+/* kfree_skb tracepoint: reports the kernel's drop reason for IP fragments
+ * and for UDP packets of the IKE and NAT-T ports, wherever in the stack
+ * they are freed (netfilter, reassembly timeout, too big, ...). It shares
+ * the ring buffer with the tc programs. The few sk_buff fields it reads
+ * are declared here and relocated against the running kernel (CO-RE). */
+
+#include "common.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+struct net_device {
+	int ifindex;
+} __attribute__((preserve_access_index));
+
+struct sk_buff {
+	struct net_device *dev;
+	unsigned int len;
+	int skb_iif;
+	unsigned char *head;
+	__u16 network_header;
+	__u16 transport_header;
+	__be16 protocol;
+} __attribute__((preserve_access_index));
+
+enum skb_drop_reason {
+	SKB_NOT_DROPPED_YET = 0,
+	SKB_CONSUMED = 1,
+};
+
+volatile const __u16 cfg_ike_port_be = bpf_htons(500);
+volatile const __u16 cfg_natt_port_be = bpf_htons(4500);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);	/* replaced by the tc object's ring */
+} events SEC(".maps");
+
+struct drop_counters {
+	__u64 reported;
+	__u64 ringbuf_fail;
+	__u64 unreadable;	/* headers could not be read */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct drop_counters);
+} drop_stats SEC(".maps");
+
+struct ip4 {
+	__u8 vihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 proto;
+	__u16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct ip6 {
+	__be32 vtcfl;
+	__be16 plen;
+	__u8 nexthdr;
+	__u8 hlim;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct ip6_ext {
+	__u8 nexthdr;
+	__u8 len;
+	__be16 frag_off;	/* fragment header only */
+	__be32 id;		/* fragment header only */
+};
+
+static __always_inline int ours(__be16 sport, __be16 dport)
+{
+	return sport == cfg_ike_port_be || dport == cfg_ike_port_be ||
+	       sport == cfg_natt_port_be || dport == cfg_natt_port_be;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(ikefrag_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	if ((__u32)reason <= (__u32)bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+		return 0;
+
+	__be16 proto = skb->protocol;
+	__u16 nh_off = skb->network_header;
+	if ((proto != ETH_P_IP_BE && proto != ETH_P_IPV6_BE) || nh_off == 0xffff)
+		return 0;
+	unsigned char *l3 = skb->head + nh_off;
+
+	struct event ev = {};
+	__u32 zero = 0;
+	struct drop_counters *dc = bpf_map_lookup_elem(&drop_stats, &zero);
+	__u32 l4 = 0;
+	int has_l4 = 0;
+
+	if (proto == ETH_P_IP_BE) {
+		struct ip4 ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
+			goto unreadable;
+		if ((ip.vihl >> 4) != 4)
+			return 0;
+		__u16 fo = bpf_ntohs(ip.frag_off);
+		ev.family = 4;
+		ev.proto = ip.proto;
+		ev.ip_id = bpf_ntohs(ip.id);
+		ev.ip_len = bpf_ntohs(ip.tot_len);
+		ev.frag_off = (fo & 0x1fff) * 8;
+		if (fo & 0x4000)
+			ev.ip_flags |= IPF_DF;
+		if (fo & 0x2000)
+			ev.ip_flags |= IPF_MF;
+		if (fo & 0x3fff)
+			ev.ip_flags |= IPF_FRAG;
+		__builtin_memcpy(ev.saddr, &ip.saddr, 4);
+		__builtin_memcpy(ev.daddr, &ip.daddr, 4);
+		l4 = (ip.vihl & 0x0f) * 4;
+		has_l4 = ip.proto == 17 && !(fo & 0x1fff);
+	} else {
+		struct ip6 ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3))
+			goto unreadable;
+		ev.family = 6;
+		ev.ip_len = 40 + bpf_ntohs(ip6.plen);
+		__builtin_memcpy(ev.saddr, ip6.saddr, 16);
+		__builtin_memcpy(ev.daddr, ip6.daddr, 16);
+		__u8 nh = ip6.nexthdr;
+		l4 = 40;
+		/* A short walk: hop-by-hop, destination options, routing and
+		 * fragment headers are all that precede UDP in practice. */
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			if (nh != 0 && nh != 43 && nh != 44 && nh != 60)
+				break;
+			struct ip6_ext x;
+			if (bpf_probe_read_kernel(&x, sizeof(x), l3 + (l4 & 0x3ff)))
+				goto unreadable;
+			if (nh == 44) {
+				__u16 fo = bpf_ntohs(x.frag_off);
+				if (fo & 0xfff9) {
+					ev.ip_flags |= IPF_FRAG;
+					ev.ip_id = bpf_ntohl(x.id);
+					ev.frag_off = fo & 0xfff8;
+					if (fo & 1)
+						ev.ip_flags |= IPF_MF;
+				}
+				l4 += 8;
+			} else {
+				l4 += ((__u32)x.len + 1) * 8;
+			}
+			nh = x.nexthdr;
+		}
+		ev.proto = nh;
+		has_l4 = nh == 17 && ev.frag_off == 0;
+	}
+
+	if (has_l4) {
+		struct {
+			__be16 sport;
+			__be16 dport;
+		} ports;
+		if (bpf_probe_read_kernel(&ports, sizeof(ports), l3 + (l4 & 0x3ff)))
+			goto unreadable;
+		if (ours(ports.sport, ports.dport)) {
+			ev.sport = bpf_ntohs(ports.sport);
+			ev.dport = bpf_ntohs(ports.dport);
+		} else if (!(ev.ip_flags & IPF_FRAG)) {
+			return 0;
+		}
+	} else if (!(ev.ip_flags & IPF_FRAG)) {
+		return 0;
+	}
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		if (dc)
+			__sync_fetch_and_add(&dc->ringbuf_fail, 1);
+		return 0;
+	}
+	ev.type = EV_DROP;
+	ev.dir = 0xff;
+	ev.ts_ns = bpf_ktime_get_ns();
+	ev.reason = reason;
+	struct net_device *dev = skb->dev;
+	ev.ifindex = dev ? dev->ifindex : skb->skb_iif;
+	__builtin_memcpy(e, &ev, sizeof(ev));
+	bpf_ringbuf_submit(e, 0);
+	if (dc)
+		__sync_fetch_and_add(&dc->reported, 1);
+	return 0;
+
+unreadable:
+	if (dc)
+		__sync_fetch_and_add(&dc->unreadable, 1);
+	return 0;
+}

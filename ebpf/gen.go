@@ -1,0 +1,8 @@
+package ebpf
+
+// The BPF objects are committed; `make generate` rebuilds them. The system's
+// libbpf headers are used; the multiarch include directories provide
+// asm/types.h for <linux/bpf.h>. -mcpu=v3 gives the fetching atomics the
+// fragment trains use (kernel 5.12 and later).
+//go:generate go tool bpf2go -cflags "-O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu" -type event -type train_key -type train -type frag_rec -type counter_set tc bpf/tc.c
+//go:generate go tool bpf2go -cflags "-O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu" -type drop_counters drop bpf/drop.c
