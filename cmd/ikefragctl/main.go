@@ -1,8 +1,52 @@
-// Command ikefragctl is the operator's command-line tool.
+// Command ikefragctl is the operator's command-line tool: it reads captures
+// (decode, analyze) and talks to a running ikefragd.
 package main
 
-import "os"
+import (
+	"errors"
+	"fmt"
+	"os"
 
-func main() { os.Exit(execute()) }
+	"github.com/spf13/cobra"
+)
 
-func execute() int { return 0 }
+// exitError carries an exit status through cobra: 1 for findings, 2 for bad
+// input or usage.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+func badInput(format string, a ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, a...)}
+}
+
+func main() { os.Exit(execute(os.Args[1:])) }
+
+func execute(args []string) int {
+	root := newRoot()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "ikefragctl:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 2
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "ikefragctl",
+		Short:         "Inspect IKEv2 traffic and talk to ikefragd",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newDecodeCmd())
+	return root
+}
