@@ -83,6 +83,7 @@ var (
 	ErrCritical       = errors.New("unknown payload marked critical")
 	ErrTooManyPayload = errors.New("too many payloads")
 	ErrMalformed      = errors.New("malformed payload")
+	ErrTooMany        = errors.New("too many elements")
 )
 
 // ParseHeader decodes the IKE header at the start of b. It checks only that b
