@@ -1,0 +1,709 @@
+package lab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// DropMode selects which IP fragments the router's nftables rule drops.
+type DropMode string
+
+const (
+	// DropNone installs no rule.
+	DropNone DropMode = "none"
+	// DropAll drops every fragment: first ones (MF set) and the rest.
+	DropAll DropMode = "all"
+	// DropNonFirst drops fragments with a non-zero offset only, like
+	// firewalls that let the first fragment through for its port numbers.
+	DropNonFirst DropMode = "nonfirst"
+)
+
+// MTUs of the lab's links; 0 means 1500. MidGw and GwSrv apply only with a
+// gateway, MidSrv only without one.
+type MTUs struct {
+	CliMid, MidSrv, MidGw, GwSrv int
+}
+
+// Topology describes the lab New builds.
+type Topology struct {
+	// MTU per link.
+	MTU MTUs
+	// Drop is the fragment filter on the router named by DropAt.
+	Drop DropMode
+	// DropAt is "mid" (default) or "gw".
+	DropAt string
+	// IPv6 adds fd00:99::/32 addresses next to the IPv4 ones; without it
+	// IPv6 is disabled in the namespaces to keep captures quiet.
+	IPv6 bool
+	// Gateway inserts a fourth namespace, gw, between mid and srv
+	// (cli — mid — gw — srv), where a proxy under test can run.
+	Gateway bool
+	// PKI selects the certificate hierarchy the charons use; default RSA4096.
+	PKI KeyType
+}
+
+// Node is one network namespace of a lab.
+type Node struct {
+	// Name of the network namespace (ip netns).
+	Name string
+	// Role is "cli", "mid", "gw" or "srv".
+	Role string
+	// Addr4 and Addr6 are the node's main address: for cli and srv their
+	// only link address, for mid its address toward cli, for gw its address
+	// toward mid. Addr6 is invalid unless the topology has IPv6.
+	Addr4, Addr6 netip.Addr
+	// Inner4 and Inner6 (cli and srv only) sit on lo inside the node's
+	// traffic selector (Inner4 is in InnerNet4, …): kernel-libipsec routes
+	// tunnel traffic only for local addresses inside the selector.
+	Inner4, Inner6       netip.Addr
+	InnerNet4, InnerNet6 netip.Prefix
+
+	lab *Lab
+}
+
+// Link is a veth pair between two nodes.
+type Link struct {
+	A, B       *Node
+	IfA, IfB   string // interface names in A and B: "<self>-<peer>"
+	Net4, Net6 netip.Prefix
+	mtu        int
+}
+
+// Lab is a running topology. Fields are read-only for tests.
+type Lab struct {
+	Cli, Mid, Gw, Srv *Node // Gw is nil without Topology.Gateway
+	// Prefix starts every namespace name of this lab.
+	Prefix string
+	// Dir holds configs, logs, keys and captures (mode 0700).
+	Dir string
+
+	t     testing.TB
+	topo  Topology
+	nodes []*Node
+	links []*Link
+
+	mu   sync.Mutex
+	drop DropMode
+	pki  *PKI
+	seq  int
+}
+
+const (
+	nsPrefix  = "ikl-"
+	ownersDir = "/run/ikefrag-lab"
+	nftTable  = "ikefrag_lab"
+)
+
+var staleNS = regexp.MustCompile(`^ikl-[a-z0-9-]*-[0-9a-f]{6}-(cli|mid|gw|srv)$`)
+
+var sweepOnce sync.Once
+
+// New builds the topology and registers its removal with t.Cleanup. It
+// fails the test when any step fails.
+func New(t testing.TB, topo Topology) *Lab {
+	t.Helper()
+	Require(t)
+	if topo.Drop == "" {
+		topo.Drop = DropNone
+	}
+	if topo.DropAt == "" {
+		topo.DropAt = "mid"
+	}
+	if topo.DropAt != "mid" && (topo.DropAt != "gw" || !topo.Gateway) {
+		t.Fatalf("lab: DropAt %q: want mid, or gw with Gateway set", topo.DropAt)
+	}
+	if topo.PKI == "" {
+		topo.PKI = RSA4096
+	}
+	sweepOnce.Do(func() { sweepStale(t) })
+
+	var rnd [3]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		t.Fatal(err)
+	}
+	l := &Lab{t: t, topo: topo, Prefix: labPrefix(t.Name(), hex.EncodeToString(rnd[:]))}
+	// A short directory keeps the vici socket path below the 108-byte limit
+	// of unix socket addresses.
+	base := os.TempDir()
+	if len(base) > 40 {
+		base = "/tmp"
+	}
+	l.Dir = filepath.Join(base, l.Prefix)
+	if err := os.Mkdir(l.Dir, 0o700); err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	// The owner record comes before the first namespace so that a sweep in
+	// another process never sees our namespaces without it.
+	if err := writeOwner(l.Prefix, l.Dir); err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	t.Cleanup(l.destroy)
+
+	l.layout()
+	if err := l.build(); err != nil {
+		t.Fatalf("lab: building %s: %v", l.Prefix, err)
+	}
+	return l
+}
+
+// labPrefix makes a namespace prefix from a test name: short enough that
+// names stay readable in `ip netns`, unique through the random suffix.
+func labPrefix(testName, suffix string) string {
+	s := strings.TrimPrefix(strings.ToLower(testName), "test")
+	var b strings.Builder
+	for _, r := range s {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else if b.Len() > 0 && !strings.HasSuffix(b.String(), "-") {
+			b.WriteByte('-')
+		}
+	}
+	s = strings.Trim(b.String(), "-")
+	if len(s) > 12 {
+		// keep the start (test) and the end (subtest) of long names
+		s = strings.Trim(s[:5], "-") + "-" + strings.Trim(s[len(s)-6:], "-")
+	}
+	if s == "" {
+		s = "t"
+	}
+	return nsPrefix + s + "-" + suffix
+}
+
+// layout fills in nodes, links and addresses; nothing touches the system.
+func (l *Lab) layout() {
+	mk := func(role string) *Node {
+		n := &Node{Name: l.Prefix + "-" + role, Role: role, lab: l}
+		l.nodes = append(l.nodes, n)
+		return n
+	}
+	l.Cli = mk("cli")
+	l.Mid = mk("mid")
+	if l.topo.Gateway {
+		l.Gw = mk("gw")
+	}
+	l.Srv = mk("srv")
+
+	pick := func(v int) int {
+		if v <= 0 {
+			return 1500
+		}
+		return v
+	}
+	link := func(a, b *Node, subnet, mtu int) *Link {
+		k := &Link{A: a, B: b, IfA: a.Role + "-" + b.Role, IfB: b.Role + "-" + a.Role,
+			Net4: netip.MustParsePrefix(fmt.Sprintf("10.99.%d.0/24", subnet)),
+			Net6: netip.MustParsePrefix(fmt.Sprintf("fd00:99:%d::/64", subnet)),
+			mtu:  pick(mtu)}
+		l.links = append(l.links, k)
+		return k
+	}
+	// Address plan: the side toward cli gets .1/::1 and the side toward srv
+	// .2/::2, except on the subnet of srv, which keeps 10.99.2.2 whether or
+	// not a gateway sits in front of it.
+	link(l.Cli, l.Mid, 1, l.topo.MTU.CliMid)
+	if l.topo.Gateway {
+		link(l.Mid, l.Gw, 3, l.topo.MTU.MidGw)
+		link(l.Gw, l.Srv, 2, l.topo.MTU.GwSrv)
+	} else {
+		link(l.Mid, l.Srv, 2, l.topo.MTU.MidSrv)
+	}
+
+	l.Cli.Addr4, l.Cli.Addr6 = l.links[0].addr(l.Cli)
+	l.Mid.Addr4, l.Mid.Addr6 = l.links[0].addr(l.Mid)
+	if l.Gw != nil {
+		l.Gw.Addr4, l.Gw.Addr6 = l.links[1].addr(l.Gw)
+	}
+	l.Srv.Addr4, l.Srv.Addr6 = l.links[len(l.links)-1].addr(l.Srv)
+	if !l.topo.IPv6 {
+		for _, n := range l.nodes {
+			n.Addr6 = netip.Addr{}
+		}
+	}
+	inner := func(n *Node, subnet int) {
+		n.InnerNet4 = netip.MustParsePrefix(fmt.Sprintf("10.99.%d.0/24", subnet))
+		n.Inner4 = netip.MustParseAddr(fmt.Sprintf("10.99.%d.1", subnet))
+		if l.topo.IPv6 {
+			n.InnerNet6 = netip.MustParsePrefix(fmt.Sprintf("fd00:99:%d::/64", subnet))
+			n.Inner6 = netip.MustParseAddr(fmt.Sprintf("fd00:99:%d::1", subnet))
+		}
+	}
+	inner(l.Cli, 10)
+	inner(l.Srv, 20)
+}
+
+// addr returns n's addresses on the link (.1 for A, .2 for B).
+func (k *Link) addr(n *Node) (netip.Addr, netip.Addr) {
+	host := 1
+	if n == k.B {
+		host = 2
+	}
+	a4 := k.Net4.Addr().As4()
+	a4[3] = byte(host)
+	a6 := k.Net6.Addr().As16()
+	a6[15] = byte(host)
+	return netip.AddrFrom4(a4), netip.AddrFrom16(a6)
+}
+
+func (k *Link) ifname(n *Node) string {
+	if n == k.A {
+		return k.IfA
+	}
+	return k.IfB
+}
+
+func (l *Lab) build() error {
+	ctx := context.Background()
+	v6 := l.topo.IPv6
+	for _, n := range l.nodes {
+		if _, err := run(ctx, "ip", "netns", "add", n.Name); err != nil {
+			return err
+		}
+		sysctls := []string{"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"}
+		if v6 {
+			sysctls = []string{"net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0",
+				"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"}
+		}
+		if n.isRouter() {
+			sysctls = append(sysctls, "net.ipv4.ip_forward=1")
+			if v6 {
+				sysctls = append(sysctls, "net.ipv6.conf.all.forwarding=1")
+			}
+		}
+		if _, err := n.Run(ctx, "sysctl", append([]string{"-qw"}, sysctls...)...); err != nil {
+			return err
+		}
+	}
+	for _, k := range l.links {
+		if _, err := run(ctx, "ip", "link", "add", k.IfA, "netns", k.A.Name, "type", "veth",
+			"peer", "name", k.IfB, "netns", k.B.Name); err != nil {
+			return err
+		}
+	}
+	for _, n := range l.nodes {
+		if _, err := runIn(ctx, nil, l.batch(n), "ip", "-n", n.Name, "-batch", "-"); err != nil {
+			return err
+		}
+		// Offloads would hand tcpdump packets larger than the MTU; with them
+		// off the capture shows what a real wire carries.
+		for _, k := range l.links {
+			if k.A == n || k.B == n {
+				if _, err := n.Run(ctx, "ethtool", "-K", k.ifname(n), "gro", "off", "gso", "off", "tso", "off"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := l.SetDrop(l.topo.Drop); err != nil {
+		return err
+	}
+	// Small pings across the whole path prove addressing and routing.
+	targets := []netip.Addr{l.Srv.Addr4, l.Srv.Addr6}
+	if l.Gw != nil {
+		targets = append(targets, l.Gw.Addr4, l.Gw.Addr6)
+	}
+	for _, a := range targets {
+		if !a.IsValid() {
+			continue
+		}
+		if _, err := l.Cli.Run(ctx, "ping", "-n", "-q", "-c", "1", "-W", "2", a.String()); err != nil {
+			return fmt.Errorf("path check: %w", err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) isRouter() bool { return n.Role == "mid" || n.Role == "gw" }
+
+// batch is the `ip -batch` script configuring one namespace.
+func (l *Lab) batch(n *Node) string {
+	var b strings.Builder
+	line := func(f string, a ...any) { fmt.Fprintf(&b, f+"\n", a...) }
+	v6 := l.topo.IPv6
+	line("link set dev lo up")
+	for _, k := range l.links {
+		if k.A != n && k.B != n {
+			continue
+		}
+		ifn := k.ifname(n)
+		a4, a6 := k.addr(n)
+		line("link set dev %s mtu %d up", ifn, k.mtu)
+		line("addr add %s/24 dev %s", a4, ifn)
+		if v6 {
+			line("addr add %s/64 dev %s nodad", a6, ifn)
+		}
+	}
+	if n.Inner4.IsValid() {
+		line("addr add %s/32 dev lo", n.Inner4)
+	}
+	if n.Inner6.IsValid() {
+		line("addr add %s/128 dev lo nodad", n.Inner6)
+	}
+	// next hop of a node toward the far side of the lab
+	via := func(k *Link) {
+		g4, g6 := k.addr(k.A)
+		if k.B != n {
+			g4, g6 = k.addr(k.B)
+		}
+		line("route add default via %s", g4)
+		if v6 {
+			line("route add ::/0 via %s", g6)
+		}
+	}
+	switch n.Role {
+	case "cli":
+		via(l.links[0])
+	case "srv":
+		via(l.links[len(l.links)-1])
+	case "gw":
+		via(l.links[1]) // toward mid, which knows cli's subnet
+	case "mid":
+		if l.Gw != nil {
+			// srv's subnet lies behind gw
+			g4, g6 := l.links[1].addr(l.Gw)
+			line("route add %s via %s", l.links[2].Net4, g4)
+			if v6 {
+				line("route add %s via %s", l.links[2].Net6, g6)
+			}
+		}
+	}
+	return b.String()
+}
+
+// Node returns the node with the given role, or nil.
+func (l *Lab) Node(role string) *Node {
+	for _, n := range l.nodes {
+		if n.Role == role {
+			return n
+		}
+	}
+	return nil
+}
+
+// Nodes lists the lab's namespaces from cli to srv.
+func (l *Lab) Nodes() []*Node { return append([]*Node(nil), l.nodes...) }
+
+// Link returns the veth pair between two adjacent nodes, or nil.
+func (l *Lab) Link(a, b *Node) *Link {
+	for _, k := range l.links {
+		if (k.A == a && k.B == b) || (k.A == b && k.B == a) {
+			return k
+		}
+	}
+	return nil
+}
+
+// MTU is the link's current MTU.
+func (k *Link) MTU() int { return k.mtu }
+
+// SetMTU changes the MTU on both ends of the link.
+func (k *Link) SetMTU(mtu int) error {
+	for _, n := range []*Node{k.A, k.B} {
+		if _, err := run(context.Background(), "ip", "-n", n.Name, "link", "set", "dev", k.ifname(n), "mtu", strconv.Itoa(mtu)); err != nil {
+			return err
+		}
+	}
+	k.mtu = mtu
+	return nil
+}
+
+// Command prepares a command that runs inside the node's namespace, e.g. a
+// daemon under test; the caller starts and stops it.
+func (n *Node) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+}
+
+// Run runs a command inside the node's namespace and returns its combined
+// output. Without a deadline on ctx it gives up after 30 s.
+func (n *Node) Run(ctx context.Context, name string, args ...string) (string, error) {
+	return run(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+}
+
+// Ping sends three echo requests from one node to an address and succeeds
+// when any reply arrives. Toward a tunnel inner address the source is the
+// sender's inner address of the same family, so the packets take the tunnel.
+func (l *Lab) Ping(ctx context.Context, from *Node, to netip.Addr) error {
+	args := []string{"-n", "-q", "-c", "3", "-i", "0.2", "-W", "2"}
+	isInner := false
+	for _, n := range l.nodes {
+		if to.IsValid() && (to == n.Inner4 || to == n.Inner6) {
+			isInner = true
+		}
+	}
+	if isInner {
+		src := from.Inner4
+		if to.Is6() {
+			src = from.Inner6
+		}
+		if !src.IsValid() {
+			return fmt.Errorf("lab: %s has no inner address of the family of %s", from.Role, to)
+		}
+		args = append(args, "-I", src.String())
+	}
+	args = append(args, to.String())
+	_, err := from.Run(ctx, "ping", args...)
+	return err
+}
+
+// Drop comments name the nftables rules; DropCounters finds them by these.
+const (
+	cmtV4First    = "ipv4 first fragments"
+	cmtV4NonFirst = "ipv4 non-first fragments"
+	cmtV6First    = "ipv6 first fragments"
+	cmtV6NonFirst = "ipv6 non-first fragments"
+)
+
+// dropRuleset renders the nftables script for a mode. Priority -500 puts the
+// chain before nf_defrag (-400), so conntrack could never reassemble first.
+// Replacing the table in one transaction keeps a mode change atomic.
+func dropRuleset(mode DropMode) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\n", nftTable, nftTable)
+	switch mode {
+	case DropNone:
+		return b.String(), nil
+	case DropAll, DropNonFirst:
+	default:
+		return "", fmt.Errorf("lab: unknown drop mode %q", mode)
+	}
+	fmt.Fprintf(&b, "table inet %s {\n\tchain fragdrop {\n", nftTable)
+	b.WriteString("\t\ttype filter hook prerouting priority -500; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tip frag-off & 0x1fff != 0 counter drop comment %q\n", cmtV4NonFirst)
+	fmt.Fprintf(&b, "\t\tfrag frag-off != 0 counter drop comment %q\n", cmtV6NonFirst)
+	if mode == DropAll {
+		fmt.Fprintf(&b, "\t\tip frag-off & 0x2000 != 0 counter drop comment %q\n", cmtV4First)
+		fmt.Fprintf(&b, "\t\tfrag more-fragments 1 counter drop comment %q\n", cmtV6First)
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String(), nil
+}
+
+func (l *Lab) dropNode() *Node {
+	if l.topo.DropAt == "gw" {
+		return l.Gw
+	}
+	return l.Mid
+}
+
+// SetDrop replaces the fragment filter on the drop router (counters restart
+// from zero).
+func (l *Lab) SetDrop(mode DropMode) error {
+	script, err := dropRuleset(mode)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, err := runIn(context.Background(), nil, script, "ip", "netns", "exec", l.dropNode().Name, "nft", "-f", "-"); err != nil {
+		return err
+	}
+	l.drop = mode
+	return nil
+}
+
+// DropCounts are packets dropped by the fragment filter, per rule.
+type DropCounts struct {
+	V4First, V4NonFirst, V6First, V6NonFirst uint64
+}
+
+// Total is the sum of all counters.
+func (c DropCounts) Total() uint64 { return c.V4First + c.V4NonFirst + c.V6First + c.V6NonFirst }
+
+// DropCounters reads the fragment filter's counters; all zero without a
+// filter.
+func (l *Lab) DropCounters() (DropCounts, error) {
+	var c DropCounts
+	l.mu.Lock()
+	mode := l.drop
+	l.mu.Unlock()
+	if mode == DropNone {
+		return c, nil
+	}
+	out, err := l.dropNode().Run(context.Background(), "nft", "-j", "list", "table", "inet", nftTable)
+	if err != nil {
+		return c, err
+	}
+	var doc struct {
+		Nftables []struct {
+			Rule *struct {
+				Comment string                       `json:"comment"`
+				Expr    []map[string]json.RawMessage `json:"expr"`
+			} `json:"rule"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		return c, fmt.Errorf("lab: nft json: %w", err)
+	}
+	for _, o := range doc.Nftables {
+		if o.Rule == nil {
+			continue
+		}
+		var packets uint64
+		for _, e := range o.Rule.Expr {
+			if raw, ok := e["counter"]; ok {
+				var ctr struct {
+					Packets uint64 `json:"packets"`
+				}
+				if err := json.Unmarshal(raw, &ctr); err != nil {
+					return c, err
+				}
+				packets = ctr.Packets
+			}
+		}
+		switch o.Rule.Comment {
+		case cmtV4First:
+			c.V4First = packets
+		case cmtV4NonFirst:
+			c.V4NonFirst = packets
+		case cmtV6First:
+			c.V6First = packets
+		case cmtV6NonFirst:
+			c.V6NonFirst = packets
+		}
+	}
+	return c, nil
+}
+
+// destroy removes everything New created; it runs from t.Cleanup after the
+// charons and captures (registered later) are gone.
+func (l *Lab) destroy() {
+	ctx := context.Background()
+	for i := len(l.nodes) - 1; i >= 0; i-- {
+		removeNS(ctx, l.nodes[i].Name)
+	}
+	_ = os.Remove(filepath.Join(ownersDir, l.Prefix))
+	if keepFiles() {
+		l.t.Logf("lab: kept %s", l.Dir)
+		return
+	}
+	_ = os.RemoveAll(l.Dir)
+}
+
+// removeNS kills what still runs in one of the harness's namespaces (only
+// processes the lab started can be there) and deletes it.
+func removeNS(ctx context.Context, name string) {
+	if _, err := os.Stat(filepath.Join("/run/netns", name)); err != nil {
+		return
+	}
+	if out, err := run(ctx, "ip", "netns", "pids", name); err == nil {
+		for _, f := range strings.Fields(out) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	// A namespace whose last process is still exiting can be busy briefly.
+	for i := 0; i < 20; i++ {
+		if _, err := run(ctx, "ip", "netns", "delete", name); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// writeOwner records which process owns a lab: "<pid> <start time> <dir>".
+func writeOwner(prefix, dir string) error {
+	if err := os.MkdirAll(ownersDir, 0o700); err != nil {
+		return err
+	}
+	st, err := procStart(os.Getpid())
+	if err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(ownersDir, prefix), fmt.Appendf(nil, "%d %d %s\n", os.Getpid(), st, dir), 0o600)
+}
+
+// procStart is the start time of a process in clock ticks since boot; with
+// the pid it identifies the process even after pid reuse.
+func procStart(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("lab: malformed /proc stat")
+	}
+	f := strings.Fields(s[i+1:])
+	// field 22 of stat; f[0] is field 3
+	if len(f) < 20 {
+		return 0, errors.New("lab: short /proc stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// ownerAlive reports whether the process that created a lab still runs.
+func ownerAlive(prefix string) (alive bool, dir string) {
+	b, err := os.ReadFile(filepath.Join(ownersDir, prefix))
+	if err != nil {
+		return false, ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return false, ""
+	}
+	pid, err1 := strconv.Atoi(f[0])
+	start, err2 := strconv.ParseUint(f[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return false, f[2]
+	}
+	now, err := procStart(pid)
+	return err == nil && now == start, f[2]
+}
+
+// sweepStale removes namespaces and files left by lab runs whose process is
+// gone (a crash, or a test binary killed on timeout). Labs of live processes,
+// such as other packages' tests running at the same time, are left alone.
+func sweepStale(t testing.TB) {
+	ctx := context.Background()
+	out, err := run(ctx, "ip", "netns", "list")
+	if err != nil {
+		return
+	}
+	prefixes := map[string]bool{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !staleNS.MatchString(f[0]) {
+			continue
+		}
+		prefix := f[0][:strings.LastIndexByte(f[0], '-')]
+		alive, _ := ownerAlive(prefix)
+		if alive {
+			continue
+		}
+		removeNS(ctx, f[0])
+		prefixes[prefix] = true
+	}
+	// owner records without namespaces, e.g. a crash right after writing one
+	entries, _ := os.ReadDir(ownersDir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), nsPrefix) {
+			if alive, _ := ownerAlive(e.Name()); !alive {
+				prefixes[e.Name()] = true
+			}
+		}
+	}
+	for prefix := range prefixes {
+		_, dir := ownerAlive(prefix)
+		if dir != "" && strings.HasPrefix(filepath.Base(dir), nsPrefix) {
+			_ = os.RemoveAll(dir)
+		}
+		_ = os.Remove(filepath.Join(ownersDir, prefix))
+		t.Logf("lab: removed stale lab %s", prefix)
+	}
+}
