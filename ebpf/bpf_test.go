@@ -217,12 +217,12 @@ func TestIKEv1AndIPv6AndVLAN(t *testing.T) {
 
 func TestNATTSubclasses(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.run(ikeV4(4500, 4500, []byte{0xff}))                                // keepalive
+	h.run(ikeV4(4500, 4500, []byte{0xff}))                                    // keepalive
 	h.run(ikeV4(4500, 4500, cat([]byte{0, 0, 0x10, 0x01}, make([]byte, 96)))) // ESP, SPI 0x1001
-	h.run(ikeV4(4500, 4500, cat([]byte{0, 0, 0, 0}, ike(2, 35, 1, 400))))   // IKE
-	h.run(ikeV4(4500, 4500, []byte{1, 2}))                                // too short for anything
-	h.run(ikeV4(4500, 4500, cat([]byte{0, 0, 0, 0}, make([]byte, 10))))     // marker but no IKE header
-	h.run(ikeV4(500, 500, ike(3, 34, 0, 100)))                            // unknown IKE major version
+	h.run(ikeV4(4500, 4500, cat([]byte{0, 0, 0, 0}, ike(2, 35, 1, 400))))     // IKE
+	h.run(ikeV4(4500, 4500, []byte{1, 2}))                                    // too short for anything
+	h.run(ikeV4(4500, 4500, cat([]byte{0, 0, 0, 0}, make([]byte, 10))))       // marker but no IKE header
+	h.run(ikeV4(500, 500, ike(3, 34, 0, 100)))                                // unknown IKE major version
 	h.expect(map[CounterID]uint64{CounterKeepalive: 1, CounterESPInUDP: 1, CounterIKEv2: 1, CounterOtherUDP: 3})
 	d := h.records(1)[0].Datagram
 	if d.Length != 404 || d.Payload[4+18] != 35 {
