@@ -1,0 +1,455 @@
+// Package diag turns observations of IKE traffic — from a capture file or
+// from the live eBPF observer, as obs.Record values — into sessions,
+// per-peer path-MTU estimates and verdicts an operator can act on.
+package diag
+
+import (
+	"hash/maphash"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/ike"
+)
+
+// Options bound the engine's memory and set its timing rules.
+type Options struct {
+	Ports ike.Ports
+	// CopyWindow: the same datagram seen again within this time is another
+	// copy of one send (a second interface, a capture duplicate), not a
+	// retransmission. IKE retransmission timers start at 0.5 s or more.
+	CopyWindow time.Duration
+	// Settle: an exchange without a response is judged unanswered only when
+	// the session has been quiet this long (or at the end of a capture).
+	Settle time.Duration
+	// Idle: sessions quiet this long are forgotten (live use).
+	Idle time.Duration
+	// MaxSessions caps the sessions kept; the least recently active one is
+	// evicted first.
+	MaxSessions int
+	// MaxExchanges and MaxTransmissions cap what one session keeps.
+	MaxExchanges     int
+	MaxTransmissions int
+}
+
+// DefaultOptions are the documented defaults.
+var DefaultOptions = Options{
+	Ports:            ike.DefaultPorts,
+	CopyWindow:       250 * time.Millisecond,
+	Settle:           30 * time.Second,
+	Idle:             10 * time.Minute,
+	MaxSessions:      10000,
+	MaxExchanges:     64,
+	MaxTransmissions: 16,
+}
+
+func (o Options) withDefaults() Options {
+	d := DefaultOptions
+	if o.Ports.IKE == 0 && o.Ports.NATT == 0 {
+		o.Ports = d.Ports
+	}
+	if o.CopyWindow <= 0 {
+		o.CopyWindow = d.CopyWindow
+	}
+	if o.Settle <= 0 {
+		o.Settle = d.Settle
+	}
+	if o.Idle <= 0 {
+		o.Idle = d.Idle
+	}
+	if o.MaxSessions <= 0 {
+		o.MaxSessions = d.MaxSessions
+	}
+	if o.MaxExchanges <= 0 {
+		o.MaxExchanges = d.MaxExchanges
+	}
+	if o.MaxTransmissions <= 0 {
+		o.MaxTransmissions = d.MaxTransmissions
+	}
+	return o
+}
+
+// Stats counts what the engine took in and what it could not use.
+type Stats struct {
+	Datagrams      uint64 // IKE datagrams taken into sessions
+	ESP            uint64 // ESP and ESP-in-UDP datagrams (counted, not kept)
+	Keepalives     uint64
+	Copies         uint64 // datagrams recognised as copies of one send
+	Retransmits    uint64
+	Undecodable    uint64 // IKE-port datagrams whose IKE header could not be read
+	Orphans        uint64 // fragment trains whose first fragment never arrived
+	TooBig         uint64 // ICMP fragmentation-needed / packet-too-big messages
+	Drops          uint64 // kernel drop reports
+	Evicted        uint64 // sessions evicted by MaxSessions
+	LimitedDropped uint64 // transmissions not kept because of per-session limits
+}
+
+// sessionKey identifies an IKE SA by the initiator's SPI and the two peers'
+// addresses (not ports: NAT-T moves the SA from 500 to 4500).
+type sessionKey struct {
+	spi       ike.SPI
+	initiator netip.Addr
+	responder netip.Addr
+	v1        bool
+}
+
+// Engine builds sessions from observations. It is not safe for concurrent
+// use; the daemon feeds it from one goroutine.
+type Engine struct {
+	opt      Options
+	seed     maphash.Seed
+	sessions map[sessionKey]*Session
+	nextID   int
+	peers    map[netip.Addr]*Peer
+	orphans  map[[2]netip.Addr]*orphanTrains
+	drops    []*obs.Drop
+	now      time.Time
+	stats    Stats
+}
+
+// orphanTrains counts incomplete fragment trains between two addresses
+// whose first fragment (with the UDP and IKE headers) never arrived.
+type orphanTrains struct {
+	Count int
+	Bytes int
+	Last  time.Time
+}
+
+// New returns an engine with the given options (zero fields take defaults).
+func New(opt Options) *Engine {
+	return &Engine{
+		opt:      opt.withDefaults(),
+		seed:     maphash.MakeSeed(),
+		sessions: make(map[sessionKey]*Session),
+		peers:    make(map[netip.Addr]*Peer),
+		orphans:  make(map[[2]netip.Addr]*orphanTrains),
+	}
+}
+
+// Stats returns the counters.
+func (e *Engine) Stats() Stats { return e.stats }
+
+// Add takes one observation.
+func (e *Engine) Add(r obs.Record) {
+	switch {
+	case r.Datagram != nil:
+		e.advance(r.Datagram.Time)
+		e.addDatagram(r.Datagram)
+	case r.TooBig != nil:
+		e.advance(r.TooBig.Time)
+		e.stats.TooBig++
+		e.peer(r.TooBig.OrigDst).addTooBig(r.TooBig)
+	case r.Drop != nil:
+		e.advance(r.Drop.Time)
+		e.stats.Drops++
+		if len(e.drops) < 1024 {
+			e.drops = append(e.drops, r.Drop)
+		}
+	}
+}
+
+// advance moves the engine's clock; captures may hold out-of-order or zero
+// timestamps, so the clock never goes back.
+func (e *Engine) advance(t time.Time) {
+	if t.After(e.now) {
+		e.now = t
+	}
+}
+
+const (
+	protoUDP = 17
+	protoESP = 50
+)
+
+func (e *Engine) addDatagram(d *obs.Datagram) {
+	switch {
+	case d.Proto == protoESP:
+		e.stats.ESP++
+		return
+	case d.Proto != protoUDP:
+		return
+	case d.Length < 0:
+		// No UDP header: the first fragment is missing. Keep a count per
+		// address pair; it corroborates a fragment-loss verdict.
+		e.stats.Orphans++
+		k := [2]netip.Addr{d.Src.Addr(), d.Dst.Addr()}
+		o := e.orphans[k]
+		if o == nil {
+			if len(e.orphans) >= e.opt.MaxSessions {
+				return
+			}
+			o = &orphanTrains{}
+			e.orphans[k] = o
+		}
+		o.Count++
+		for _, f := range d.Frags {
+			o.Bytes += f.Len
+		}
+		o.Last = d.Time
+		return
+	case !e.opt.Ports.Carries(d.Src.Port(), d.Dst.Port()):
+		return
+	}
+	fr := e.opt.Ports.Classify(d.Src.Port(), d.Dst.Port(), d.Payload)
+	switch fr.Kind {
+	case ike.KindESP:
+		e.stats.ESP++
+		return
+	case ike.KindKeepalive:
+		e.stats.Keepalives++
+		return
+	case ike.KindIKE:
+	default:
+		e.stats.Undecodable++
+		return
+	}
+	h, err := ike.ParseHeader(fr.IKE)
+	if err != nil || (h.MajorVersion != 1 && h.MajorVersion != 2) {
+		e.stats.Undecodable++
+		return
+	}
+	g := &Datagram{
+		Time: d.Time, Src: d.Src, Dst: d.Dst, Header: h, Marker: fr.Marker,
+		UDPLen: d.Length, IPFrags: max(1, len(d.Frags)), Complete: d.Complete,
+		Missing: d.Missing, Copies: 1,
+	}
+	if d.Frame != 0 {
+		g.Frames = []int{d.Frame}
+	}
+	g.Sources = []obs.Source{d.Source}
+	if len(d.Frags) > 0 {
+		for _, f := range d.Frags {
+			g.FragLens = append(g.FragLens, f.IPLen)
+			g.IPLen += f.IPLen
+		}
+	} else {
+		g.IPLen = ipHeaderLen(d) + 8 + d.Length
+		g.FragLens = []int{g.IPLen}
+	}
+	whole := d.Complete && !d.Truncated && len(fr.IKE) == int(h.Length)
+	if whole && h.IsIKEv2() {
+		if m, err := ike.Decode(fr.IKE); err == nil {
+			g.Message = m
+			if p := m.Find(ike.PayloadEncryptedFragment); p != nil {
+				g.SKF = p.Body.(*ike.EncryptedFragment)
+			}
+		}
+	}
+	e.stats.Datagrams++
+	e.peerEvidence(g)
+	s := e.session(g)
+	if s == nil {
+		return
+	}
+	e.place(s, g, fr.IKE)
+}
+
+// ipHeaderLen estimates the IP header length of an unfragmented datagram.
+func ipHeaderLen(d *obs.Datagram) int {
+	if d.IPVersion == 6 {
+		return 40
+	}
+	return 20
+}
+
+// session finds or creates the session a datagram belongs to.
+func (e *Engine) session(g *Datagram) *Session {
+	h := g.Header
+	init, resp := g.Src, g.Dst
+	if !h.Flags.Initiator() {
+		init, resp = g.Dst, g.Src
+	}
+	k := sessionKey{spi: h.SPIi, initiator: init.Addr(), responder: resp.Addr(), v1: h.IsIKEv1()}
+	if h.IsIKEv1() {
+		// IKEv1 has no I flag semantics to rely on for direction here; key
+		// by the unordered address pair.
+		a, b := g.Src.Addr(), g.Dst.Addr()
+		if b.Less(a) {
+			a, b = b, a
+		}
+		k.initiator, k.responder = a, b
+	}
+	s := e.sessions[k]
+	if s == nil {
+		if len(e.sessions) >= e.opt.MaxSessions {
+			e.evictOldest()
+		}
+		e.nextID++
+		s = &Session{ID: e.nextID, SPIi: h.SPIi, IKEv1: h.IsIKEv1(), First: g.Time, seen: make(map[sig]*Datagram)}
+		if h.IsIKEv1() {
+			s.Initiator, s.Responder = g.Src, g.Dst
+		}
+		e.sessions[k] = s
+	}
+	if !h.IsIKEv1() {
+		s.Initiator, s.Responder = init, resp
+	}
+	if s.SPIr.IsZero() && !h.SPIr.IsZero() {
+		s.SPIr = h.SPIr
+	}
+	if g.Time.After(s.Last) {
+		s.Last = g.Time
+	}
+	return s
+}
+
+func (e *Engine) evictOldest() {
+	var oldK sessionKey
+	var old *Session
+	for k, s := range e.sessions {
+		if old == nil || s.Last.Before(old.Last) {
+			oldK, old = k, s
+		}
+	}
+	if old != nil {
+		delete(e.sessions, oldK)
+		e.stats.Evicted++
+	}
+}
+
+// place files a datagram under its exchange as a new transmission, as part
+// of the current SKF transmission, or as a copy of a datagram already seen.
+func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
+	h := g.Header
+	k := sig{
+		fromInitiator: h.Flags.Initiator(),
+		response:      h.Flags.Response(),
+		mid:           h.MessageID,
+		length:        h.Length,
+		sum:           maphash.Bytes(e.seed, raw),
+	}
+	if g.SKF != nil {
+		k.frag = g.SKF.Number
+	}
+	if prev := s.seen[k]; prev != nil && g.Time.Sub(prev.Time) <= e.opt.CopyWindow && !g.Time.Before(prev.Time.Add(-e.opt.CopyWindow)) {
+		e.stats.Copies++
+		prev.Copies++
+		prev.Frames = append(prev.Frames, g.Frames...)
+		if len(prev.Sources) < 8 {
+			prev.Sources = append(prev.Sources, g.Sources...)
+		}
+		// A copy seen whole makes up for a copy whose fragments were lost
+		// past the first observation point: keep the most complete view.
+		if g.Complete && !prev.Complete {
+			prev.Complete, prev.Missing = true, nil
+		}
+		if prev.Message == nil && g.Message != nil {
+			prev.Message, prev.SKF = g.Message, g.SKF
+		}
+		return
+	}
+	retrans := s.seen[k] != nil
+	if len(s.seen) < 4*e.opt.MaxExchanges*e.opt.MaxTransmissions {
+		s.seen[k] = g
+	}
+	x := s.exchange(h, e.opt.MaxExchanges)
+	if x == nil {
+		s.dropped++
+		e.stats.LimitedDropped++
+		return
+	}
+	list := &x.Requests
+	if h.Flags.Response() {
+		list = &x.Responses
+	}
+	// Fragments 2..n of an RFC 7383 message join the transmission that the
+	// latest fragment 1 started.
+	if g.SKF != nil && g.SKF.Number > 1 && len(*list) > 0 {
+		t := (*list)[len(*list)-1]
+		if len(t.Datagrams) < int(g.SKF.Total) && len(t.Datagrams) < 256 {
+			t.Datagrams = append(t.Datagrams, g)
+			return
+		}
+	}
+	if len(*list) >= e.opt.MaxTransmissions {
+		s.dropped++
+		e.stats.LimitedDropped++
+		return
+	}
+	t := &Transmission{Time: g.Time, Datagrams: []*Datagram{g}, Retransmission: retrans || len(*list) > 0 && sameMessage(*list, g)}
+	if t.Retransmission {
+		e.stats.Retransmits++
+	}
+	*list = append(*list, t)
+	e.learn(s, x, g)
+}
+
+// sameMessage reports whether g resends a message already in list: the same
+// length and, where known, the same first bytes after the header. A request
+// re-sent with a COOKIE is a new message, not a retransmission.
+func sameMessage(list []*Transmission, g *Datagram) bool {
+	for _, t := range list {
+		if t.Datagrams[0].Header.Length == g.Header.Length {
+			return true
+		}
+	}
+	return false
+}
+
+// learn records facts from IKE_SA_INIT messages.
+func (e *Engine) learn(s *Session, x *Exchange, g *Datagram) {
+	m := g.Message
+	if m == nil || x.Type != ike.ExchangeIKESAInit {
+		return
+	}
+	frag := m.HasNotify(ike.NotifyIKEv2FragmentationSupported)
+	if !g.Header.Flags.Response() {
+		s.FragSupported.Initiator = frag
+		if p := m.Find(ike.PayloadSA); p != nil {
+			s.Offered, _ = p.Body.(*ike.SA)
+		}
+		if p := m.Find(ike.PayloadKE); p != nil {
+			if ke, ok := p.Body.(*ike.KE); ok {
+				s.KEGroup = ke.Group
+			}
+		}
+		return
+	}
+	s.FragSupported.Responder = frag
+	for _, n := range m.Notifies() {
+		s.InitNotifies = append(s.InitNotifies, n.Type)
+	}
+	if p := m.Find(ike.PayloadSA); p != nil {
+		if sa, ok := p.Body.(*ike.SA); ok {
+			if c, err := sa.Chosen(); err == nil {
+				s.Chosen = c
+			}
+		}
+	}
+}
+
+// Sessions returns the sessions in order of first appearance.
+func (e *Engine) Sessions() []*Session {
+	out := make([]*Session, 0, len(e.sessions))
+	for _, s := range e.sessions {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Expire forgets sessions idle for longer than Options.Idle at time now.
+func (e *Engine) Expire(now time.Time) int {
+	n := 0
+	for k, s := range e.sessions {
+		if now.Sub(s.Last) > e.opt.Idle {
+			delete(e.sessions, k)
+			n++
+		}
+	}
+	for k, o := range e.orphans {
+		if now.Sub(o.Last) > e.opt.Idle {
+			delete(e.orphans, k)
+		}
+	}
+	for a, p := range e.peers {
+		if now.Sub(p.Last) > e.opt.Idle {
+			delete(e.peers, a)
+		}
+	}
+	return n
+}
+
+// Now returns the engine's clock: the latest observation time.
+func (e *Engine) Now() time.Time { return e.now }

@@ -1,0 +1,150 @@
+package diag
+
+import (
+	"sort"
+	"time"
+)
+
+// SchemaVersion is the version of the JSON report. It changes only when a
+// field is removed or changes meaning; new fields may appear in any version.
+const SchemaVersion = 1
+
+// Report is the JSON form of a diagnosis: `ikefragctl analyze --json` and
+// `ikefragctl verdicts --json` emit it.
+type Report struct {
+	Schema   string          `json:"schema"` // "ikefrag.report"
+	Version  int             `json:"version"`
+	Sessions []SessionReport `json:"sessions"`
+	Peers    []PMTUEstimate  `json:"peers"`
+	Summary  Summary         `json:"summary"`
+}
+
+// SessionReport describes one IKE SA.
+type SessionReport struct {
+	ID                     int           `json:"id"`
+	Client                 string        `json:"client"`
+	Server                 string        `json:"server"`
+	SPIi                   string        `json:"spi_i"`
+	SPIr                   string        `json:"spi_r"`
+	IKEVersion             int           `json:"ike_version"`
+	Start                  time.Time     `json:"start"`
+	End                    time.Time     `json:"end"`
+	Established            bool          `json:"established"`
+	FragmentationSupported FragSupport   `json:"fragmentation_supported"`
+	ProposalChosen         string        `json:"proposal_chosen,omitempty"`
+	PMTUEstimate           *PMTUEstimate `json:"pmtu_estimate,omitempty"` // toward the client
+	Ladder                 []LadderRow   `json:"ladder"`
+	Verdicts               []Verdict     `json:"verdicts"`
+}
+
+// FragSupport says which peers announced IKEV2_FRAGMENTATION_SUPPORTED.
+type FragSupport struct {
+	Initiator bool `json:"initiator"`
+	Responder bool `json:"responder"`
+}
+
+// LadderRow is one IKE datagram of a session, for the ladder diagram.
+type LadderRow struct {
+	Offset         time.Duration `json:"offset_ns"` // since the session's first datagram
+	FromClient     bool          `json:"from_client"`
+	Exchange       string        `json:"exchange"`
+	MessageID      uint32        `json:"message_id"`
+	Response       bool          `json:"response"`
+	Length         int           `json:"length"` // IKE header Length
+	IPFragments    int           `json:"ip_fragments"`
+	Complete       bool          `json:"complete"`
+	SKFNumber      uint16        `json:"skf_number,omitempty"`
+	SKFTotal       uint16        `json:"skf_total,omitempty"`
+	Retransmission bool          `json:"retransmission,omitempty"`
+	Copies         int           `json:"copies"`
+	Frames         []int         `json:"frames,omitempty"`
+}
+
+// Summary counts sessions and verdicts.
+type Summary struct {
+	Sessions    int          `json:"sessions"`
+	Established int          `json:"established"`
+	Errors      int          `json:"errors"`
+	Warnings    int          `json:"warnings"`
+	Verdicts    map[Code]int `json:"verdicts"`
+}
+
+// Report builds the report of everything seen so far.
+func (e *Engine) Report(final bool) Report {
+	r := Report{Schema: "ikefrag.report", Version: SchemaVersion, Sessions: []SessionReport{}, Peers: e.Peers(),
+		Summary: Summary{Verdicts: map[Code]int{}}}
+	for _, s := range e.Sessions() {
+		sr := e.SessionReport(s, final)
+		r.Sessions = append(r.Sessions, sr)
+		r.Summary.Sessions++
+		if sr.Established {
+			r.Summary.Established++
+		}
+		for _, v := range sr.Verdicts {
+			r.Summary.Verdicts[v.Code]++
+			switch v.Severity {
+			case Error:
+				r.Summary.Errors++
+			case Warning:
+				r.Summary.Warnings++
+			}
+		}
+	}
+	return r
+}
+
+// SessionReport describes one session.
+func (e *Engine) SessionReport(s *Session, final bool) SessionReport {
+	sr := SessionReport{
+		ID: s.ID, Client: s.Initiator.String(), Server: s.Responder.String(),
+		SPIi: s.SPIi.String(), SPIr: s.SPIr.String(), IKEVersion: 2,
+		Start: s.First, End: s.Last,
+		FragmentationSupported: FragSupport{s.FragSupported.Initiator, s.FragSupported.Responder},
+		Verdicts:               e.Evaluate(s, final),
+	}
+	if s.IKEv1 {
+		sr.IKEVersion = 1
+	} else {
+		sr.Established = s.Established()
+	}
+	if s.Chosen != nil {
+		sr.ProposalChosen = suiteString(s.Chosen)
+	}
+	if p := e.peers[s.Initiator.Addr()]; p != nil {
+		est := p.Estimate()
+		sr.PMTUEstimate = &est
+	}
+	sr.Ladder = ladder(s)
+	if sr.Verdicts == nil {
+		sr.Verdicts = []Verdict{}
+	}
+	return sr
+}
+
+func ladder(s *Session) []LadderRow {
+	var rows []LadderRow
+	for _, x := range s.Exchanges {
+		for _, ts := range [][]*Transmission{x.Requests, x.Responses} {
+			for _, t := range ts {
+				for _, d := range t.Datagrams {
+					r := LadderRow{
+						Offset:     d.Time.Sub(s.First),
+						FromClient: d.Src == s.Initiator || d.Src.Addr() == s.Initiator.Addr() && d.Dst.Addr() == s.Responder.Addr(),
+						Exchange:   x.Type.String(), MessageID: x.MessageID, Response: d.Header.Flags.Response(),
+						Length: int(d.Header.Length), IPFragments: d.IPFrags, Complete: d.Complete,
+						Retransmission: t.Retransmission, Copies: d.Copies, Frames: d.Frames,
+					}
+					if s.IKEv1 {
+						r.Exchange = d.Header.Exchange.IKEv1String()
+					}
+					if d.SKF != nil {
+						r.SKFNumber, r.SKFTotal = d.SKF.Number, d.SKF.Total
+					}
+					rows = append(rows, r)
+				}
+			}
+		}
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Offset < rows[j].Offset })
+	return rows
+}

@@ -1,0 +1,186 @@
+package diag
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/ike"
+)
+
+// Transmission is one send of an IKE message as observed: a single datagram,
+// or for a message fragmented at the IKE layer (RFC 7383) the SKF datagrams
+// sent together, starting with fragment 1.
+type Transmission struct {
+	Time      time.Time
+	Datagrams []*Datagram
+	// Retransmission is true for every send after the first of the same
+	// message (RFC 7296 §2.1: a retransmission is bitwise identical).
+	Retransmission bool
+}
+
+// Datagram is one IKE datagram of a transmission.
+type Datagram struct {
+	Time     time.Time
+	Src, Dst netip.AddrPort
+	Frames   []int        // capture frames of every copy (0 for live traffic)
+	Sources  []obs.Source // where each copy was seen
+	Header   ike.Header
+	Marker   bool // carried the non-ESP marker (NAT-T port)
+	UDPLen   int  // UDP payload length, -1 when unknown
+	IPLen    int  // total bytes on the wire over all IP fragments (IP headers included)
+	// IPFrags is the number of IP fragments (1 when not fragmented), and
+	// FragLens their IP packet lengths in offset order.
+	IPFrags  int
+	FragLens []int
+	// Complete is false when an IP fragment never arrived (at any observation
+	// point); Missing says which bytes.
+	Complete bool
+	Missing  []obs.Range
+	// SKF is set when the datagram is an RFC 7383 fragment.
+	SKF *ike.EncryptedFragment
+	// Message is the decoded message when the whole datagram was captured.
+	Message *ike.Message
+	// Copies counts the observations of this same datagram: one per
+	// observation point, plus duplicates a capture may hold.
+	Copies int
+}
+
+// Fragmented reports whether the datagram was IP-fragmented.
+func (d *Datagram) Fragmented() bool { return d.IPFrags > 1 }
+
+// Exchange is one request/response pair (RFC 7296 §1.2), identified by
+// Message ID and by which peer sent the request.
+type Exchange struct {
+	MessageID uint32
+	Type      ike.ExchangeType
+	// ByInitiator is true when the original initiator of the IKE SA sent the
+	// request.
+	ByInitiator bool
+	Requests    []*Transmission
+	Responses   []*Transmission
+}
+
+// Answered reports whether any response was seen.
+func (x *Exchange) Answered() bool { return len(x.Responses) > 0 }
+
+// Retransmissions counts request sends after the first.
+func (x *Exchange) Retransmissions() int { return max(0, len(x.Requests)-1) }
+
+// FirstResponse returns the time of the first response, or zero.
+func (x *Exchange) FirstResponse() time.Time {
+	if len(x.Responses) == 0 {
+		return time.Time{}
+	}
+	return x.Responses[0].Time
+}
+
+// datagrams calls fn for every datagram of the given transmissions.
+func datagrams(ts []*Transmission, fn func(*Datagram)) {
+	for _, t := range ts {
+		for _, d := range t.Datagrams {
+			fn(d)
+		}
+	}
+}
+
+// Session is what was seen of one IKE SA (or, for IKEv1, one ISAKMP SA).
+type Session struct {
+	ID         int
+	SPIi, SPIr ike.SPI
+	IKEv1      bool
+	// Initiator and Responder are the peers' addresses as last seen (ports
+	// change when NAT-T moves the SA from 500 to 4500).
+	Initiator, Responder netip.AddrPort
+	First, Last          time.Time
+	Exchanges            []*Exchange
+	// Facts from IKE_SA_INIT.
+	FragSupported struct{ Initiator, Responder bool }
+	Offered       *ike.SA // the initiator's last SA offer
+	Chosen        *ike.Proposal
+	KEGroup       ike.DHGroup
+	InitNotifies  []ike.NotifyType // notifies in IKE_SA_INIT responses
+	// dropped counts transmissions not kept once a limit was reached.
+	dropped int
+	// seen maps a datagram signature to the datagram, for telling copies
+	// from retransmissions.
+	seen map[sig]*Datagram
+}
+
+// sig identifies the bytes of one datagram of one message.
+type sig struct {
+	fromInitiator bool
+	response      bool
+	mid           uint32
+	frag          uint16
+	length        uint32
+	sum           uint64
+}
+
+// exchange returns the exchange for a message, creating it.
+func (s *Session) exchange(h ike.Header, maxExchanges int) *Exchange {
+	byInit := h.Flags.Initiator() != h.Flags.Response()
+	for i := len(s.Exchanges) - 1; i >= 0; i-- {
+		x := s.Exchanges[i]
+		if x.MessageID == h.MessageID && x.ByInitiator == byInit {
+			return x
+		}
+	}
+	if len(s.Exchanges) >= maxExchanges {
+		return nil
+	}
+	x := &Exchange{MessageID: h.MessageID, Type: h.Exchange, ByInitiator: byInit}
+	s.Exchanges = append(s.Exchanges, x)
+	return x
+}
+
+// Find returns the first exchange of type t sent by the initiator.
+func (s *Session) Find(t ike.ExchangeType) *Exchange {
+	for _, x := range s.Exchanges {
+		if x.Type == t && x.ByInitiator {
+			return x
+		}
+	}
+	return nil
+}
+
+// Established reports whether an IKE_AUTH response was seen and the
+// initiator did not keep retransmitting its request after it.
+func (s *Session) Established() bool {
+	x := s.Find(ike.ExchangeIKEAuth)
+	if x == nil {
+		// Later exchanges under these SPIs prove an SA exists even when the
+		// capture started after IKE_AUTH.
+		for _, y := range s.Exchanges {
+			if y.Type != ike.ExchangeIKESAInit && y.Type != ike.ExchangeIKEIntermediate && y.Answered() {
+				return !s.IKEv1
+			}
+		}
+		return false
+	}
+	return x.Answered() && !responseLost(s, x)
+}
+
+// responseLost reports whether the requester kept retransmitting after a
+// response was seen, with nothing later in the session to show it arrived.
+func responseLost(s *Session, x *Exchange) bool {
+	if !x.Answered() {
+		return false
+	}
+	first := x.FirstResponse()
+	after := false
+	for _, r := range x.Requests[1:] {
+		if r.Time.After(first) {
+			after = true
+		}
+	}
+	if !after {
+		return false
+	}
+	for _, y := range s.Exchanges {
+		if y.MessageID > x.MessageID && y.ByInitiator == x.ByInitiator && y.Answered() {
+			return false
+		}
+	}
+	return true
+}

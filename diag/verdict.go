@@ -1,0 +1,459 @@
+package diag
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/ikefrag/ikefrag/ike"
+)
+
+// Code is a stable verdict code.
+type Code string
+
+// The verdict codes. They are part of the JSON schema: never rename one.
+const (
+	FragmentsDropped           Code = "FRAGMENTS_DROPPED"
+	FragmentationNotNegotiated Code = "FRAGMENTATION_NOT_NEGOTIATED"
+	IKEFragmentsExceedPMTU     Code = "IKE_FRAGMENTS_EXCEED_PMTU"
+	NoProposalChosen           Code = "NO_PROPOSAL_CHOSEN"
+	InvalidKEPayload           Code = "INVALID_KE_PAYLOAD"
+	WeakCrypto                 Code = "WEAK_CRYPTO"
+	AuthenticationFailed       Code = "AUTHENTICATION_FAILED"
+	UnansweredSAInit           Code = "UNANSWERED_SA_INIT"
+	UnansweredIKEAuth          Code = "UNANSWERED_IKE_AUTH"
+	IKEv1                      Code = "IKEV1"
+	OK                         Code = "OK"
+)
+
+// Severity of a verdict.
+type Severity string
+
+const (
+	Info    Severity = "info"
+	Warning Severity = "warning"
+	Error   Severity = "error"
+)
+
+// Direction in which something is lost: toward the responder of the IKE SA
+// (the server) or toward the initiator (the client).
+const (
+	TowardServer = "toward_server"
+	TowardClient = "toward_client"
+)
+
+// Verdict is one finding about one session.
+type Verdict struct {
+	Code      Code     `json:"code"`
+	Severity  Severity `json:"severity"`
+	Direction string   `json:"direction,omitempty"`
+	Session   int      `json:"session"`
+	Client    string   `json:"client"`
+	Server    string   `json:"server"`
+	Exchange  string   `json:"exchange,omitempty"`
+	MessageID *uint32  `json:"message_id,omitempty"`
+	Summary   string   `json:"summary"`
+	Evidence  []string `json:"evidence"`
+	Frames    []int    `json:"frames,omitempty"`
+	Remedy    []string `json:"remedy,omitempty"`
+}
+
+func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
+
+// Verdicts evaluates every session. final says the observation is over (the
+// end of a capture): unanswered requests are then judged even if recent.
+func (e *Engine) Verdicts(final bool) []Verdict {
+	var out []Verdict
+	for _, s := range e.Sessions() {
+		out = append(out, e.Evaluate(s, final)...)
+	}
+	return out
+}
+
+// Evaluate returns the verdicts for one session.
+func (e *Engine) Evaluate(s *Session, final bool) []Verdict {
+	ev := evaluator{e: e, s: s, settled: final || e.now.Sub(s.Last) >= e.opt.Settle}
+	return ev.run()
+}
+
+type evaluator struct {
+	e       *Engine
+	s       *Session
+	settled bool
+	out     []Verdict
+}
+
+func (v *evaluator) add(code Code, sev Severity, dir string, x *Exchange, summary string, evidence []string, frames []int) *Verdict {
+	vd := Verdict{
+		Code: code, Severity: sev, Direction: dir, Session: v.s.ID,
+		Client: v.s.Initiator.String(), Server: v.s.Responder.String(),
+		Summary: summary, Evidence: evidence, Frames: frames,
+		Remedy: remedies[code],
+	}
+	if vd.Evidence == nil {
+		vd.Evidence = []string{}
+	}
+	if x != nil {
+		vd.Exchange = x.Type.String()
+		mid := x.MessageID
+		vd.MessageID = &mid
+	}
+	v.out = append(v.out, vd)
+	return &v.out[len(v.out)-1]
+}
+
+func (v *evaluator) run() []Verdict {
+	s := v.s
+	if s.IKEv1 {
+		v.add(IKEv1, Info, "", nil, "IKEv1 (ISAKMP) in use; ikefrag diagnoses IKEv2 only",
+			[]string{sprintf("%d IKEv1 message(s) between %s and %s", v.countDatagrams(), s.Initiator, s.Responder)}, v.frames(s.Exchanges...))
+		return v.out
+	}
+	v.saInit()
+	for _, x := range s.Exchanges {
+		if x.ByInitiator && (x.Type == ike.ExchangeIKEAuth || x.Type == ike.ExchangeIKEIntermediate) {
+			v.auth(x)
+		}
+	}
+	if s.Established() && !v.hasError() {
+		ev := []string{}
+		if c := s.Chosen; c != nil {
+			ev = append(ev, "IKE SA proposal: "+suiteString(c))
+		}
+		if x := s.Find(ike.ExchangeIKEAuth); x != nil {
+			ev = append(ev, "IKE_AUTH answered: "+v.sendsString(x.Requests)+" → "+v.sendsString(x.Responses))
+		}
+		v.add(OK, Info, "", s.Find(ike.ExchangeIKEAuth), "IKE SA established", ev, nil)
+	}
+	return v.out
+}
+
+func (v *evaluator) hasError() bool {
+	for _, x := range v.out {
+		if x.Severity == Error {
+			return true
+		}
+	}
+	return false
+}
+
+func (v *evaluator) countDatagrams() int {
+	n := 0
+	for _, x := range v.s.Exchanges {
+		datagrams(x.Requests, func(*Datagram) { n++ })
+		datagrams(x.Responses, func(*Datagram) { n++ })
+	}
+	return n
+}
+
+func (v *evaluator) frames(xs ...*Exchange) []int {
+	var f []int
+	for _, x := range xs {
+		add := func(d *Datagram) {
+			if len(f) < 64 {
+				f = append(f, d.Frames...)
+			}
+		}
+		datagrams(x.Requests, add)
+		datagrams(x.Responses, add)
+	}
+	return f
+}
+
+func (v *evaluator) saInit() {
+	s := v.s
+	x := s.Find(ike.ExchangeIKESAInit)
+	if x == nil {
+		return
+	}
+	last := lastResponse(x)
+	if last == nil {
+		if !v.settled {
+			return
+		}
+		if anyFragmented(x.Requests) {
+			v.add(FragmentsDropped, Error, TowardServer, x,
+				"IKE_SA_INIT request was IP-fragmented and never answered (it cannot be fragmented at the IKE layer)",
+				[]string{v.sendsString(x.Requests), "no response"}, v.frames(x)).Remedy =
+				[]string{pathAllowFragments, `Initiator: offer a smaller key exchange in IKE_SA_INIT (one KE group; post-quantum KEs belong in IKE_INTERMEDIATE, RFC 9242)`}
+			return
+		}
+		v.add(UnansweredSAInit, Error, TowardServer, x, "IKE_SA_INIT was never answered",
+			[]string{v.sendsString(x.Requests), "no response seen"}, v.frames(x))
+		return
+	}
+	if n := last.Message.Notify(ike.NotifyNoProposalChosen); n != nil {
+		ev := []string{"the responder answered NO_PROPOSAL_CHOSEN"}
+		if s.Offered != nil {
+			for i := range s.Offered.Proposals {
+				p := &s.Offered.Proposals[i]
+				ev = append(ev, sprintf("offered proposal %d: %s", p.Number, suiteString(p)))
+			}
+		}
+		v.add(NoProposalChosen, Error, "", x, "no proposal acceptable to the responder (Windows error 800 with Always On VPN)", ev, v.frames(x))
+	}
+	if n := last.Message.Notify(ike.NotifyInvalidKEPayload); n != nil {
+		g, _ := n.AcceptedGroup()
+		sev, retry := Warning, "no retry with that group was seen"
+		if v.retrySucceeded(g) {
+			sev, retry = Info, "the initiator retried with that group and was answered"
+		}
+		ev := []string{sprintf("initiator sent KE group %s; responder asked for %s", s.KEGroup, g), retry}
+		v.add(InvalidKEPayload, sev, "", x, sprintf("responder wants DH group %s", g), ev, v.frames(x))
+	}
+	if c := s.Chosen; c != nil {
+		sv := c.Strength()
+		if sv.Strength == ike.Weak || sv.Strength == ike.Unknown {
+			ev := append([]string{"negotiated IKE SA proposal: " + suiteString(c)}, weakReasons(sv)...)
+			v.add(WeakCrypto, Warning, "", x, "negotiated IKE crypto is below the baseline AES-128 / SHA-256 / DH 14", ev, v.frames(x))
+		}
+	}
+}
+
+func weakReasons(sv ike.Verdict) []string {
+	var out []string
+	for _, r := range sv.Reasons {
+		l := strings.ToLower(r)
+		if strings.Contains(l, "weak") || strings.Contains(l, "deprecated") || strings.Contains(l, "broken") || strings.Contains(l, "no ") {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		out = sv.Reasons
+	}
+	return out
+}
+
+// retrySucceeded reports whether another session between the same peers got
+// an IKE_SA_INIT answer choosing group g.
+func (v *evaluator) retrySucceeded(g ike.DHGroup) bool {
+	for _, o := range v.e.sessions {
+		if o == v.s || o.Initiator.Addr() != v.s.Initiator.Addr() || o.Responder.Addr() != v.s.Responder.Addr() {
+			continue
+		}
+		if o.Chosen != nil {
+			if t := o.Chosen.Find(ike.TransformDH); t != nil && ike.DHGroup(t.ID) == g {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// auth judges an IKE_AUTH (or IKE_INTERMEDIATE) exchange: the messages that
+// carry certificates and outgrow the path.
+func (v *evaluator) auth(x *Exchange) {
+	s := v.s
+	name := x.Type.String()
+	negotiated := s.FragSupported.Initiator && s.FragSupported.Responder
+	if !x.Answered() {
+		if !v.settled || (x.Retransmissions() == 0 && !anyIncomplete(x.Requests)) {
+			return
+		}
+		switch {
+		case anySKF(x.Requests) && anyFragmented(x.Requests):
+			v.add(IKEFragmentsExceedPMTU, Error, TowardServer, x,
+				sprintf("the initiator's IKE fragments of %s are larger than the path to the responder and were IP-fragmented again; no response", name),
+				[]string{v.sendsString(x.Requests), "no response"}, v.frames(x)).Remedy = v.fragSizeFor(s.Responder.Addr())
+		case anyFragmented(x.Requests) || anyIncomplete(x.Requests):
+			ev := []string{v.sendsString(x.Requests), "no response: the IP fragments do not reach the responder (Windows error 809)"}
+			ev = append(ev, v.fragFacts(negotiated)...)
+			ev = append(ev, v.orphanFacts(s.Initiator.Addr(), s.Responder.Addr())...)
+			v.add(FragmentsDropped, Error, TowardServer, x,
+				sprintf("%s request was IP-fragmented and never answered: fragments are dropped on the way to the responder", name), ev, v.frames(x))
+			v.notNegotiated(x)
+		default:
+			v.add(UnansweredIKEAuth, Error, TowardServer, x,
+				sprintf("%s request fits the path but was retransmitted and never answered", name),
+				[]string{v.sendsString(x.Requests), "no response", "likely causes, in order: the response is lost on the way back (for example IKE or IP fragments larger than the client's path); the responder drops the request (authentication, certificate or configuration error in its log)"}, v.frames(x))
+		}
+		return
+	}
+	if !responseLost(s, x) {
+		return
+	}
+	// The responder answered, yet the initiator kept retransmitting: the
+	// response does not arrive.
+	ev := []string{v.sendsString(x.Requests), "responses: " + v.sendsString(x.Responses), "the initiator retransmitted after the response was sent: the response does not arrive"}
+	switch {
+	case anySKF(x.Responses) && anyFragmented(x.Responses):
+		v.add(IKEFragmentsExceedPMTU, Error, TowardClient, x,
+			sprintf("the responder's IKE fragments of %s exceed the client's path MTU and are IP-fragmented again", name),
+			ev, v.frames(x)).Remedy = v.fragSizeFor(s.Initiator.Addr())
+	case anyFragmented(x.Responses):
+		ev = append(ev, v.fragFacts(negotiated)...)
+		vd := v.add(FragmentsDropped, Error, TowardClient, x,
+			sprintf("%s response was IP-fragmented and dropped on the way to the client", name), ev, v.frames(x))
+		if negotiated && !anySKF(x.Responses) {
+			vd.Evidence = append(vd.Evidence, "both peers announced IKEV2_FRAGMENTATION_SUPPORTED, yet the responder sent the response whole (strongSwan \"fragmentation = accept\" never fragments)")
+		}
+		v.notNegotiated(x)
+	default:
+		v.add(UnansweredIKEAuth, Error, TowardClient, x,
+			sprintf("%s response was sent but the initiator kept retransmitting: it does not reach the client", name), ev, v.frames(x))
+	}
+}
+
+// notNegotiated adds FRAGMENTATION_NOT_NEGOTIATED when the initiator offered
+// RFC 7383 and the responder did not take it up.
+func (v *evaluator) notNegotiated(x *Exchange) {
+	s := v.s
+	if s.FragSupported.Initiator && !s.FragSupported.Responder {
+		v.add(FragmentationNotNegotiated, Error, "", x,
+			"the initiator offered IKE fragmentation (RFC 7383) and the responder did not, so the large message went out IP-fragmented",
+			[]string{"IKE_SA_INIT request carried IKEV2_FRAGMENTATION_SUPPORTED; the response did not"}, nil)
+	}
+}
+
+func (v *evaluator) fragFacts(negotiated bool) []string {
+	s := v.s
+	switch {
+	case negotiated:
+		return []string{"IKE fragmentation was negotiated by both peers"}
+	case s.FragSupported.Initiator:
+		return []string{"the initiator offered IKE fragmentation; the responder did not"}
+	case s.Find(ike.ExchangeIKESAInit) != nil:
+		return []string{"neither peer announced IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT"}
+	}
+	return nil
+}
+
+// orphanFacts reports fragment trains from a to b whose first fragment
+// never arrived: their headers are unknown, but they corroborate loss.
+func (v *evaluator) orphanFacts(a, b netip.Addr) []string {
+	o := v.e.orphans[[2]netip.Addr{a, b}]
+	if o == nil {
+		return nil
+	}
+	return []string{sprintf("%d fragment train(s) from %s to %s (%d bytes) arrived without their first fragment", o.Count, a, b, o.Bytes)}
+}
+
+// fragSizeFor returns the fragment-size remedy sized for the path to peer.
+func (v *evaluator) fragSizeFor(peer netip.Addr) []string {
+	mtu := 0
+	if p := v.e.peers[peer]; p != nil {
+		mtu = p.Estimate().MTU
+	}
+	return fragSizeRemedy(mtu)
+}
+
+func lastResponse(x *Exchange) *Datagram {
+	for i := len(x.Responses) - 1; i >= 0; i-- {
+		if d := x.Responses[i].Datagrams[0]; d.Message != nil {
+			return d
+		}
+	}
+	return nil
+}
+
+func anyFragmented(ts []*Transmission) bool {
+	f := false
+	datagrams(ts, func(d *Datagram) { f = f || d.Fragmented() })
+	return f
+}
+
+func anyIncomplete(ts []*Transmission) bool {
+	f := false
+	datagrams(ts, func(d *Datagram) { f = f || !d.Complete })
+	return f
+}
+
+func anySKF(ts []*Transmission) bool {
+	f := false
+	datagrams(ts, func(d *Datagram) { f = f || d.SKF != nil || d.Header.NextPayload == ike.PayloadEncryptedFragment })
+	return f
+}
+
+// sendsString summarises the sends of one message: count, sizes, IP
+// fragments and timing.
+func (v *evaluator) sendsString(ts []*Transmission) string {
+	if len(ts) == 0 {
+		return "none"
+	}
+	d := ts[0].Datagrams[0]
+	var b strings.Builder
+	dir := "request"
+	if d.Header.Flags.Response() {
+		dir = "response"
+	}
+	fmt.Fprintf(&b, "%s %s (Message ID %d) of %d bytes", d.Header.Exchange, dir, d.Header.MessageID, messageLen(ts[0]))
+	if n := len(ts[0].Datagrams); n > 1 || d.SKF != nil {
+		fmt.Fprintf(&b, " in %d IKE fragments", n)
+		if d.SKF != nil {
+			fmt.Fprintf(&b, " (of %d)", d.SKF.Total)
+		}
+	}
+	ipf := 0
+	datagrams(ts[:1], func(d *Datagram) { ipf += d.IPFrags })
+	if ipf > len(ts[0].Datagrams) {
+		fmt.Fprintf(&b, ", %d IP fragments (%s)", ipf, fragLens(ts[0]))
+	}
+	if len(ts) > 1 {
+		fmt.Fprintf(&b, ", sent %d times over %s", len(ts), ts[len(ts)-1].Time.Sub(ts[0].Time).Round(10*time.Millisecond))
+	}
+	missing := 0
+	datagrams(ts, func(d *Datagram) {
+		if !d.Complete {
+			missing++
+		}
+	})
+	if missing > 0 {
+		fmt.Fprintf(&b, ", %d datagram(s) with IP fragments missing", missing)
+	}
+	return b.String()
+}
+
+func messageLen(t *Transmission) int {
+	n := 0
+	for _, d := range t.Datagrams {
+		n += int(d.Header.Length)
+	}
+	return n
+}
+
+func fragLens(t *Transmission) string {
+	var parts []string
+	for _, d := range t.Datagrams {
+		if !d.Fragmented() {
+			continue
+		}
+		var l []string
+		for _, n := range d.FragLens {
+			l = append(l, fmt.Sprint(n))
+		}
+		parts = append(parts, strings.Join(l, "+"))
+		if len(parts) == 3 && len(t.Datagrams) > 3 {
+			parts = append(parts, "…")
+			break
+		}
+	}
+	return strings.Join(parts, ", ") + " bytes"
+}
+
+// suiteString renders a proposal as its transforms' names.
+func suiteString(p *ike.Proposal) string {
+	var parts []string
+	for _, t := range p.Transforms {
+		parts = append(parts, transformString(&t))
+	}
+	return strings.Join(parts, "/")
+}
+
+func transformString(t *ike.Transform) string {
+	switch t.Type {
+	case ike.TransformENCR:
+		s := ike.EncrID(t.ID).String()
+		if kl, ok := t.KeyLength(); ok {
+			s += fmt.Sprintf("-%d", kl)
+		}
+		return s
+	case ike.TransformPRF:
+		return ike.PRFID(t.ID).String()
+	case ike.TransformINTEG:
+		return ike.IntegID(t.ID).String()
+	case ike.TransformDH:
+		return ike.DHGroup(t.ID).String()
+	}
+	return fmt.Sprintf("%s:%d", t.Type, t.ID)
+}
