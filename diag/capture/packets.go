@@ -84,6 +84,7 @@ type Packets struct {
 	pcap   *pcapgo.Reader
 	ng     *pcapgo.NgReader
 	link   layers.LinkType
+	known  bool // link is set (pcapng learns it from the first frame)
 	stats  FrameStats
 	err    error
 }
@@ -140,7 +141,7 @@ func (pk *Packets) open(r io.Reader) (err error) {
 			return fmt.Errorf("pcap header: %w", noEOF(err))
 		}
 		pk.pcap = pr
-		pk.link = pr.LinkType()
+		pk.link, pk.known = pr.LinkType(), true
 		if !SupportedLinkType(pk.link) {
 			return &UnsupportedLinkTypeError{LinkType: pk.link, Interface: -1}
 		}
@@ -152,7 +153,7 @@ func (pk *Packets) open(r io.Reader) (err error) {
 		pk.ng = nr
 		if nr.NInterfaces() > 0 {
 			if ifc, err := nr.Interface(0); err == nil {
-				pk.link = ifc.LinkType
+				pk.link, pk.known = ifc.LinkType, true
 			}
 		}
 	default:
@@ -172,8 +173,8 @@ func noEOF(err error) error {
 // Name is the name errors carry (the path for OpenPackets).
 func (pk *Packets) Name() string { return pk.name }
 
-// LinkType is the pcap file's link type, or the first pcapng interface's
-// when it was known at open.
+// LinkType is the pcap file's link type, or the link type of the first
+// pcapng interface (known once the first frame has been read).
 func (pk *Packets) LinkType() layers.LinkType { return pk.link }
 
 // Stats returns the frame counters.
@@ -253,6 +254,9 @@ func (pk *Packets) read() (data []byte, ci gopacket.CaptureInfo, f frameMeta, er
 	}
 	if len(ci.AncillaryData) > 0 {
 		f.link, _ = ci.AncillaryData[0].(layers.LinkType)
+	}
+	if !pk.known {
+		pk.link, pk.known = f.link, true
 	}
 	if !SupportedLinkType(f.link) {
 		return nil, ci, f, &UnsupportedLinkTypeError{LinkType: f.link, Interface: ci.InterfaceIndex}

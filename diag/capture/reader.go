@@ -111,7 +111,8 @@ func (r *Reader) Stats() Stats {
 	return s
 }
 
-// LinkType is the file's link type (pcapng: the first interface's).
+// LinkType is the file's link type (pcapng: the first interface's, known
+// once the first record has been read).
 func (r *Reader) LinkType() layers.LinkType { return r.pk.LinkType() }
 
 // Close closes the file if Open opened it.
