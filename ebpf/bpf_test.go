@@ -33,7 +33,7 @@ func requireBPF(t testing.TB) {
 // harness is an observer with one unattached instance on slot 0 whose
 // programs are driven with BPF_PROG_TEST_RUN.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	o       *Observer
 	ingress *ebpf.Program
 	egress  *ebpf.Program

@@ -145,6 +145,7 @@ static __always_inline int train_covered(struct train *t, __u32 total)
 
 	if (n > TRAIN_MAX_FRAGS)
 		return 0;
+#pragma clang loop unroll(disable)
 	for (__u32 i = 0; i <= TRAIN_MAX_FRAGS; i++) {
 		__u32 p;
 
@@ -155,6 +156,7 @@ static __always_inline int train_covered(struct train *t, __u32 total)
 		if (p >= total)
 			continue;
 		int inside = 0;
+#pragma clang loop unroll(disable)
 		for (__u32 j = 0; j < TRAIN_MAX_FRAGS; j++) {
 			if (j >= n)
 				break;
@@ -281,6 +283,7 @@ static __always_inline void handle_frag(struct __sk_buff *skb, __u32 dir, struct
 	 * overlap that makes the byte sum meaningless. */
 	__u32 n = t->nfrags;
 	int dup = 0, overlap = 0;
+#pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < TRAIN_MAX_FRAGS; i++) {
 		if (i >= n)
 			break;
