@@ -448,8 +448,8 @@ func TestUnsupportedSuites(t *testing.T) {
 		{Encr: sk.EncrAESCTR, KeyBits: 128, Integ: sk.AuthHMACSHA2_256_128},
 		{Encr: sk.EncrNull, Integ: sk.AuthHMACSHA2_256_128},
 		{Encr: sk.EncrAESCBC, KeyBits: 128, Integ: sk.AuthHMACMD5_96},
-		{Encr: sk.EncrAESCBC, KeyBits: 128},                                // no integrity
-		{Encr: sk.EncrAESGCM16, KeyBits: 128, Integ: sk.AuthHMACSHA1_96},   // AEAD with integrity
+		{Encr: sk.EncrAESCBC, KeyBits: 128},                                 // no integrity
+		{Encr: sk.EncrAESGCM16, KeyBits: 128, Integ: sk.AuthHMACSHA1_96},    // AEAD with integrity
 		{Encr: sk.EncrAESCBC, KeyBits: 100, Integ: sk.AuthHMACSHA2_256_128}, // key length
 	} {
 		if s.Supported() {
