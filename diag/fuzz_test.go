@@ -1,0 +1,60 @@
+package diag
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/ikefrag/ikefrag/diag/obs"
+)
+
+// FuzzEngine feeds records built from random bytes: IKE-port datagrams with
+// arbitrary payloads, flags, fragment facts and timestamps (including going
+// backwards), ICMP too-big messages and drops. The engine must never panic
+// and must produce a report.
+func FuzzEngine(f *testing.F) {
+	hdr := make([]byte, 32)
+	hdr[17], hdr[18], hdr[19] = 0x20, 35, 0x08
+	binary.BigEndian.PutUint32(hdr[24:], 28)
+	f.Add(hdr)
+	f.Add(append([]byte{1, 0, 0, 0, 0}, hdr...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e := New(Options{MaxSessions: 8, MaxExchanges: 4, MaxTransmissions: 3})
+		base := time.Unix(1700000000, 0)
+		for len(b) >= 6 {
+			op, n := b[0], int(b[1])%64+1
+			ts := base.Add(time.Duration(int8(b[2])) * 100 * time.Millisecond)
+			port := []uint16{500, 4500, 1234}[int(b[3])%3]
+			a := netip.AddrFrom4([4]byte{10, 0, 0, b[4] % 4})
+			c := netip.AddrFrom4([4]byte{10, 0, 1, b[5] % 4})
+			b = b[6:]
+			payload := b[:min(n, len(b))]
+			b = b[len(payload):]
+			switch op % 4 {
+			case 0, 1:
+				d := &obs.Datagram{Time: ts, Proto: 17, Src: netip.AddrPortFrom(a, port), Dst: netip.AddrPortFrom(c, 4500),
+					Length: len(payload), Payload: payload, Complete: op&0x10 == 0, TotalLen: -1}
+				if op&0x20 != 0 {
+					d.Frags = []obs.Frag{{Offset: 0, Len: 8, IPLen: 28}, {Offset: 8, Len: len(payload), IPLen: 20 + len(payload)}}
+				}
+				if op&0x40 != 0 {
+					d.Length = -1
+				}
+				if op&0x80 != 0 {
+					d.Src, d.Dst = d.Dst, d.Src
+				}
+				e.Add(obs.Record{Datagram: d})
+			case 2:
+				e.Add(obs.Record{TooBig: &obs.ICMPTooBig{Time: ts, OrigDst: c, MTU: int(op) * 8}})
+			case 3:
+				e.Add(obs.Record{Drop: &obs.Drop{Time: ts, Src: a, Dst: c}})
+			}
+		}
+		r := e.Report(true)
+		if len(r.Sessions) > 8 {
+			t.Fatalf("%d sessions kept, cap is 8", len(r.Sessions))
+		}
+		e.Expire(base.Add(time.Hour))
+	})
+}
