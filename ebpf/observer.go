@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/ikefrag/ikefrag/diag/obs"
@@ -65,7 +66,8 @@ type iface struct {
 	coll    *ebpf.Collection
 	links   []link.Link // tcx
 	tc      netlink.Link
-	clsact  bool // the qdisc was added by us
+	tcNS    netns.NsHandle // namespace of tc, for removal from any thread
+	clsact  bool           // the qdisc was added by us
 	mode    AttachMode
 }
 
@@ -357,7 +359,11 @@ func (o *Observer) attachHooks(ifc *iface, l netlink.Link) error {
 	if err != nil {
 		return err
 	}
-	ifc.tc, ifc.clsact = l, created
+	ns, err := netcfg.CurrentNS()
+	if err != nil {
+		return err
+	}
+	ifc.tc, ifc.tcNS, ifc.clsact = l, ns, created
 	for i, d := range []netcfg.Dir{netcfg.Ingress, netcfg.Egress} {
 		if err := netcfg.AttachBPF(l, d, progs[i].FD(), FilterPrefix+"-"+d.String()); err != nil {
 			o.removeTC(ifc)
@@ -372,16 +378,27 @@ func (o *Observer) removeTC(ifc *iface) {
 	if ifc.tc == nil {
 		return
 	}
-	for _, d := range []netcfg.Dir{netcfg.Ingress, netcfg.Egress} {
-		_, _ = netcfg.RemoveBPF(ifc.tc, d, FilterPrefix)
-	}
-	if ifc.clsact {
-		in, _ := netcfg.BPFFilters(ifc.tc, netcfg.Ingress)
-		eg, _ := netcfg.BPFFilters(ifc.tc, netcfg.Egress)
-		if len(in) == 0 && len(eg) == 0 {
-			_ = netcfg.DeleteClsact(ifc.tc)
+	// Filters are not owned by a file descriptor: remove them in the
+	// namespace they were added in, whichever thread closes.
+	err := netcfg.Do(ifc.tcNS, func() error {
+		for _, d := range []netcfg.Dir{netcfg.Ingress, netcfg.Egress} {
+			if _, err := netcfg.RemoveBPF(ifc.tc, d, FilterPrefix); err != nil {
+				return err
+			}
 		}
+		if ifc.clsact {
+			in, _ := netcfg.BPFFilters(ifc.tc, netcfg.Ingress)
+			eg, _ := netcfg.BPFFilters(ifc.tc, netcfg.Egress)
+			if len(in) == 0 && len(eg) == 0 {
+				return netcfg.DeleteClsact(ifc.tc)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		o.opts.Logger.Warn("removing tc filters failed", "interface", ifc.name, "err", err)
 	}
+	ifc.tcNS.Close()
 	ifc.tc = nil
 }
 
@@ -396,8 +413,7 @@ func (o *Observer) AttachedMode(ifindex int) AttachMode {
 	return ""
 }
 
-// Detach stops observing the interface with index ifindex. Must run in the
-// network namespace the interface was attached in when it used legacy tc.
+// Detach stops observing the interface with index ifindex.
 func (o *Observer) Detach(ifindex int) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()

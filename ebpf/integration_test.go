@@ -1,0 +1,217 @@
+package ebpf
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/netcfg"
+)
+
+var (
+	labCli   = netip.MustParseAddr("10.200.1.2")
+	labSrv   = netip.MustParseAddr("10.200.2.2")
+	labSrvNT = netip.MustParseAddr("10.200.2.3") // the address whose fragments are dropped
+)
+
+// pathLab builds cli -- mid -- srv. mid routes and drops, with nftables
+// before defragmentation, the fragment at offset 1480 of every datagram
+// sent to labSrvNT.
+func pathLab(t *testing.T) *lab {
+	l := newLab(t, "cli", "mid", "srv")
+	l.veth("cli", "cli0", "mid", "midc")
+	l.veth("mid", "mids", "srv", "srv0")
+	l.in("cli", "ip", "addr", "add", "10.200.1.2/24", "dev", "cli0")
+	l.in("mid", "ip", "addr", "add", "10.200.1.1/24", "dev", "midc")
+	l.in("mid", "ip", "addr", "add", "10.200.2.1/24", "dev", "mids")
+	l.in("srv", "ip", "addr", "add", "10.200.2.2/24", "dev", "srv0")
+	l.in("srv", "ip", "addr", "add", "10.200.2.3/24", "dev", "srv0")
+	l.in("cli", "ip", "route", "add", "default", "via", "10.200.1.1")
+	l.in("srv", "ip", "route", "add", "default", "via", "10.200.2.1")
+	l.in("mid", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	l.in("srv", "sysctl", "-qw", "net.ipv4.ipfrag_time=2")
+	l.in("mid", "nft", "add table ip ikfdrop; add chain ip ikfdrop pre { type filter hook prerouting priority -500; policy accept; }; "+
+		"add rule ip ikfdrop pre ip daddr 10.200.2.3 ip frag-off & 0x1fff == 185 counter drop")
+	return l
+}
+
+// send sends each payload as one UDP datagram from the cli namespace.
+func (l *lab) send(t *testing.T, to netip.AddrPort, payloads ...[]byte) {
+	t.Helper()
+	var err error
+	l.do("cli", func() {
+		var c *net.UDPConn
+		c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(to))
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for _, p := range payloads {
+			if _, err = c.Write(p); err != nil {
+				return
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("send to %v: %v", to, err)
+	}
+}
+
+func collect(t *testing.T, o *Observer, until time.Duration, done func([]obs.Record) bool) []obs.Record {
+	t.Helper()
+	var out []obs.Record
+	deadline := time.After(until)
+	for !done(out) {
+		select {
+		case r, ok := <-o.Records():
+			if !ok {
+				return out
+			}
+			// The kfree_skb hook sees the whole host: keep only this lab.
+			if r.Drop != nil && r.Drop.Src != labCli {
+				continue
+			}
+			out = append(out, r)
+		case <-deadline:
+			return out
+		}
+	}
+	return out
+}
+
+func TestIntegrationPathDropsFragment(t *testing.T) {
+	for _, mode := range []AttachMode{AttachTCX, AttachTC} {
+		t.Run(string(mode), func(t *testing.T) { runPathLab(t, mode) })
+	}
+}
+
+func runPathLab(t *testing.T, mode AttachMode) {
+	l := pathLab(t)
+	o, err := New(Options{AttachMode: mode, TrainTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	var ifindex int
+	l.do("srv", func() {
+		if err = o.Attach("srv0"); err != nil {
+			return
+		}
+		ln, e := netcfg.LinkByName("srv0")
+		if e != nil {
+			err = e
+			return
+		}
+		ifindex = ln.Attrs().Index
+	})
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if got := o.AttachedMode(ifindex); got != mode {
+		t.Fatalf("attached with %q, want %q", got, mode)
+	}
+
+	whole := ike(2, 35, 1, 3000)
+	natt := append([]byte{0, 0, 0, 0}, ike(2, 35, 1, 5000)...)
+	l.send(t, netip.AddrPortFrom(labSrv, 500), whole)
+	l.send(t, netip.AddrPortFrom(labSrvNT, 4500), natt)
+
+	var complete, incomplete *obs.Datagram
+	var drop *obs.Drop
+	recs := collect(t, o, 10*time.Second, func(rs []obs.Record) bool {
+		for _, r := range rs {
+			if d := r.Datagram; d != nil && d.Complete && d.Dst.Addr() == labSrv {
+				complete = d
+			}
+			if d := r.Datagram; d != nil && !d.Complete && d.Dst.Addr() == labSrvNT {
+				incomplete = d
+			}
+			if r.Drop != nil && r.Drop.Dst == labSrvNT && r.Drop.Name == "NETFILTER_DROP" {
+				drop = r.Drop
+			}
+		}
+		return complete != nil && incomplete != nil && (drop != nil || !o.DropsEnabled())
+	})
+	if complete == nil || incomplete == nil {
+		t.Fatalf("records: %d, complete %v, incomplete %v", len(recs), complete != nil, incomplete != nil)
+	}
+	// 3000 bytes of IKE, 3008 of UDP: 1480 + 1480 + 48.
+	if complete.Length != 3000 || complete.TotalLen != 3008 || len(complete.Frags) != 3 || complete.Frags[2].Len != 48 ||
+		complete.Src.Addr() != labCli || complete.Dst.Port() != 500 || complete.Source.Ifindex != ifindex || complete.Source.Dir != obs.DirIngress {
+		t.Errorf("complete train: %+v", complete)
+	}
+	if len(complete.Payload) != 1472 || !complete.Truncated || string(complete.Payload) != string(whole[:1472]) {
+		t.Errorf("complete train payload: %d bytes", len(complete.Payload))
+	}
+	// 5004 bytes of UDP payload, 5012 of IP payload; the fragment at 1480
+	// never arrived.
+	if incomplete.Length != 5004 || incomplete.TotalLen != 5012 || len(incomplete.Frags) != 3 ||
+		len(incomplete.Missing) != 1 || incomplete.Missing[0] != (obs.Range{Start: 1480, End: 2960}) || incomplete.Dst.Port() != 4500 {
+		t.Errorf("incomplete train: %+v", incomplete)
+	}
+	if o.DropsEnabled() {
+		if drop == nil {
+			t.Fatal("no NETFILTER_DROP record for the dropped fragment")
+		}
+		if !drop.Fragment || drop.FragOffset != 1480 || drop.IPID != incomplete.IPID || drop.Proto != 17 {
+			t.Errorf("drop record: %+v", drop)
+		}
+	} else {
+		t.Log("kfree_skb program unavailable: drop record not checked")
+	}
+
+	s, err := o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Interfaces) != 1 {
+		t.Fatalf("counters for %d interfaces", len(s.Interfaces))
+	}
+	in := s.Interfaces[0].Ingress
+	if in[CounterFragFirst].Packets != 2 || in[CounterFragMiddle].Packets != 2 || in[CounterFragLast].Packets != 2 ||
+		in[CounterTrainsStarted].Packets != 2 || in[CounterTrainsCompleted].Packets != 1 || in[CounterTrainsIncomplete].Packets != 1 ||
+		in[CounterIKEv2].Packets != 2 {
+		t.Errorf("ingress counters: %v", in)
+	}
+
+	// Detach leaves nothing behind.
+	o.Close()
+	l.do("srv", func() {
+		err = checkNothingAttached(ifindex)
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+func checkNothingAttached(ifindex int) error {
+	for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+		r, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: at})
+		if err != nil {
+			return err
+		}
+		if len(r.Programs) != 0 {
+			return errorf("%d tcx programs left on %v", len(r.Programs), at)
+		}
+	}
+	l, err := netcfg.LinkByIndex(ifindex)
+	if err != nil {
+		return err
+	}
+	for _, d := range []netcfg.Dir{netcfg.Ingress, netcfg.Egress} {
+		names, err := netcfg.BPFFilters(l, d)
+		if err != nil && !strings.Contains(err.Error(), "invalid argument") {
+			return err
+		}
+		if len(names) != 0 {
+			return errorf("tc filters left on %s: %v", d, names)
+		}
+	}
+	return nil
+}

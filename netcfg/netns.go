@@ -1,0 +1,45 @@
+package netcfg
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+)
+
+// CurrentNS returns a handle of the calling thread's network namespace,
+// to come back to it later with Do. The caller closes it.
+func CurrentNS() (netns.NsHandle, error) {
+	h, err := netns.Get()
+	if err != nil {
+		return netns.None(), fmt.Errorf("get network namespace: %w", err)
+	}
+	return h, nil
+}
+
+// Do runs fn on an OS thread inside namespace ns and returns its error.
+// The calling goroutine's own thread is left alone.
+func Do(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		ferr := fn()
+		// A thread that cannot go back stays locked, so it exits with
+		// this goroutine instead of running other code in ns.
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
+	}()
+	return <-errc
+}
