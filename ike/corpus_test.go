@@ -7,10 +7,12 @@ package ike_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -956,4 +958,103 @@ func TestMain(m *testing.M) {
 		os.Stderr.WriteString("ike corpus tests: ../shared not found next to the module root; skipping them\n")
 	}
 	os.Exit(m.Run())
+}
+
+// TestWriteFuzzSeeds refreshes the fuzz seed corpus in testdata/fuzz from
+// the capture corpus: one IKE message for each distinct shape (version,
+// exchange, flags, payload chain) per capture, plus the messages known not
+// to decode, and one datagram of each framing kind per capture. It runs
+// only when IKE_WRITE_FUZZ_SEEDS is set.
+func TestWriteFuzzSeeds(t *testing.T) {
+	if os.Getenv("IKE_WRITE_FUZZ_SEEDS") == "" {
+		t.Skip("set IKE_WRITE_FUZZ_SEEDS=1 to rewrite testdata/fuzz from the capture corpus")
+	}
+	decodeDir := filepath.Join("testdata", "fuzz", "FuzzDecode")
+	classifyDir := filepath.Join("testdata", "fuzz", "FuzzClassify")
+	for _, d := range []string{decodeDir, classifyDir} {
+		old, _ := filepath.Glob(filepath.Join(d, "corpus-*"))
+		for _, p := range old {
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(dir, name string, lines ...string) {
+		body := "go test fuzz v1\n" + strings.Join(lines, "\n") + "\n"
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bytesLit := func(b []byte) string { return "[]byte(" + strconv.Quote(string(b)) + ")" }
+	nDecode, nClassify := 0, 0
+	for _, p := range shared.CorpusFiles(t) {
+		name := filepath.Base(p)
+		short := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, ".pcapng"), ".pcap"), ".cap")
+		c := readCorpus(t, name)
+		seen := map[string]bool{}
+		for _, cm := range c.msgs {
+			var key string
+			switch {
+			case cm.m == nil:
+				key = "error " + strconv.Itoa(cm.frame)
+			case cm.m.IsIKEv1():
+				key = "v1 " + ike.ExchangeName(cm.m.Header) + " " + strconv.Itoa(int(cm.m.Flags))
+			default:
+				key = strconv.Itoa(int(cm.m.Flags)) + " " + ike.ExchangeName(cm.m.Header) + " " + payloadShape(cm.m)
+			}
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			write(decodeDir, "corpus-"+short+"-f"+strconv.Itoa(cm.frame), bytesLit(cm.raw))
+			nDecode++
+		}
+		kinds := map[string]bool{}
+		add := func(kind string, d *obs.Datagram) {
+			if kinds[kind] {
+				return
+			}
+			kinds[kind] = true
+			write(classifyDir, "corpus-"+short+"-f"+strconv.Itoa(d.Frame),
+				"uint16("+strconv.Itoa(int(d.Src.Port()))+")", "uint16("+strconv.Itoa(int(d.Dst.Port()))+")", bytesLit(d.Payload))
+			nClassify++
+		}
+		for _, cm := range c.msgs {
+			add(fmt.Sprint("ike ", cm.f.Marker), cm.d)
+		}
+		for _, d := range c.esp {
+			add("esp", d)
+		}
+		for _, d := range c.keepalive {
+			add("keepalive", d)
+		}
+	}
+	t.Logf("wrote %d FuzzDecode and %d FuzzClassify seeds", nDecode, nClassify)
+}
+
+// payloadShape names a message's payload chain without the values that
+// vary between otherwise alike messages.
+func payloadShape(m *ike.Message) string {
+	var sb strings.Builder
+	for i := range m.Payloads {
+		p := &m.Payloads[i]
+		sb.WriteString(p.Type.String())
+		switch b := p.Body.(type) {
+		case *ike.Notify:
+			sb.WriteString("(" + b.Type.String() + ")")
+		case *ike.Encrypted:
+			sb.WriteString("{" + b.NextPayload.String() + "}")
+		case *ike.EncryptedFragment:
+			if b.Number == 1 {
+				sb.WriteString("{first " + b.NextPayload.String() + "}")
+			}
+		case *ike.SA:
+			sb.WriteString("(" + strconv.Itoa(len(b.Proposals)) + ")")
+		}
+		sb.WriteByte(' ')
+	}
+	return sb.String()
 }

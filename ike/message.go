@@ -114,6 +114,9 @@ func checkLength(h *Header, n int) error {
 // inner payload, and nothing may follow it.
 func DecodePayloads(first PayloadType, b []byte) ([]Payload, error) {
 	var out []Payload
+	if n := countPayloads(first, b); n > 0 {
+		out = make([]Payload, 0, n)
+	}
 	next := first
 	off := 0
 	for next != PayloadNone {
@@ -160,6 +163,27 @@ func DecodePayloads(first PayloadType, b []byte) ([]Payload, error) {
 		return nil, fmt.Errorf("%w: %d bytes after the last payload", ErrLength, len(b)-off)
 	}
 	return out, nil
+}
+
+// countPayloads walks the chain's generic headers to size the slice that
+// DecodePayloads fills, saving the regrowth. It stops at the first
+// inconsistency and never counts beyond MaxPayloads; DecodePayloads does
+// the checking.
+func countPayloads(next PayloadType, b []byte) int {
+	n, off := 0, 0
+	for next != PayloadNone && n < MaxPayloads && len(b)-off >= genericHeaderLen {
+		plen := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		if plen < genericHeaderLen {
+			break
+		}
+		n++
+		if next == PayloadEncrypted || next == PayloadEncryptedFragment {
+			break
+		}
+		next = PayloadType(b[off])
+		off += plen
+	}
+	return n
 }
 
 // errUnknown marks a body whose type the codec does not know.

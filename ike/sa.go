@@ -70,6 +70,7 @@ func decodeSA(body []byte) (*SA, error) {
 	if len(body) == 0 {
 		return nil, fmt.Errorf("%w: SA with no proposals", ErrMalformed)
 	}
+	sa.Proposals = make([]Proposal, 0, countSubstructs(body, proposalHeaderLen, MaxProposals))
 	for off := 0; off < len(body); {
 		n := len(sa.Proposals) + 1
 		if n > MaxProposals {
@@ -148,7 +149,10 @@ func decodeTransforms(b []byte, count int) ([]Transform, error) {
 }
 
 func decodeAttributes(b []byte) ([]Attribute, error) {
-	var as []Attribute
+	if len(b) == 0 {
+		return nil, nil
+	}
+	as := make([]Attribute, 0, countAttributes(b))
 	for off := 0; off < len(b); {
 		n := len(as) + 1
 		if n > MaxAttributes {
@@ -175,6 +179,34 @@ func decodeAttributes(b []byte) ([]Attribute, error) {
 		as = append(as, a)
 	}
 	return as, nil
+}
+
+// countSubstructs counts the length-prefixed substructures (Length at
+// bytes 2..3, at least min bytes each) that fit b, up to max, to size a
+// slice before decoding it.
+func countSubstructs(b []byte, min, max int) int {
+	n := 0
+	for off := 0; n < max && len(b)-off >= min; n++ {
+		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		if l < min {
+			return n + 1
+		}
+		off += l
+	}
+	return n
+}
+
+// countAttributes counts the attributes that fit b, up to MaxAttributes.
+func countAttributes(b []byte) int {
+	n := 0
+	for off := 0; n < MaxAttributes && len(b)-off >= attributeHeadLen; n++ {
+		if b[off]&0x80 != 0 {
+			off += attributeHeadLen
+		} else {
+			off += attributeHeadLen + int(binary.BigEndian.Uint16(b[off+2:off+4]))
+		}
+	}
+	return n
 }
 
 // AppendBody implements Body.
