@@ -1,0 +1,61 @@
+// Package keys supplies IKE SA keys (SK_ei, SK_er, SK_ai, SK_ar and the
+// suite) to the re-fragmenting proxy, by SPIi and SPIr, through one
+// interface, Source. Store implements it; two producers fill it:
+//
+//   - SaveKeys follows strongSwan's save-keys output, the Wireshark
+//     "ikev2_decryption_table" format:
+//
+//     SPIi,SPIr,SK_ei,SK_er,"<encryption>",SK_ai,SK_ar,"<integrity>"
+//
+//     e.g. `0d9231365d81f170,5465b4ff8a07696d,99…a6,c7…02,"AES-CBC-256 [RFC3602]",0e…8e,dd…c3,"HMAC_SHA2_256_128 [RFC4868]"`.
+//     The last line for an SPI pair wins. The file is followed as it grows
+//     (inotify, with polling as a fallback, and on a lookup miss); when it
+//     is truncated or replaced it is read again from the start.
+//
+//   - Socket takes keys from other IKE daemons over a Unix socket.
+//
+// # Key socket protocol
+//
+// The socket is created with mode 0600 in a directory that must be owned
+// by the daemon's user with mode 0700; connections from users other than
+// root and the daemon's own user are refused (SO_PEERCRED). A client
+// writes one JSON object per line, one per IKE SA, and reads one reply line
+// per object: {"ok":true} or {"ok":false,"error":"<reason>"}. Bad objects
+// are answered, counted and skipped; the connection stays open (except
+// after a line longer than 16 KiB).
+//
+// Members of an object (any other member is an error):
+//
+//	spi_i     string  SPIi, 16 hex digits (network order, optional 0x)   required
+//	spi_r     string  SPIr, 16 hex digits                                 required
+//	delete    bool    true: forget the IKE SA and wipe its keys; nothing else is needed
+//	encr      string  encryption transform: IANA name with or without ENCR_
+//	                  ("AES_CBC", "ENCR_AES_GCM_16", "CHACHA20_POLY1305", "3DES")
+//	                  or its number ("12", or a JSON number)
+//	key_bits  number  cipher key length without salt: 128, 192, 256 for AES
+//	                  (192 for 3DES and 256 for ChaCha20-Poly1305 if omitted)
+//	integ     string  integrity transform, IANA name with or without AUTH_
+//	                  ("HMAC_SHA2_256_128"); "" or omitted for AEAD suites
+//	sk_ei     string  SK_ei in hex; for AEAD suites the key followed by the salt
+//	                  (4 bytes for AES-GCM and ChaCha20-Poly1305)
+//	sk_er     string  SK_er in hex
+//	sk_ai     string  SK_ai in hex; "" for AEAD suites
+//	sk_ar     string  SK_ar in hex; "" for AEAD suites
+//
+// Example:
+//
+//	{"spi_i":"0d9231365d81f170","spi_r":"5465b4ff8a07696d","encr":"AES_GCM_16","key_bits":256,
+//	 "sk_ei":"<72 hex digits>","sk_er":"<72 hex digits>","sk_ai":"","sk_ar":"","delete":false}
+//
+// A suite the engine has no cipher for is recorded as known but
+// unsupported: lookups report it (the proxy then relays without keys).
+//
+// # Secrets
+//
+// Key files, key directories and the socket are refused unless owned by
+// the running user and closed to group and others; the error names the
+// path and the chmod or chown that fixes it. Keys are wiped when an SA is
+// deleted, replaced or expires, and the key types redact themselves in
+// every formatting path (fmt, encoding/json, log/slog). Input buffers that
+// held key text are wiped after parsing.
+package keys

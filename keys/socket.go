@@ -1,0 +1,419 @@
+package keys
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ikefrag/ikefrag/ike"
+	"github.com/ikefrag/ikefrag/ike/sk"
+)
+
+// SocketConfig configures the key socket.
+type SocketConfig struct {
+	// Path of the Unix socket. Its directory must be owned by the daemon's
+	// user and closed to group and others (mode 0700).
+	Path string
+	// MaxLineLen bounds one JSON object. Default 16384.
+	MaxLineLen int
+	// MaxConns bounds concurrent connections. Default 16.
+	MaxConns int
+	// IdleTimeout closes a connection that sends nothing for this long.
+	// Default 10 minutes.
+	IdleTimeout time.Duration
+	// Logger receives refusals and skipped messages (never key material).
+	Logger *slog.Logger
+}
+
+// SocketStats counts what the key socket did.
+type SocketStats struct {
+	Conns       uint64 // connections accepted
+	Refused     uint64 // connections refused: peer not this user or root, or too many
+	Added       uint64 // SAs whose keys were installed
+	Deleted     uint64 // delete messages
+	Unsupported uint64 // SAs announced with a suite the engine cannot use
+	Malformed   uint64 // objects skipped (bad JSON, unknown field, bad value, over-long)
+}
+
+// Socket accepts IKE SA keys from IKE daemons other than strongSwan, one
+// JSON object per line (schema in the package documentation), and puts
+// them into a Store.
+type Socket struct {
+	cfg   SocketConfig
+	store *Store
+	ln    *net.UnixListener
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	st    SocketStats
+	wg    sync.WaitGroup
+}
+
+// ListenSocket creates the socket with mode 0600 after checking its
+// directory; a stale socket of ours at the path is replaced, anything else
+// there is refused.
+func ListenSocket(store *Store, cfg SocketConfig) (*Socket, error) {
+	if cfg.MaxLineLen <= 0 {
+		cfg.MaxLineLen = 16384
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 16
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	dir := filepath.Dir(cfg.Path)
+	if err := CheckPrivate(dir); err != nil {
+		return nil, fmt.Errorf("key socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(cfg.Path); err == nil {
+		if fi.Mode()&fs.ModeSocket == 0 {
+			return nil, fmt.Errorf("%w: key socket path %s exists and is not a socket; remove it", ErrInsecure, cfg.Path)
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() {
+			return nil, fmt.Errorf("%w: key socket path %s exists and belongs to another user; remove it", ErrInsecure, cfg.Path)
+		}
+		if err := os.Remove(cfg.Path); err != nil {
+			return nil, fmt.Errorf("removing stale key socket: %w", err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(true)
+	// The directory is private, so nobody else could connect between bind
+	// and this chmod; peer credentials are checked on every connection too.
+	if err := os.Chmod(cfg.Path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := CheckPrivate(cfg.Path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &Socket{cfg: cfg, store: store, ln: ln, conns: map[net.Conn]struct{}{}}, nil
+}
+
+// Path returns the socket path.
+func (s *Socket) Path() string { return s.cfg.Path }
+
+// Serve accepts connections until ctx is done or Close is called.
+func (s *Socket) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			s.wg.Wait()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		if reason := s.admit(c); reason != "" {
+			s.cfg.Logger.Warn("key socket: connection refused", "reason", reason)
+			c.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(c)
+		}()
+	}
+}
+
+func (s *Socket) admit(c *net.UnixConn) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	reason := ""
+	if len(s.conns) >= s.cfg.MaxConns {
+		reason = fmt.Sprintf("more than %d connections", s.cfg.MaxConns)
+	} else if uid, err := peerUID(c); err != nil {
+		reason = "cannot read peer credentials: " + err.Error()
+	} else if uid != 0 && uid != os.Geteuid() {
+		reason = fmt.Sprintf("peer uid %d is neither root nor this daemon's uid %d", uid, os.Geteuid())
+	}
+	if reason != "" {
+		s.st.Refused++
+		return reason
+	}
+	s.st.Conns++
+	s.conns[c] = struct{}{}
+	return ""
+}
+
+func peerUID(c *net.UnixConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return -1, err
+	}
+	if cerr != nil {
+		return -1, cerr
+	}
+	return int(cred.Uid), nil
+}
+
+// Close stops accepting, closes every connection and removes the socket.
+func (s *Socket) Close() error {
+	err := s.ln.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Stats returns the counters.
+func (s *Socket) Stats() SocketStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st
+}
+
+func (s *Socket) count(f func(*SocketStats)) {
+	s.mu.Lock()
+	f(&s.st)
+	s.mu.Unlock()
+}
+
+func (s *Socket) serveConn(c net.Conn) {
+	// A fixed buffer the scanner never replaces, so it can be wiped.
+	buf := make([]byte, s.cfg.MaxLineLen)
+	defer func() {
+		clear(buf)
+		c.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	sc := bufio.NewScanner(c)
+	sc.Buffer(buf, len(buf))
+	w := bufio.NewWriter(c)
+	reply := func(err error) bool {
+		if err == nil {
+			w.WriteString(`{"ok":true}` + "\n")
+		} else {
+			b, _ := json.Marshal(map[string]any{"ok": false, "error": err.Error()})
+			w.Write(append(b, '\n'))
+		}
+		return w.Flush() == nil
+	}
+	for {
+		c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if !sc.Scan() {
+			if errors.Is(sc.Err(), bufio.ErrTooLong) {
+				s.count(func(st *SocketStats) { st.Malformed++ })
+				reply(fmt.Errorf("line longer than %d bytes; connection closed", s.cfg.MaxLineLen))
+			}
+			return
+		}
+		line := sc.Bytes()
+		err := s.handle(line)
+		clear(line)
+		if err != nil {
+			s.cfg.Logger.Warn("key socket: message skipped", "err", err)
+		}
+		if !reply(err) {
+			return
+		}
+	}
+}
+
+// socketFields are the members of a key message.
+var socketFields = map[string]bool{"spi_i": true, "spi_r": true, "encr": true, "key_bits": true, "integ": true,
+	"sk_ei": true, "sk_er": true, "sk_ai": true, "sk_ar": true, "delete": true}
+
+// handle applies one JSON object.
+func (s *Socket) handle(line []byte) (err error) {
+	if len(trimSpace(line)) == 0 {
+		return nil
+	}
+	var raw map[string]json.RawMessage
+	defer func() {
+		for _, v := range raw {
+			clear(v)
+		}
+		if err != nil {
+			s.count(func(st *SocketStats) { st.Malformed++ })
+		}
+	}()
+	if err := json.Unmarshal(line, &raw); err != nil {
+		// The decoder's message quotes no input, so no key can leak here.
+		return fmt.Errorf("not a JSON object: %v", err)
+	}
+	for k := range raw {
+		if !socketFields[k] {
+			return fmt.Errorf("unknown member %q", k)
+		}
+	}
+	spiI, err := jsonSPI(raw, "spi_i")
+	if err != nil {
+		return err
+	}
+	spiR, err := jsonSPI(raw, "spi_r")
+	if err != nil {
+		return err
+	}
+	var del bool
+	if v, ok := raw["delete"]; ok {
+		if err := json.Unmarshal(v, &del); err != nil {
+			return errors.New(`"delete" must be true or false`)
+		}
+	}
+	if del {
+		s.store.Delete(spiI, spiR)
+		s.count(func(st *SocketStats) { st.Deleted++ })
+		return nil
+	}
+	var suite sk.Suite
+	if suite.Encr, err = jsonEncr(raw["encr"]); err != nil {
+		return err
+	}
+	if v, ok := raw["key_bits"]; ok {
+		if err := json.Unmarshal(v, &suite.KeyBits); err != nil {
+			return errors.New(`"key_bits" must be a number`)
+		}
+	}
+	switch suite.Encr {
+	case sk.Encr3DES:
+		if suite.KeyBits == 0 {
+			suite.KeyBits = 192
+		}
+	case sk.EncrChaCha20Poly1305:
+		if suite.KeyBits == 0 {
+			suite.KeyBits = 256
+		}
+	}
+	integ := ""
+	if v, ok := raw["integ"]; ok {
+		if err := json.Unmarshal(v, &integ); err != nil {
+			return errors.New(`"integ" must be a string`)
+		}
+	}
+	var known bool
+	if suite.Integ, known = sk.ParseAuth(integ); !known {
+		return fmt.Errorf("unknown integrity transform %q", integ)
+	}
+	if !suite.Supported() {
+		s.store.PutUnsupported(spiI, spiR, suite.String(), "key socket")
+		s.count(func(st *SocketStats) { st.Unsupported++ })
+		return nil
+	}
+	k := sk.Keys{Suite: suite}
+	defer k.Zero()
+	for _, f := range []struct {
+		name string
+		dst  *sk.Key
+	}{{"sk_ei", &k.SK_ei}, {"sk_er", &k.SK_er}, {"sk_ai", &k.SK_ai}, {"sk_ar", &k.SK_ar}} {
+		if *f.dst, err = jsonKey(raw[f.name]); err != nil {
+			return fmt.Errorf("%q: %v", f.name, err)
+		}
+	}
+	if err := s.store.Put(spiI, spiR, &k, "key socket"); err != nil {
+		return err
+	}
+	s.count(func(st *SocketStats) { st.Added++ })
+	return nil
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func jsonSPI(raw map[string]json.RawMessage, name string) (ike.SPI, error) {
+	v, ok := raw[name]
+	if !ok {
+		return ike.SPI{}, fmt.Errorf("%q is missing", name)
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return ike.SPI{}, fmt.Errorf("%q must be a string of 16 hex digits", name)
+	}
+	spi, err := parseSPI([]byte(s))
+	if err != nil {
+		return spi, fmt.Errorf("%q: %v", name, err)
+	}
+	return spi, nil
+}
+
+func jsonEncr(v json.RawMessage) (sk.EncrID, error) {
+	if len(v) == 0 {
+		return 0, errors.New(`"encr" is missing`)
+	}
+	var name string
+	if err := json.Unmarshal(v, &name); err != nil {
+		var n uint16
+		if err := json.Unmarshal(v, &n); err != nil {
+			return 0, errors.New(`"encr" must be a transform name or number`)
+		}
+		return sk.EncrID(n), nil
+	}
+	if n, err := strconv.ParseUint(name, 10, 16); err == nil {
+		return sk.EncrID(n), nil
+	}
+	id, ok := sk.ParseEncr(name)
+	if !ok {
+		return 0, fmt.Errorf("unknown encryption transform %q", name)
+	}
+	return id, nil
+}
+
+// jsonKey decodes a hex string member without making an immutable copy of
+// the secret: the raw bytes are decoded in place (and wiped by handle).
+func jsonKey(v json.RawMessage) (sk.Key, error) {
+	if len(v) == 0 || string(v) == `""` || string(v) == "null" {
+		return nil, nil
+	}
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return nil, errors.New("must be a hex string")
+	}
+	h := v[1 : len(v)-1]
+	if len(h) >= 2 && h[0] == '0' && (h[1] == 'x' || h[1] == 'X') {
+		h = h[2:]
+	}
+	k := make(sk.Key, hex.DecodedLen(len(h)))
+	if _, err := hex.Decode(k, h); err != nil {
+		k.Zero()
+		return nil, errors.New("not hex")
+	}
+	return k, nil
+}
