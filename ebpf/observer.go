@@ -481,18 +481,19 @@ func (o *Observer) Counters() (Snapshot, error) {
 	defer o.mu.Unlock()
 	var s Snapshot
 	var started uint64
-	for _, ifc := range o.slots {
-		if ifc == nil {
-			continue
-		}
-		ic := IfaceCounters{Ifindex: ifc.ifindex, Name: ifc.name}
+	for slot, ifc := range o.slots {
+		var ic IfaceCounters
 		for d, dst := range []*DirCounters{&ic.Ingress, &ic.Egress} {
-			if err := o.readSlot(ifc.slot, d, dst); err != nil {
+			if err := o.readSlot(slot, d, dst); err != nil {
 				return s, err
 			}
+			// Trains of a detached interface may still be in the map.
 			started += dst[CounterTrainsStarted].Packets
 		}
-		s.Interfaces = append(s.Interfaces, ic)
+		if ifc != nil {
+			ic.Ifindex, ic.Name = ifc.ifindex, ifc.name
+			s.Interfaces = append(s.Interfaces, ic)
+		}
 	}
 	s.TrainsLive = o.live
 	if started > o.swept+o.live {
