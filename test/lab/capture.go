@@ -77,6 +77,7 @@ func startCapture(n *Node, iface, filter string) (*Pcap, error) {
 	// cannot write into the private lab directory.
 	p.cmd = exec.Command("ip", "netns", "exec", n.Name, "tcpdump", "-i", iface, "-n", "-s", "0",
 		"-U", "--immediate-mode", "-Z", "root", "-w", p.Path, filter)
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -292,7 +292,6 @@ func (d *Daemon) strongswanConf(saveKeys bool) string {
 	p("\t\tlab {")
 	p("\t\t\tpath = %s", d.Log())
 	p("\t\t\ttime_format = %%T")
-	p("\t\t\ttime_precision = ms")
 	p("\t\t\tike_name = yes")
 	p("\t\t\tappend = no")
 	p("\t\t\tflush_line = yes")
@@ -427,9 +426,9 @@ func (d *Daemon) start(preload string) error {
 		filepath.Join(d.Dir, "varrun"), CharonBin, preload)
 	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+filepath.Join(d.Dir, "strongswan.conf"))
 	cmd.Stdout, cmd.Stderr = out, out
-	// own process group: a ^C to the test does not hit charon first, the
-	// cleanup stops it in order
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// If the test binary dies without its cleanups, charon goes with it;
+	// the namespaces are swept by the next run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -522,6 +521,8 @@ type SA struct {
 	Name, State string
 	// SPIi and SPIr are 16 lower-case hex digits.
 	SPIi, SPIr string
+	// Local and Remote are the IKE endpoints, e.g. 10.99.1.2:4500.
+	Local, Remote netip.AddrPort
 	// Proposal like "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_3072".
 	Proposal string
 	Children []ChildSA
@@ -538,6 +539,7 @@ var (
 	reIKESA   = regexp.MustCompile(`^(\S+): #\d+, (\S+), IKEv2, ([0-9a-f]{16})_i\*? ([0-9a-f]{16})_r\*?`)
 	reIKEProp = regexp.MustCompile(`^  ([A-Z0-9_]+(?:-\d+)?(?:/[A-Z0-9_]+(?:-\d+)?)+)\s*$`)
 	reChildSA = regexp.MustCompile(`^  (\S+): #\d+, reqid \d+, (\S+), [^,]+, ESP:(\S+)`)
+	reIKEEnd  = regexp.MustCompile(`^  (local|remote) +'[^']*' @ (\S+)\[(\d+)\]`)
 )
 
 // SAs lists the daemon's IKE SAs.
@@ -560,7 +562,17 @@ func parseSAs(out string) []SA {
 			continue
 		}
 		sa := &sas[len(sas)-1]
-		if m := reChildSA.FindStringSubmatch(line); m != nil {
+		if m := reIKEEnd.FindStringSubmatch(line); m != nil {
+			a, err1 := netip.ParseAddr(m[2])
+			port, err2 := strconv.ParseUint(m[3], 10, 16)
+			if err1 == nil && err2 == nil {
+				if m[1] == "local" {
+					sa.Local = netip.AddrPortFrom(a, uint16(port))
+				} else {
+					sa.Remote = netip.AddrPortFrom(a, uint16(port))
+				}
+			}
+		} else if m := reChildSA.FindStringSubmatch(line); m != nil {
 			sa.Children = append(sa.Children, ChildSA{Name: m[1], State: m[2], Proposal: m[3]})
 		} else if m := reIKEProp.FindStringSubmatch(line); m != nil && sa.Proposal == "" {
 			sa.Proposal = m[1]

@@ -2,8 +2,10 @@ package lab_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -335,5 +337,53 @@ func TestGatewayIPv6(t *testing.T) {
 	}
 	if sum.UDP500 == 0 || sum.IPv6Fragments != 0 || sum.MaxIPLen > 1280 {
 		t.Errorf("capture on gw: %+v", sum)
+	}
+}
+
+// A client aimed at an address on gw (RemoteAddr) reaches srv, which accepts
+// a peer address other than cli's. Until the product's proxy runs on gw, a
+// stateful NAT there stands in for it. Uses the ECDSA PKI.
+func TestRemoteAddrThroughGateway(t *testing.T) {
+	lab.Require(t)
+	t.Parallel()
+	ctx := context.Background()
+	l := lab.New(t, lab.Topology{Gateway: true, PKI: lab.ECDSA256})
+	nat := fmt.Sprintf(`table ip labnat {
+	chain pre {
+		type nat hook prerouting priority -100; policy accept;
+		ip daddr %s udp dport { 500, 4500 } dnat to %s
+	}
+	chain post {
+		type nat hook postrouting priority 100; policy accept;
+		oifname "gw-srv" masquerade
+	}
+}
+`, l.Gw.Addr4, l.Srv.Addr4)
+	cmd := l.Gw.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(nat)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	cli, srv := l.StartPair(lab.Charon{RemoteAddr: l.Gw.Addr4}, lab.Charon{})
+	if pid, err := os.ReadFile(filepath.Join(cli.Dir, "varrun", "charon.pid")); err != nil ||
+		strings.TrimSpace(string(pid)) != strconv.Itoa(cli.Pid()) {
+		t.Errorf("charon pid file %q (%v), started pid %d", pid, err, cli.Pid())
+	}
+	ok, out, err := cli.Initiate(ctx)
+	if err != nil || !ok {
+		t.Fatalf("initiate: ok=%v err=%v\n%s", ok, err, out)
+	}
+	if sa := established(t, cli); sa.Remote.Addr() != l.Gw.Addr4 {
+		t.Errorf("client's peer is %v, want gw %v", sa.Remote, l.Gw.Addr4)
+	}
+	sas, err := srv.SAs(ctx)
+	if err != nil || len(sas) != 1 {
+		t.Fatalf("server SAs %+v, %v", sas, err)
+	}
+	if gwSrv, _ := l.Link(l.Gw, l.Srv).Addrs(l.Gw); sas[0].Remote.Addr() != gwSrv {
+		t.Errorf("server's peer is %v, want gw's address %v", sas[0].Remote, gwSrv)
+	}
+	if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
+		t.Errorf("ping through the tunnel: %v", err)
 	}
 }

@@ -82,6 +82,8 @@ type Link struct {
 	IfA, IfB   string // interface names in A and B: "<self>-<peer>"
 	Net4, Net6 netip.Prefix
 	mtu        int
+	// host part of each end's addresses
+	hostA, hostB int
 }
 
 // Lab is a running topology. Fields are read-only for tests.
@@ -204,23 +206,24 @@ func (l *Lab) layout() {
 		}
 		return v
 	}
-	link := func(a, b *Node, subnet, mtu int) *Link {
+	link := func(a, b *Node, subnet, mtu, hostA, hostB int) *Link {
 		k := &Link{A: a, B: b, IfA: a.Role + "-" + b.Role, IfB: b.Role + "-" + a.Role,
-			Net4: netip.MustParsePrefix(fmt.Sprintf("10.99.%d.0/24", subnet)),
-			Net6: netip.MustParsePrefix(fmt.Sprintf("fd00:99:%d::/64", subnet)),
-			mtu:  pick(mtu)}
+			Net4:  netip.MustParsePrefix(fmt.Sprintf("10.99.%d.0/24", subnet)),
+			Net6:  netip.MustParsePrefix(fmt.Sprintf("fd00:99:%d::/64", subnet)),
+			mtu:   pick(mtu),
+			hostA: hostA, hostB: hostB}
 		l.links = append(l.links, k)
 		return k
 	}
-	// Address plan: the side toward cli gets .1/::1 and the side toward srv
-	// .2/::2, except on the subnet of srv, which keeps 10.99.2.2 whether or
-	// not a gateway sits in front of it.
-	link(l.Cli, l.Mid, 1, l.topo.MTU.CliMid)
+	// Address plan: mid is .1 on both its links, cli is 10.99.1.2 and srv
+	// 10.99.2.2 whether or not gw (10.99.3.2 toward mid, 10.99.2.1 toward
+	// srv) sits in front of it.
+	link(l.Cli, l.Mid, 1, l.topo.MTU.CliMid, 2, 1)
 	if l.topo.Gateway {
-		link(l.Mid, l.Gw, 3, l.topo.MTU.MidGw)
-		link(l.Gw, l.Srv, 2, l.topo.MTU.GwSrv)
+		link(l.Mid, l.Gw, 3, l.topo.MTU.MidGw, 1, 2)
+		link(l.Gw, l.Srv, 2, l.topo.MTU.GwSrv, 1, 2)
 	} else {
-		link(l.Mid, l.Srv, 2, l.topo.MTU.MidSrv)
+		link(l.Mid, l.Srv, 2, l.topo.MTU.MidSrv, 1, 2)
 	}
 
 	l.Cli.Addr4, l.Cli.Addr6 = l.links[0].addr(l.Cli)
@@ -246,17 +249,27 @@ func (l *Lab) layout() {
 	inner(l.Srv, 20)
 }
 
-// addr returns n's addresses on the link (.1 for A, .2 for B).
+// addr returns n's addresses on the link.
 func (k *Link) addr(n *Node) (netip.Addr, netip.Addr) {
-	host := 1
+	host := k.hostA
 	if n == k.B {
-		host = 2
+		host = k.hostB
 	}
 	a4 := k.Net4.Addr().As4()
 	a4[3] = byte(host)
 	a6 := k.Net6.Addr().As16()
 	a6[15] = byte(host)
 	return netip.AddrFrom4(a4), netip.AddrFrom16(a6)
+}
+
+// Addrs returns the IPv4 and IPv6 addresses of n on this link (IPv6
+// invalid without Topology.IPv6).
+func (k *Link) Addrs(n *Node) (netip.Addr, netip.Addr) {
+	a4, a6 := k.addr(n)
+	if !n.lab.topo.IPv6 {
+		a6 = netip.Addr{}
+	}
+	return a4, a6
 }
 
 func (k *Link) ifname(n *Node) string {
@@ -268,23 +281,8 @@ func (k *Link) ifname(n *Node) string {
 
 func (l *Lab) build() error {
 	ctx := context.Background()
-	v6 := l.topo.IPv6
 	for _, n := range l.nodes {
 		if _, err := run(ctx, "ip", "netns", "add", n.Name); err != nil {
-			return err
-		}
-		sysctls := []string{"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"}
-		if v6 {
-			sysctls = []string{"net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0",
-				"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"}
-		}
-		if n.isRouter() {
-			sysctls = append(sysctls, "net.ipv4.ip_forward=1")
-			if v6 {
-				sysctls = append(sysctls, "net.ipv6.conf.all.forwarding=1")
-			}
-		}
-		if _, err := n.Run(ctx, "sysctl", append([]string{"-qw"}, sysctls...)...); err != nil {
 			return err
 		}
 	}
@@ -294,18 +292,11 @@ func (l *Lab) build() error {
 			return err
 		}
 	}
+	// One shell per namespace: every `ip netns exec` costs a mount
+	// namespace and a sysfs mount, which adds up on a loaded machine.
 	for _, n := range l.nodes {
-		if _, err := runIn(ctx, nil, l.batch(n), "ip", "-n", n.Name, "-batch", "-"); err != nil {
+		if _, err := runIn(ctx, nil, l.setupScript(n), "ip", "netns", "exec", n.Name, "sh", "-e"); err != nil {
 			return err
-		}
-		// Offloads would hand tcpdump packets larger than the MTU; with them
-		// off the capture shows what a real wire carries.
-		for _, k := range l.links {
-			if k.A == n || k.B == n {
-				if _, err := n.Run(ctx, "ethtool", "-K", k.ifname(n), "gro", "off", "gso", "off", "tso", "off"); err != nil {
-					return err
-				}
-			}
 		}
 	}
 	if err := l.SetDrop(l.topo.Drop); err != nil {
@@ -328,6 +319,42 @@ func (l *Lab) build() error {
 }
 
 func (n *Node) isRouter() bool { return n.Role == "mid" || n.Role == "gw" }
+
+// setupScript configures one namespace once its veths are in place:
+// sysctls (the "all" values also reach existing interfaces), then links,
+// addresses and routes, then offloads.
+func (l *Lab) setupScript(n *Node) string {
+	v6 := l.topo.IPv6
+	sysctls := []string{"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"}
+	if v6 {
+		sysctls = []string{"net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0",
+			"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"}
+	}
+	if n.isRouter() {
+		sysctls = append(sysctls, "net.ipv4.ip_forward=1")
+		if v6 {
+			sysctls = append(sysctls, "net.ipv6.conf.all.forwarding=1")
+		}
+	}
+	for _, k := range l.links {
+		if v6 && (k.A == n || k.B == n) {
+			// the veths exist already, so "default" no longer reaches them;
+			// without DAD their link-local addresses are usable at once
+			sysctls = append(sysctls, "net.ipv6.conf."+k.ifname(n)+".accept_dad=0")
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "sysctl -qw %s\n", strings.Join(sysctls, " "))
+	fmt.Fprintf(&b, "ip -batch - <<'EOF'\n%sEOF\n", l.batch(n))
+	// Offloads would hand tcpdump packets larger than the MTU; with them
+	// off the capture shows what a real wire carries.
+	for _, k := range l.links {
+		if k.A == n || k.B == n {
+			fmt.Fprintf(&b, "ethtool -K %s gro off gso off tso off\n", k.ifname(n))
+		}
+	}
+	return b.String()
+}
 
 // batch is the `ip -batch` script configuring one namespace.
 func (l *Lab) batch(n *Node) string {
