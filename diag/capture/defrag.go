@@ -27,7 +27,8 @@ const (
 	DefaultMaxBufferedBytes = 16 << 20
 )
 
-// DefragOptions bounds a Defragmenter. Zero fields take the defaults.
+// DefragOptions bounds a Defragmenter. Zero (or negative) fields take the
+// defaults.
 type DefragOptions struct {
 	// Timeout is how long, in capture time, a train waits for its missing
 	// fragments, counted from its first fragment (default 30 s).
@@ -264,8 +265,10 @@ func (d *Defragmenter) addFragment(p *Packet, out []*obs.Datagram) []*obs.Datagr
 		data = data[:flen]
 	}
 	off := max(p.FragOffset, 0)
+	// Compare the parts first so that values from outside the decoder
+	// cannot overflow the sum.
 	end := off + flen
-	if end > d.opt.MaxDatagram {
+	if off > d.opt.MaxDatagram || flen > d.opt.MaxDatagram || end > d.opt.MaxDatagram {
 		d.stats.Oversize++
 		if t != nil {
 			d.remove(t)

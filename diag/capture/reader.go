@@ -69,7 +69,9 @@ func (r *Reader) Next() (obs.Record, error) {
 			r.qi++
 			if t, ok := TooBig(d); ok {
 				r.stats.TooBig++
-				return obs.Record{TooBig: &t}, nil
+				tb := new(obs.ICMPTooBig) // allocated only here, not per call
+				*tb = t
+				return obs.Record{TooBig: tb}, nil
 			}
 			r.stats.Datagrams++
 			return obs.Record{Datagram: d}, nil
