@@ -124,28 +124,46 @@ func (c *Charon) defaults() {
 func (l *Lab) StartCharon(cfg Charon) *Daemon {
 	l.t.Helper()
 	d, err := l.startCharon(cfg)
-	if d != nil {
-		l.t.Cleanup(func() {
-			if l.t.Failed() {
-				l.t.Logf("lab: last lines of %s charon log (%s):\n%s", d.Config.Role, d.Log(), tail(d.Log(), 60))
-			}
-			if err := d.Stop(); err != nil {
-				l.t.Logf("lab: stopping %s charon: %v", d.Config.Role, err)
-			}
-		})
-	}
+	l.stopAtCleanup(d)
 	if err != nil {
 		l.t.Fatalf("lab: starting %s charon: %v", cfg.Role, err)
 	}
 	return d
 }
 
-// StartPair starts the server, then the client.
+func (l *Lab) stopAtCleanup(d *Daemon) {
+	if d == nil {
+		return
+	}
+	l.t.Cleanup(func() {
+		if l.t.Failed() {
+			l.t.Logf("lab: last lines of %s charon log (%s):\n%s", d.Config.Role, d.Log(), tail(d.Log(), 60))
+		}
+		if err := d.Stop(); err != nil {
+			l.t.Logf("lab: stopping %s charon: %v", d.Config.Role, err)
+		}
+	})
+}
+
+// StartPair starts the server and the client charon (at the same time: each
+// takes a moment to load plugins and an RSA key).
 func (l *Lab) StartPair(cli, srv Charon) (client, server *Daemon) {
 	l.t.Helper()
 	cli.Role, srv.Role = Client, Server
-	server = l.StartCharon(srv)
-	client = l.StartCharon(cli)
+	var cerr, serr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); server, serr = l.startCharon(srv) }()
+	go func() { defer wg.Done(); client, cerr = l.startCharon(cli) }()
+	wg.Wait()
+	l.stopAtCleanup(server)
+	l.stopAtCleanup(client)
+	if serr != nil {
+		l.t.Fatalf("lab: starting srv charon: %v", serr)
+	}
+	if cerr != nil {
+		l.t.Fatalf("lab: starting cli charon: %v", cerr)
+	}
 	return client, server
 }
 

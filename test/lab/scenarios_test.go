@@ -387,3 +387,26 @@ func TestRemoteAddrThroughGateway(t *testing.T) {
 		t.Errorf("ping through the tunnel: %v", err)
 	}
 }
+
+// Non-default IKE ports on both sides (a proxy may need 500/4500 for
+// itself).
+func TestCustomPorts(t *testing.T) {
+	lab.Require(t)
+	t.Parallel()
+	ctx := context.Background()
+	l := lab.New(t, lab.Topology{PKI: lab.ECDSA256})
+	cli, _ := l.StartPair(lab.Charon{Port: 1501, PortNATT: 14501, RemotePort: 1500},
+		lab.Charon{Port: 1500, PortNATT: 14500})
+	ok, out, err := cli.Initiate(ctx)
+	if err != nil || !ok {
+		t.Fatalf("initiate: ok=%v err=%v\n%s", ok, err, out)
+	}
+	// kernel-libipsec forces UDP encapsulation: the client moves to its NAT-T
+	// port, and keeps the server's custom port
+	if sa := established(t, cli); sa.Remote.Port() != 1500 || sa.Local.Port() != 14501 {
+		t.Errorf("IKE SA endpoints %v -> %v", sa.Local, sa.Remote)
+	}
+	if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
+		t.Errorf("ping through the tunnel: %v", err)
+	}
+}
