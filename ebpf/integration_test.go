@@ -215,3 +215,80 @@ func checkNothingAttached(ifindex int) error {
 	}
 	return nil
 }
+
+// Legacy tc filters survive the process; a new observer removes those a
+// crashed run left and installs its own, and Close removes those.
+func TestTCStaleFiltersRemoved(t *testing.T) {
+	l := newLab(t, "one")
+	l.in("one", "ip", "link", "add", "e0", "type", "veth", "peer", "name", "e1")
+	l.in("one", "ip", "link", "set", "e0", "up")
+	stale := emptyTC(t)
+	var err error
+	l.do("one", func() {
+		ln, e := netcfg.LinkByName("e0")
+		if e != nil {
+			err = e
+			return
+		}
+		if _, err = netcfg.EnsureClsact(ln); err != nil {
+			return
+		}
+		for _, d := range []netcfg.Dir{netcfg.Ingress, netcfg.Egress} {
+			if err = netcfg.AttachBPF(ln, d, stale.FD(), FilterPrefix+"-"+d.String()); err != nil {
+				return
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := New(Options{AttachMode: AttachTC, NoDrops: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	var ifindex int
+	var in, eg []string
+	l.do("one", func() {
+		if err = o.Attach("e0"); err != nil {
+			return
+		}
+		ln, _ := netcfg.LinkByName("e0")
+		ifindex = ln.Attrs().Index
+		in, _ = netcfg.BPFFilters(ln, netcfg.Ingress)
+		eg, _ = netcfg.BPFFilters(ln, netcfg.Egress)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in) != 1 || len(eg) != 1 {
+		t.Fatalf("filters after attach: ingress %v egress %v", in, eg)
+	}
+	if err := o.Detach(ifindex); err != nil {
+		t.Fatal(err)
+	}
+	l.do("one", func() { err = checkNothingAttached(ifindex) })
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	bad := []Options{
+		{CaptureBytes: CaptureMax + 1},
+		{RingBufferSize: 5000},
+		{MaxInterfaces: 300},
+		{AttachMode: "xdp"},
+		{TrainMapSize: -1},
+		{TrainTimeout: -time.Second},
+	}
+	for _, o := range bad {
+		if _, err := o.withDefaults(); err == nil {
+			t.Errorf("%+v accepted", o)
+		}
+	}
+	d, err := Options{}.withDefaults()
+	if err != nil || d.IKEPort != 500 || d.NATTPort != 4500 || d.CaptureBytes != 1500 || d.TrainTimeout <= 0 || d.AttachMode != AttachAuto {
+		t.Errorf("defaults %+v %v", d, err)
+	}
+}
