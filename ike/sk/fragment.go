@@ -279,7 +279,10 @@ func (sa *SA) split(d *Decrypted, t Target, minTotal, maxTotal int, ivs io.Reade
 			total += ike.NonESPMarkerLen
 		}
 	}
-	ivBuf := make([]byte, T*p.iv)
+	// One allocation for the IVs and the AEAD nonce scratch.
+	ivBuf := make([]byte, T*p.iv+12)
+	nonce := ivBuf[T*p.iv:]
+	ivBuf = ivBuf[:T*p.iv]
 	if err := readIVs(ivs, ivBuf); err != nil {
 		return nil, err
 	}
@@ -290,7 +293,7 @@ func (sa *SA) split(d *Decrypted, t Target, minTotal, maxTotal int, ivs io.Reade
 	if sa.closed {
 		return nil, ErrClosed
 	}
-	u := unit{h: &d.Header, skf: true, total: uint16(T)}
+	u := unit{h: &d.Header, skf: true, total: uint16(T), nonce: nonce}
 	off := 0
 	for i, n := range sizes {
 		s := len(buf)

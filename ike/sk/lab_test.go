@@ -2,7 +2,6 @@ package sk_test
 
 import (
 	"encoding/binary"
-	"errors"
 	"os"
 	"path/filepath"
 	"sort"
@@ -168,5 +167,3 @@ func payloadSeq(ps []ike.Payload) []string {
 	}
 	return out
 }
-
-var errSkip = errors.New("skip")

@@ -327,7 +327,7 @@ func (r *Reassembler) Add(sa *SA, msg []byte) Result {
 	if set != nil {
 		switch {
 		case total < set.total:
-			return r.dropLocked(res, DropLowerTotal, fmt.Errorf("Total Fragments %d below the queued %d", total, set.total))
+			return r.dropLocked(res, DropLowerTotal, fmt.Errorf("fragment total %d below the queued %d", total, set.total))
 		case total > set.total:
 			// RFC 7383 §2.6: a verified fragment with a higher total
 			// means the sender re-fragmented; start over with it.
@@ -395,14 +395,14 @@ var errRetransmit = errors.New("retransmission")
 // It returns errRetransmit for a copy of a remembered fragment.
 func (r *Reassembler) precheckLocked(key MessageKey, number, total uint16, hash uint64) (DropReason, error) {
 	if int(total) > r.cfg.MaxFragments {
-		return DropTooManyFragments, fmt.Errorf("Total Fragments %d above the limit %d", total, r.cfg.MaxFragments)
+		return DropTooManyFragments, fmt.Errorf("fragment total %d above the limit %d", total, r.cfg.MaxFragments)
 	}
 	if d := r.done[key]; d != nil && d.total == total && d.hashes[number-1] == hash {
 		return DropNone, errRetransmit
 	}
 	if set := r.sets[key]; set != nil {
 		if total < set.total {
-			return DropLowerTotal, fmt.Errorf("Total Fragments %d below the queued %d", total, set.total)
+			return DropLowerTotal, fmt.Errorf("fragment total %d below the queued %d", total, set.total)
 		}
 		if total == set.total && set.chunks[number-1] != nil {
 			return DropDuplicate, fmt.Errorf("fragment %d of %d already held", number, total)

@@ -206,7 +206,8 @@ type unit struct {
 	total    uint16
 	content  []byte
 	iv       []byte
-	padValue byte // value of each padding byte (RFC 7296: any value)
+	padValue byte   // value of each padding byte (RFC 7296: any value)
+	nonce    []byte // 12 bytes of scratch for AEAD suites (escapes into the AEAD interface, so the caller provides it once per cut)
 }
 
 // seal appends the protected message to dst. The caller holds sa.mu for
@@ -255,10 +256,13 @@ func (sa *SA) seal(dst []byte, u *unit) ([]byte, error) {
 	pt[padded-1] = byte(padLen)
 	d := sa.dir[dirIndex(h.Flags)]
 	if p.aead {
-		var nonce [12]byte
+		nonce := u.nonce
+		if len(nonce) != 12 {
+			nonce = make([]byte, 12)
+		}
 		copy(nonce[:4], d.salt[:])
 		copy(nonce[4:], u.iv)
-		out := d.aead.Seal(b[:ctStart], nonce[:], pt, b[:aadEnd])
+		out := d.aead.Seal(b[:ctStart], nonce, pt, b[:aadEnd])
 		if len(out) < msgLen || &out[0] != &b[0] {
 			return dst, errors.New("sk: AEAD did not seal in place")
 		}
