@@ -15,12 +15,12 @@ const (
 	DefaultTimeout = 30 * time.Second
 	// DefaultMaxDatagram is the largest IP payload a length field allows.
 	DefaultMaxDatagram = maxIPPayload
-	// DefaultMaxFragments is far above the 45 fragments a 65535-byte
-	// datagram needs at the IPv4 minimum MTU of 1500, and bounds the
-	// per-fragment work an attacker can cause.
+	// DefaultMaxFragments covers a 65535-byte datagram at the IPv6
+	// minimum MTU of 1280 (54 fragments) and bounds the per-fragment work
+	// a crafted train can cause.
 	DefaultMaxFragments = 64
-	// DefaultMaxTrains matches the order of Linux's per-namespace queue
-	// limits.
+	// DefaultMaxTrains is far more trains than IKE traffic keeps open at
+	// once; it bounds the table when fragments never complete.
 	DefaultMaxTrains = 4096
 	// DefaultMaxBufferedBytes is four times Linux's ipfrag_high_thresh: an
 	// offline reader can afford more than a kernel.
@@ -79,7 +79,7 @@ type DefragStats struct {
 	Reassembled int // trains completed
 	TimedOut    int // trains emitted incomplete after Timeout
 	Flushed     int // trains emitted incomplete by Flush (end of input)
-	Evicted     int // trains emitted incomplete to honour MaxTrains or MaxBufferedBytes
+	Evicted     int // trains given up (emitted incomplete) to honour MaxTrains or MaxBufferedBytes
 
 	OverlapDropped   int // trains dropped: overlapping fragments with different bytes (RFC 5722)
 	ConflictDropped  int // trains dropped: fragments disagree on where the datagram ends

@@ -3,7 +3,6 @@ package capture
 import (
 	"encoding/binary"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,56 +11,26 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/test/shared"
 )
 
 // sharedDir returns ../shared relative to the module root, or skips the
 // test when the shared captures are not there.
 func sharedDir(tb testing.TB) string {
 	tb.Helper()
-	dir, ok := findShared()
-	if !ok {
-		tb.Skip("shared captures not found: expected ../shared next to the module root (go.mod)")
-	}
-	return dir
+	return shared.Dir(tb)
 }
 
-func findShared() (string, bool) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for d := wd; ; {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			s := filepath.Join(d, "..", "shared")
-			if fi, err := os.Stat(s); err == nil && fi.IsDir() {
-				return s, true
-			}
-			return "", false
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return "", false
-		}
-		d = parent
-	}
-}
+func findShared() (string, bool) { return shared.Find() }
 
 func corpusPath(tb testing.TB, name string) string {
 	tb.Helper()
-	p := filepath.Join(sharedDir(tb), "corpus", "ike-pcaps", name)
-	if _, err := os.Stat(p); err != nil {
-		tb.Skipf("corpus file %s not present: %v", name, err)
-	}
-	return p
+	return shared.Corpus(tb, name)
 }
 
 func labPath(tb testing.TB, name string) string {
 	tb.Helper()
-	p := filepath.Join(sharedDir(tb), "lab", "pcaps", name)
-	if _, err := os.Stat(p); err != nil {
-		tb.Skipf("lab capture %s not present: %v", name, err)
-	}
-	return p
+	return shared.LabPcap(tb, name)
 }
 
 func readAll(tb testing.TB, path string) ([]obs.Record, Stats) {
