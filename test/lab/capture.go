@@ -23,14 +23,20 @@ import (
 // filter alone would miss them.
 const DefaultFilter = "udp port 500 or udp port 4500 or icmp or icmp6 or " + fragmentFilter
 
+// SnapLen is the capture's snap length; packets above it (only possible on
+// lo or with link MTUs above 9000) are truncated.
+const SnapLen = 9216
+
 const fragmentFilter = "(ip[6:2] & 0x3fff != 0) or (ip6[6] == 44)"
 
 // Pcap is a running tcpdump.
 type Pcap struct {
 	// Path of the pcap file (in the lab directory).
 	Path string
-	// Captured is tcpdump's "packets captured" count, set by Stop.
-	Captured int
+	// Captured and Dropped are tcpdump's "packets captured" and "packets
+	// dropped by kernel" counts, set by Stop. Dropped > 0 means the file
+	// misses packets.
+	Captured, Dropped int
 
 	cmd      *exec.Cmd
 	done     chan struct{}
@@ -73,10 +79,16 @@ func startCapture(n *Node, iface, filter string) (*Pcap, error) {
 	p := &Pcap{Path: filepath.Join(dir, name), done: make(chan struct{})}
 	// -U and --immediate-mode: every packet reaches the file right away,
 	// so nothing is lost in a kernel buffer when tcpdump is stopped.
+	// Immediate mode makes libpcap use a ring of fixed-size slots sized by
+	// the snap length (on "any" it cannot use an MTU instead): with the
+	// default 256 KiB and 2 MiB only 8 slots exist and a loaded machine
+	// drops packets of an IKE_AUTH burst. 9216 bytes covers every lab MTU,
+	// 8 MiB gives hundreds of slots.
 	// -Z root: Debian's tcpdump otherwise switches to user tcpdump, who
 	// cannot write into the private lab directory.
-	p.cmd = exec.Command("ip", "netns", "exec", n.Name, "tcpdump", "-i", iface, "-n", "-s", "0",
-		"-U", "--immediate-mode", "-Z", "root", "-w", p.Path, filter)
+	p.cmd = exec.Command("ip", "netns", "exec", n.Name, "tcpdump", "-i", iface, "-n",
+		"-s", strconv.Itoa(SnapLen), "-B", "8192", "-U", "--immediate-mode", "-Z", "root",
+		"-w", p.Path, filter)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -119,7 +131,10 @@ func (p *Pcap) Stderr() string {
 	return p.stderr.String()
 }
 
-var reCaptured = regexp.MustCompile(`(\d+) packets? captured`)
+var (
+	reCaptured = regexp.MustCompile(`(\d+) packets? captured`)
+	reDropped  = regexp.MustCompile(`(\d+) packets? dropped by kernel`)
+)
 
 // Stop ends the capture with SIGTERM (tcpdump then flushes and closes the
 // file) and waits for it; safe to call more than once.
@@ -135,6 +150,9 @@ func (p *Pcap) Stop() error {
 		}
 		if m := reCaptured.FindStringSubmatch(p.Stderr()); m != nil {
 			p.Captured, _ = strconv.Atoi(m[1])
+		}
+		if m := reDropped.FindStringSubmatch(p.Stderr()); m != nil {
+			p.Dropped, _ = strconv.Atoi(m[1])
 		}
 		if p.stopErr == nil {
 			if _, err := os.Stat(p.Path); err != nil {

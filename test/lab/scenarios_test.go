@@ -159,8 +159,8 @@ func (sc scenario) run(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("capture on mid: %+v; drops: %+v", sum, counters)
-	if sum.Frames == 0 || pcap.Captured == 0 || sum.UDP500 == 0 {
-		t.Errorf("capture holds no IKE traffic: %+v (tcpdump: %d)", sum, pcap.Captured)
+	if sum.Frames == 0 || pcap.Captured != sum.Frames || pcap.Dropped != 0 || sum.UDP500 == 0 {
+		t.Errorf("capture incomplete or without IKE: %+v (tcpdump: %d captured, %d dropped)", sum, pcap.Captured, pcap.Dropped)
 	}
 	sc.check(t, sum, counters)
 }
