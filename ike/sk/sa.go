@@ -341,10 +341,10 @@ func (sa *SA) Open(msg []byte) (*Opened, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Opened{Header: h, NextPayload: ike.PayloadType(msg[off])}
 	if len(msg)-off < 4 {
 		return nil, fmt.Errorf("%w: %d bytes for the %s header", ErrMalformed, len(msg)-off, typ)
 	}
+	o := &Opened{Header: h, NextPayload: ike.PayloadType(msg[off])}
 	if plen := int(binary.BigEndian.Uint16(msg[off+2:])); plen != len(msg)-off {
 		return nil, fmt.Errorf("%w: %s Payload Length %d, %d bytes left (it must be last)", ErrMalformed, typ, plen, len(msg)-off)
 	}

@@ -487,3 +487,36 @@ func TestClosedSA(t *testing.T) {
 		t.Fatalf("Split after Close: %v", err)
 	}
 }
+
+// Truncated and inconsistent framings are errors, not panics.
+func TestOpenMalformed(t *testing.T) {
+	sa := mustSA(t, testKeys(gcmSuite, 1))
+	h := testHeader(true, false, 1)
+	for _, c := range []struct {
+		np   ike.PayloadType
+		body []byte
+	}{
+		{46, nil},
+		{53, []byte{0, 0, 0, 4}},
+		{53, []byte{35, 0, 0, 8, 0, 0, 0, 1}},                   // Fragment Number 0
+		{53, []byte{35, 0, 0, 8, 0, 3, 0, 2}},                   // number above total
+		{46, []byte{35, 0, 0, 9, 1, 2, 3, 4}},                   // Payload Length past the end
+		{46, []byte{35, 0, 0, 8, 1, 2, 3, 4}},                   // too short for IV and tag
+		{43, []byte{46, 0, 0, 4, 35, 0, 0, 4}},                  // SK without room
+		{43, []byte{46, 0, 0, 2}},                               // bad unprotected length
+		{0, []byte{}},                                           // no SK at all
+		{41, []byte{0, 0, 0, 4}},                                // chain ends without SK
+		{46, append([]byte{35, 0, 0, 28}, make([]byte, 24)...)}, // tag fails
+	} {
+		hh := h
+		hh.NextPayload = c.np
+		hh.Length = uint32(28 + len(c.body))
+		msg := append(hh.AppendTo(nil), c.body...)
+		if _, err := sa.Open(msg); err == nil {
+			t.Errorf("% x opened", msg[16:])
+		}
+	}
+	if _, err := sa.Open(make([]byte, 27)); !errors.Is(err, sk.ErrMalformed) {
+		t.Error(err)
+	}
+}
