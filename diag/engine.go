@@ -11,6 +11,7 @@ import (
 
 	"github.com/ikefrag/ikefrag/diag/obs"
 	"github.com/ikefrag/ikefrag/ike"
+	"github.com/ikefrag/ikefrag/keys"
 )
 
 // Options bound the engine's memory and set its timing rules.
@@ -31,6 +32,10 @@ type Options struct {
 	// MaxExchanges and MaxTransmissions cap what one session keeps.
 	MaxExchanges     int
 	MaxTransmissions int
+	// Keys, when set, opens SK and SKF messages of the IKE SAs it has keys
+	// for: inner notifies such as AUTHENTICATION_FAILED and the CHILD SA
+	// proposal become visible.
+	Keys keys.Source
 }
 
 // DefaultOptions are the documented defaults.
@@ -106,6 +111,7 @@ type Engine struct {
 	drops    []*obs.Drop
 	now      time.Time
 	stats    Stats
+	dec      *Decryptor
 }
 
 // orphanTrains counts incomplete fragment trains between two addresses
@@ -118,13 +124,17 @@ type orphanTrains struct {
 
 // New returns an engine with the given options (zero fields take defaults).
 func New(opt Options) *Engine {
-	return &Engine{
+	e := &Engine{
 		opt:      opt.withDefaults(),
 		seed:     maphash.MakeSeed(),
 		sessions: make(map[sessionKey]*Session),
 		peers:    make(map[netip.Addr]*Peer),
 		orphans:  make(map[[2]netip.Addr]*orphanTrains),
 	}
+	if opt.Keys != nil {
+		e.dec = NewDecryptor(opt.Keys, e.Now)
+	}
+	return e
 }
 
 // Stats returns the counters.
@@ -359,6 +369,7 @@ func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 		t := (*list)[len(*list)-1]
 		if len(t.Datagrams) < int(g.SKF.Total) && len(t.Datagrams) < 256 {
 			t.Datagrams = append(t.Datagrams, g)
+			e.open(s, x, g, raw)
 			return
 		}
 	}
@@ -373,6 +384,34 @@ func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 	}
 	*list = append(*list, t)
 	e.learn(s, x, g)
+	e.open(s, x, g, raw)
+}
+
+// open decrypts a new SK or SKF datagram when keys are at hand.
+func (e *Engine) open(s *Session, x *Exchange, g *Datagram, raw []byte) {
+	if e.dec == nil || g.Message == nil {
+		return
+	}
+	if g.Message.Find(ike.PayloadEncrypted) == nil && g.SKF == nil {
+		return
+	}
+	d := e.dec.Open(g.Header, raw)
+	g.Decryption = &d
+	if d.Inner == nil {
+		return
+	}
+	if innerNotify(d.Inner, ike.NotifyAuthenticationFailed) != nil {
+		s.AuthFailed = append(s.AuthFailed, g)
+	}
+	if x.Type == ike.ExchangeIKEAuth && g.Header.Flags.Response() {
+		for i := range d.Inner {
+			if sa, ok := d.Inner[i].Body.(*ike.SA); ok {
+				if c, err := sa.Chosen(); err == nil {
+					s.ChildChosen = c
+				}
+			}
+		}
+	}
 }
 
 // sameMessage reports whether g resends a message already in list: the same

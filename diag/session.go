@@ -44,6 +44,8 @@ type Datagram struct {
 	// Copies counts the observations of this same datagram: one per
 	// observation point, plus duplicates a capture may hold.
 	Copies int
+	// Decryption is set when keys were given and the datagram is SK or SKF.
+	Decryption *Decryption
 }
 
 // Fragmented reports whether the datagram was IP-fragmented.
@@ -100,6 +102,10 @@ type Session struct {
 	Chosen        *ike.Proposal
 	KEGroup       ike.DHGroup
 	InitNotifies  []ike.NotifyType // notifies in IKE_SA_INIT responses
+	// Facts only keys reveal: messages carrying AUTHENTICATION_FAILED, and
+	// the CHILD SA proposal chosen in the IKE_AUTH response.
+	AuthFailed  []*Datagram
+	ChildChosen *ike.Proposal
 	// dropped counts transmissions not kept once a limit was reached.
 	dropped int
 	// seen maps a datagram signature to the datagram, for telling copies
@@ -158,7 +164,7 @@ func (s *Session) Established() bool {
 		}
 		return false
 	}
-	return x.Answered() && !responseLost(s, x)
+	return x.Answered() && !responseLost(s, x) && len(s.AuthFailed) == 0
 }
 
 // responseLost reports whether the requester kept retransmitting after a

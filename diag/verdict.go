@@ -116,6 +116,8 @@ func (v *evaluator) run() []Verdict {
 			v.auth(x)
 		}
 	}
+	v.authFailed()
+	v.childCrypto()
 	if s.Established() && !v.hasError() {
 		ev := []string{}
 		if c := s.Chosen; c != nil {
@@ -293,6 +295,40 @@ func (v *evaluator) auth(x *Exchange) {
 		v.add(UnansweredIKEAuth, Error, TowardClient, x,
 			sprintf("%s response was sent but the initiator kept retransmitting: it does not reach the client", name), ev, v.frames(x))
 	}
+}
+
+// authFailed reports AUTHENTICATION_FAILED seen inside decrypted messages.
+func (v *evaluator) authFailed() {
+	if len(v.s.AuthFailed) == 0 {
+		return
+	}
+	d := v.s.AuthFailed[0]
+	by, dir := "the responder rejected the initiator's authentication", TowardClient
+	if !d.Header.Flags.Response() && d.Header.Flags.Initiator() {
+		by, dir = "the initiator rejected the responder's authentication", TowardServer
+	}
+	x := v.s.Find(d.Header.Exchange)
+	v.add(AuthenticationFailed, Error, dir, x, "IKE authentication failed: "+by,
+		[]string{sprintf("%s %s (Message ID %d) carries AUTHENTICATION_FAILED inside its encrypted payload", d.Header.Exchange, reqResp(d.Header.Flags.Response()), d.Header.MessageID)}, d.Frames)
+}
+
+// childCrypto rates the CHILD SA proposal chosen in IKE_AUTH (keys only).
+func (v *evaluator) childCrypto() {
+	c := v.s.ChildChosen
+	if c == nil {
+		return
+	}
+	if sv := c.Strength(); sv.Strength == ike.Weak {
+		ev := append([]string{"negotiated CHILD SA proposal: " + suiteString(c)}, weakReasons(sv)...)
+		v.add(WeakCrypto, Warning, "", v.s.Find(ike.ExchangeIKEAuth), "negotiated CHILD SA crypto is below the baseline", ev, nil)
+	}
+}
+
+func reqResp(resp bool) string {
+	if resp {
+		return "response"
+	}
+	return "request"
 }
 
 // notNegotiated adds FRAGMENTATION_NOT_NEGOTIATED when the initiator offered

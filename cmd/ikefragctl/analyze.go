@@ -17,6 +17,7 @@ import (
 
 func newAnalyzeCmd() *cobra.Command {
 	var asJSON bool
+	var keyPath string
 	ports := ike.DefaultPorts
 	cmd := &cobra.Command{
 		Use:   "analyze [--json] FILE...",
@@ -30,7 +31,15 @@ Exit status: 0 when no verdict of severity error was found, 1 otherwise,
 2 for bad input. --json prints the versioned report schema (diag.Report).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e := diag.New(diag.Options{Ports: ports})
+			opt := diag.Options{Ports: ports}
+			if keyPath != "" {
+				src, err := loadKeys(keyPath)
+				if err != nil {
+					return badInput("%v", err)
+				}
+				opt.Keys = src
+			}
+			e := diag.New(opt)
 			for _, f := range args {
 				if err := feed(e, f); err != nil {
 					return badInput("%v", err)
@@ -54,6 +63,7 @@ Exit status: 0 when no verdict of severity error was found, 1 otherwise,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the JSON report")
+	cmd.Flags().StringVar(&keyPath, "keys", "", "strongSwan save-keys table (ikev2_decryption_table, or its directory): look inside SK and SKF messages")
 	cmd.Flags().Uint16Var(&ports.IKE, "ike-port", ike.DefaultPorts.IKE, "UDP port of IKE")
 	cmd.Flags().Uint16Var(&ports.NATT, "natt-port", ike.DefaultPorts.NATT, "UDP port of NAT-T")
 	return cmd

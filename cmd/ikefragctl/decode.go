@@ -5,15 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/diag/capture"
 	"github.com/ikefrag/ikefrag/diag/obs"
 	"github.com/ikefrag/ikefrag/ike"
+	"github.com/ikefrag/ikefrag/keys"
 )
 
 // decodeLine is one line of `ikefragctl decode`: an IKE message, or an ESP,
@@ -45,6 +48,8 @@ type decodeLine struct {
 	IPFragments int    `json:"ip_fragments"`
 	Incomplete  bool   `json:"incomplete,omitempty"`
 	Error       string `json:"error,omitempty"`
+	// Inner is set with --keys for SK and SKF messages.
+	Inner *innerInfo `json:"inner,omitempty"`
 }
 
 type skfInfo struct {
@@ -54,7 +59,8 @@ type skfInfo struct {
 
 func newDecodeCmd() *cobra.Command {
 	var asJSON bool
-	var ports ike.Ports = ike.DefaultPorts
+	var keyPath string
+	var ports = ike.DefaultPorts
 	cmd := &cobra.Command{
 		Use:   "decode [--json] FILE...",
 		Short: "List the IKE messages in pcap or pcapng files, one line each",
@@ -67,8 +73,15 @@ NAT-T keepalives and IKEv1 are labelled as such.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
 			enc := json.NewEncoder(out)
+			var src keys.Source
+			if keyPath != "" {
+				var err error
+				if src, err = loadKeys(keyPath); err != nil {
+					return badInput("%v", err)
+				}
+			}
 			for _, f := range args {
-				err := decodeFile(f, ports, func(l *decodeLine) error {
+				err := decodeFile(f, ports, src, func(l *decodeLine) error {
 					if asJSON {
 						if len(args) > 1 {
 							l.File = f
@@ -76,6 +89,9 @@ NAT-T keepalives and IKEv1 are labelled as such.`,
 						return enc.Encode(l)
 					}
 					_, err := fmt.Fprintln(out, l.text())
+					if err == nil && l.Inner != nil {
+						_, err = fmt.Fprintln(out, l.Inner.text())
+					}
 					return err
 				})
 				if err != nil {
@@ -86,6 +102,7 @@ NAT-T keepalives and IKEv1 are labelled as such.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	cmd.Flags().StringVar(&keyPath, "keys", "", "strongSwan save-keys table (ikev2_decryption_table, or its directory): decrypt SK and SKF messages")
 	cmd.Flags().Uint16Var(&ports.IKE, "ike-port", ike.DefaultPorts.IKE, "UDP port of IKE")
 	cmd.Flags().Uint16Var(&ports.NATT, "natt-port", ike.DefaultPorts.NATT, "UDP port of NAT-T (IKE after a non-ESP marker, and ESP-in-UDP)")
 	return cmd
@@ -93,12 +110,17 @@ NAT-T keepalives and IKEv1 are labelled as such.`,
 
 // decodeFile reads one capture and calls emit for every datagram on the IKE
 // ports and every plain ESP datagram.
-func decodeFile(path string, ports ike.Ports, emit func(*decodeLine) error) error {
+func decodeFile(path string, ports ike.Ports, src keys.Source, emit func(*decodeLine) error) error {
 	r, err := capture.Open(path, capture.Options{})
 	if err != nil {
 		return err
 	}
 	defer r.Close()
+	var dec *diag.Decryptor
+	var now time.Time
+	if src != nil {
+		dec = diag.NewDecryptor(src, func() time.Time { return now })
+	}
 	for {
 		rec, err := r.Next()
 		if errors.Is(err, io.EOF) {
@@ -111,9 +133,18 @@ func decodeFile(path string, ports ike.Ports, emit func(*decodeLine) error) erro
 		if d == nil {
 			continue
 		}
+		if d.Time.After(now) {
+			now = d.Time
+		}
 		l := describe(d, ports)
 		if l == nil {
 			continue
+		}
+		if dec != nil && l.Kind == "IKEv2" && l.Error == "" && (l.SKF != nil || slices.Contains(l.Payloads, "SK")) {
+			fr := ports.Classify(d.Src.Port(), d.Dst.Port(), d.Payload)
+			if h, err := ike.ParseHeader(fr.IKE); err == nil {
+				l.Inner = describeInner(dec.Open(h, fr.IKE))
+			}
 		}
 		if err := emit(l); err != nil {
 			return err

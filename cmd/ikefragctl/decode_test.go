@@ -191,3 +191,79 @@ func TestDecodeBadInput(t *testing.T) {
 }
 
 func writeFile(p string, b []byte) error { return os.WriteFile(p, b, 0o644) }
+
+// privateCopy copies a shared key table into a 0600 file: key files must
+// not be readable by others.
+func privateCopy(t *testing.T, src string) string {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "ikev2_decryption_table")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDecodeWithKeys(t *testing.T) {
+	for _, c := range []struct {
+		pcap, keys string
+		status     string
+	}{
+		{"c.pcap", "c-keys.txt", "reassembled"}, // RFC 7383 fragments both ways
+		{"a.pcap", "a-keys.txt", "decrypted"},   // whole SK, IP-fragmented
+	} {
+		t.Run(c.pcap, func(t *testing.T) {
+			keys := privateCopy(t, shared.LabResult(t, c.keys))
+			out, code := runCtl(t, "decode", "--json", "--keys", keys, shared.LabPcap(t, c.pcap))
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, out)
+			}
+			var req, resp bool
+			dec := json.NewDecoder(strings.NewReader(out))
+			for dec.More() {
+				var l decodeLine
+				if err := dec.Decode(&l); err != nil {
+					t.Fatal(err)
+				}
+				if l.Exchange != "IKE_AUTH" || l.Inner == nil || l.Inner.Status != c.status {
+					continue
+				}
+				ids := strings.Join(l.Inner.IDs, " ")
+				if !l.Response {
+					req = true
+					if !strings.Contains(ids, "IDi=cli.lab.example") || len(l.Inner.Certs) != 3 || l.Inner.AuthMethod == "" {
+						t.Errorf("request inner %+v", l.Inner)
+					}
+				} else {
+					resp = true
+					if !strings.Contains(ids, "IDr=srv.lab.example") || !strings.Contains(l.Inner.Proposal, "ESP:") {
+						t.Errorf("response inner %+v", l.Inner)
+					}
+				}
+			}
+			if !req || !resp {
+				t.Errorf("decrypted request %v, response %v; want both", req, resp)
+			}
+		})
+	}
+	t.Run("other SA's keys", func(t *testing.T) {
+		keys := privateCopy(t, shared.LabResult(t, "a-keys.txt"))
+		out, _ := runCtl(t, "decode", "--keys", keys, shared.LabPcap(t, "c.pcap"))
+		if !strings.Contains(out, "[no keys for this SA]") {
+			t.Errorf("no 'no keys for this SA' in:\n%s", out)
+		}
+	})
+	t.Run("world-readable key file refused", func(t *testing.T) {
+		keys := privateCopy(t, shared.LabResult(t, "c-keys.txt"))
+		if err := os.Chmod(keys, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, code := runCtl(t, "decode", "--keys", keys, shared.LabPcap(t, "c.pcap"))
+		if code != 2 || !strings.Contains(out, keys) {
+			t.Errorf("exit %d, %q; want exit 2 naming the file", code, out)
+		}
+	})
+}
