@@ -288,11 +288,7 @@ func TestPacketsSkips(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []int
-	for {
-		p, err := pk.Next()
-		if err == io.EOF {
-			break
-		}
+	for p, err := range pk.All() {
 		if err != nil {
 			t.Fatal(err)
 		}

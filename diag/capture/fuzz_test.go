@@ -1,8 +1,11 @@
 package capture
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -322,4 +325,50 @@ func TestFuzzSeedsFromCorpus(t *testing.T) {
 	if ok < len(seeds)-2 {
 		t.Errorf("only %d of %d seeds decode", ok, len(seeds))
 	}
+}
+
+// FuzzReader feeds whole files to the Reader: whatever the bytes, it ends
+// with io.EOF or an error, never a panic, and its counters add up.
+func FuzzReader(f *testing.F) {
+	frames, _ := testFrames()
+	f.Add(pcapBytes(binary.LittleEndian, false, 101, frames))
+	f.Add(pcapBytes(binary.BigEndian, true, 1, [][]byte{cat(make([]byte, 12), []byte{8, 0}, frames[0])}))
+	if dir, ok := findShared(); ok {
+		for _, name := range []string{"corpus/ike-pcaps/nDPI-esp.pcapng", "corpus/ike-pcaps/tcpdump-ikev2four.pcap", "lab/pcaps/d.pcap"} {
+			if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+				f.Add(b[:min(len(b), 4096)])
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := NewReader(bytes.NewReader(data), "fuzz", Options{})
+		if err != nil {
+			var fe *FileError
+			if !errors.As(err, &fe) {
+				t.Fatalf("open error %T %v", err, err)
+			}
+			return
+		}
+		n := 0
+		for {
+			rec, err := r.Next()
+			if err != nil {
+				if err != io.EOF {
+					var fe *FileError
+					if !errors.As(err, &fe) || fe.Frame < 1 {
+						t.Fatalf("error %T %v", err, err)
+					}
+				}
+				break
+			}
+			n++
+			if rec.Datagram != nil {
+				checkDatagram(t, rec.Datagram)
+			}
+		}
+		st := r.Stats()
+		if st.Decoded+st.SkippedTotal() != st.Frames || n != st.Datagrams+st.TooBig || st.Defrag.InFlight != 0 {
+			t.Fatalf("stats %+v, %d records", st, n)
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 
 	"github.com/gopacket/gopacket"
@@ -222,6 +223,22 @@ func (pk *Packets) Next() (Packet, error) {
 		return p, nil
 	}
 	return Packet{}, pk.err
+}
+
+// All yields every decoded packet; a read error other than io.EOF is
+// yielded last. Each Packet's Payload is valid only until the next one.
+func (pk *Packets) All() iter.Seq2[Packet, error] {
+	return func(yield func(Packet, error) bool) {
+		for {
+			p, err := pk.Next()
+			if err == io.EOF {
+				return
+			}
+			if !yield(p, err) || err != nil {
+				return
+			}
+		}
+	}
 }
 
 // frameMeta is what the file format says about a frame besides its bytes.
