@@ -43,7 +43,7 @@ func Require(t testing.TB) {
 		t.Skip("lab: needs root (network namespaces, charon); run the tests as root")
 	}
 	var missing []string
-	for _, tool := range []string{"ip", "nft", "ethtool", "sysctl", "tcpdump", "ping", "swanctl", "pki"} {
+	for _, tool := range []string{"ip", "nft", "ethtool", "tcpdump", "ping", "swanctl", "pki"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}

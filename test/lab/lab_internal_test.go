@@ -61,6 +61,11 @@ func TestLayout(t *testing.T) {
 			t.Errorf("interface names %q %q too long", k.IfA, k.IfB)
 		}
 	}
+	if sc := l.setupScript(l.Mid); !strings.Contains(sc, "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding\n") ||
+		!strings.Contains(sc, "echo 0 > /proc/sys/net/ipv6/conf/mid-gw/accept_dad\n") ||
+		!strings.Contains(sc, "ethtool -K mid-gw gro off gso off tso off") {
+		t.Errorf("mid setup script:\n%s", sc)
+	}
 	mid := l.batch(l.Mid)
 	for _, s := range []string{"route add 10.99.2.0/24 via 10.99.3.2", "route add fd00:99:2::/64 via fd00:99:3::2",
 		"link set dev mid-cli mtu 1280 up", "addr add fd00:99:1::1/64 dev mid-cli nodad"} {

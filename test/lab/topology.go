@@ -344,7 +344,11 @@ func (l *Lab) setupScript(n *Node) string {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "sysctl -qw %s\n", strings.Join(sysctls, " "))
+	for _, kv := range sysctls {
+		// /proc/sys rather than sysctl(8): procps is not always installed
+		k, v, _ := strings.Cut(kv, "=")
+		fmt.Fprintf(&b, "echo %s > /proc/sys/%s\n", v, strings.ReplaceAll(k, ".", "/"))
+	}
 	fmt.Fprintf(&b, "ip -batch - <<'EOF'\n%sEOF\n", l.batch(n))
 	// Offloads would hand tcpdump packets larger than the MTU; with them
 	// off the capture shows what a real wire carries.
