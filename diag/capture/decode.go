@@ -121,6 +121,8 @@ func decodeIPv4(p *Packet, b []byte, orig int) Reason {
 	}
 	// Frames may carry link-layer padding or an FCS past the IP packet.
 	end := min(total, len(b))
+	// Checksums (IP and UDP) are not verified: captures of outgoing
+	// packets hold whatever was there before the NIC computed them.
 	fo := binary.BigEndian.Uint16(b[6:8])
 
 	p.Version = 4
