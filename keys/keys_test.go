@@ -497,3 +497,28 @@ func TestKeySocket(t *testing.T) {
 		t.Fatalf("regular file at the socket path: %v", err)
 	}
 }
+
+// Connections beyond MaxConns are closed at once and counted.
+func TestKeySocketMaxConns(t *testing.T) {
+	dir := privateDir(t)
+	path := filepath.Join(dir, "k.sock")
+	s, err := keys.ListenSocket(keys.NewStore(keys.StoreConfig{}), keys.SocketConfig{Path: path, MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Serve(ctx)
+	c1, r1 := dialSocket(t, path)
+	if resp := send(t, c1, r1, `{"spi_i":"0000000000000001","spi_r":"0000000000000002","delete":true}`); resp["ok"] != true {
+		t.Fatal(resp)
+	}
+	c2, _ := dialSocket(t, path)
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c2.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("second connection served: %d %v", n, err)
+	}
+	if st := s.Stats(); st.Refused != 1 || st.Conns != 1 {
+		t.Fatalf("%+v", st)
+	}
+}
