@@ -23,7 +23,9 @@ import (
 type Role string
 
 const (
+	// Client initiates from cli.
 	Client Role = "cli"
+	// Server responds in srv.
 	Server Role = "srv"
 )
 

@@ -301,6 +301,21 @@ func TestFragmentFilter(t *testing.T) {
 			t.Errorf("fragmented ping to %s dropped without a filter", a)
 		}
 	}
+
+	// SetMTU reaches both ends of the link.
+	link := l.Link(l.Cli, l.Mid)
+	if err := link.SetMTU(1280); err != nil {
+		t.Fatal(err)
+	}
+	for _, end := range []struct {
+		n     *lab.Node
+		iface string
+	}{{l.Cli, link.IfA}, {l.Mid, link.IfB}} {
+		out, err := end.n.Run(ctx, "cat", "/sys/class/net/"+end.iface+"/mtu")
+		if err != nil || strings.TrimSpace(out) != "1280" {
+			t.Errorf("%s %s mtu %q %v", end.n.Role, end.iface, out, err)
+		}
+	}
 }
 
 // cli — mid — gw — srv, dual stack: IKE over IPv6 with RFC 7383 fragments

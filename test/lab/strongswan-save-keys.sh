@@ -61,7 +61,6 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 mkdir -p "$outdir"
-chmod 0755 "$cache_root" "$cache_root/save-keys" "$outdir"
 # One builder at a time; the others wait and then find the cached file.
 exec 9>"$cache_root/save-keys/.lock"
 flock 9
