@@ -404,12 +404,12 @@ func TestRemoteAddrThroughGateway(t *testing.T) {
 }
 
 // Non-default IKE ports on both sides (a proxy may need 500/4500 for
-// itself).
+// itself). Uses the RSA-2048 PKI.
 func TestCustomPorts(t *testing.T) {
 	lab.Require(t)
 	t.Parallel()
 	ctx := context.Background()
-	l := lab.New(t, lab.Topology{PKI: lab.ECDSA256})
+	l := lab.New(t, lab.Topology{PKI: lab.RSA2048})
 	cli, _ := l.StartPair(lab.Charon{Port: 1501, PortNATT: 14501, RemotePort: 1500},
 		lab.Charon{Port: 1500, PortNATT: 14500})
 	ok, out, err := cli.Initiate(ctx)
