@@ -21,6 +21,19 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 static __always_inline void handle_udp(struct __sk_buff *skb, __u32 dir, struct pkt *pk,
 				       struct counter_set *cs)
 {
+	/* ESP-in-UDP is most of the traffic on these ports: count it before
+	 * the full classification copies anything. */
+	struct {
+		struct udp_hdr uh;
+		__u32 marker;
+	} esp;
+	if (pk->frag_len >= sizeof(esp) && !LOAD(skb, pk->l4_off, &esp) &&
+	    (esp.uh.sport == cfg_natt_port_be || esp.uh.dport == cfg_natt_port_be) && esp.marker != 0 &&
+	    bpf_ntohs(esp.uh.len) >= sizeof(esp) && bpf_ntohs(esp.uh.len) <= pk->frag_len) {
+		count(cs, C_ESP_IN_UDP, pk->ip_len);
+		return;
+	}
+
 	struct udp_info u = {};
 	int r = classify_udp(skb, pk, &u, 0);
 
