@@ -271,8 +271,13 @@ func (s *Socket) handle(line []byte) (err error) {
 		}
 	}()
 	if err := json.Unmarshal(line, &raw); err != nil {
-		// The decoder's message quotes no input, so no key can leak here.
-		return fmt.Errorf("not a JSON object: %v", err)
+		// The decoder's messages quote input characters, which may be key
+		// material: report only where the problem is.
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return fmt.Errorf("not a JSON object: syntax error at byte %d", se.Offset)
+		}
+		return errors.New("not a JSON object")
 	}
 	for k := range raw {
 		if !socketFields[k] {
