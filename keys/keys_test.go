@@ -19,22 +19,13 @@ import (
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/ike/sk"
 	"github.com/ikefrag/ikefrag/keys"
+	"github.com/ikefrag/ikefrag/test/shared"
 )
 
 func resultsDir(t *testing.T) string {
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		if filepath.Dir(dir) == dir {
-			t.Skip("no go.mod above the test")
-		}
-		dir = filepath.Dir(dir)
-	}
-	res := filepath.Join(dir, "..", "shared", "lab", "results")
+	res := filepath.Join(shared.Dir(t), "lab", "results")
 	if _, err := os.Stat(res); err != nil {
-		t.Skipf("lab data: %s is absent", res)
+		t.Skipf("lab key tables not present in %s: %v", res, err)
 	}
 	return res
 }

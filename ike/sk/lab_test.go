@@ -14,28 +14,15 @@ import (
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/ike/sk"
 	"github.com/ikefrag/ikefrag/keys"
+	"github.com/ikefrag/ikefrag/test/shared"
 )
 
-// labDir returns ../shared/lab relative to the module root, or skips.
+// labDir returns ../shared/lab beside the module root, or skips.
 func labDir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("lab data: no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	lab := filepath.Join(dir, "..", "shared", "lab")
+	lab := filepath.Join(shared.Dir(t), "lab")
 	if _, err := os.Stat(filepath.Join(lab, "pcaps")); err != nil {
-		t.Skipf("lab data: %s is absent (shared/ is beside the module root on development and CI machines)", lab)
+		t.Skipf("lab captures not present in %s: %v", lab, err)
 	}
 	return lab
 }
