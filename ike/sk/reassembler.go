@@ -282,6 +282,9 @@ func (r *Reassembler) Add(sa *SA, msg []byte) Result {
 	if err != nil {
 		return r.drop(res, DropMalformed, err)
 	}
+	if sa == nil {
+		return r.drop(res, DropKeysDeleted, ErrClosed)
+	}
 	if !skf {
 		o, err := sa.Open(msg)
 		if err != nil {
