@@ -1,0 +1,349 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Refragment modes (proxy.refragment).
+const (
+	RefragmentAuto = "auto" // re-cut server→client IKE messages when keys and RFC 7383 allow it
+	RefragmentOff  = "off"  // relay every datagram unchanged
+)
+
+// Config is the proxy section of the daemon's configuration. The
+// mapstructure tags are the keys under "proxy". Zero values select the
+// defaults documented on each field.
+type Config struct {
+	// Enabled turns the proxy on (proxy.enabled).
+	Enabled bool `mapstructure:"enabled"`
+	// Listen lists the addresses clients connect to (IPv4 or IPv6; "0.0.0.0"
+	// and "::" listen on every address and answer from the one the client
+	// used). The proxy binds IKEPort and NATTPort on each.
+	Listen []string `mapstructure:"listen"`
+	// Backends lists the VPN servers: "host" (IKE on 500, NAT-T on 4500),
+	// "host:port" (IKE on port, NAT-T on 4500) or "host:port/nattport";
+	// IPv6 hosts with a port go in brackets: "[2001:db8::1]:500".
+	Backends []string `mapstructure:"backends"`
+	// Refragment is "auto" (default) or "off".
+	Refragment string `mapstructure:"refragment"`
+	// PMTUDefault is the path MTU (whole IP datagram) assumed toward a
+	// client nothing is known about. Default 1280: what strongSwan and
+	// most stacks use for IKE fragments, and the IPv6 minimum.
+	PMTUDefault int `mapstructure:"pmtu_default"`
+	// PMTUOverrides maps client prefixes ("198.51.100.0/24", "2001:db8::/32")
+	// to a path MTU; the longest matching prefix wins over observations and
+	// the default. ICMP and step-down still lower it.
+	PMTUOverrides map[string]any `mapstructure:"pmtu_overrides"`
+	// PMTUStepDown enables responder-side IKE PMTU discovery: a client
+	// that retransmits a request whose response was re-fragmented gets the
+	// response again in smaller fragments (higher Total Fragments).
+	PMTUStepDown bool `mapstructure:"pmtu_step_down"`
+	// RouteMTU (keyless help) installs a host route with a locked MTU toward
+	// each client whose path MTU is known to be smaller than the route's,
+	// in RouteTable, so the kernel fragments once at the client's size.
+	RouteMTU bool `mapstructure:"route_mtu"`
+
+	// The keys below are additions to the documented contract; the
+	// defaults suit production.
+
+	// IKEPort and NATTPort are the ports listened on (default 500 and 4500).
+	IKEPort  int `mapstructure:"ike_port"`
+	NATTPort int `mapstructure:"natt_port"`
+	// IdleTimeout ends a client flow (and its upstream socket) with no
+	// traffic for this long. Default 5 minutes; NAT-T keepalives (20 s)
+	// keep live ones open.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// UnrepliedTimeout ends a flow the backend never answered. Default 30 s,
+	// so spoofed sources cannot hold table slots for IdleTimeout.
+	UnrepliedTimeout time.Duration `mapstructure:"unreplied_timeout"`
+	// MaxClients bounds the client flows; new flows beyond it are dropped
+	// and counted. Default 10000.
+	MaxClients int `mapstructure:"max_clients"`
+	// PMTUExpiry is how long a learned path MTU is kept. Default 10 minutes.
+	PMTUExpiry time.Duration `mapstructure:"pmtu_expiry"`
+	// RouteTable and RoutePriority are the routing table and policy rule
+	// priority of RouteMTU. Defaults 4500 and 4500.
+	RouteTable    int `mapstructure:"route_table"`
+	RoutePriority int `mapstructure:"route_priority"`
+	// Batch is the number of datagrams read or written per system call.
+	// Default 64.
+	Batch int `mapstructure:"batch"`
+	// HealthFailures is the number of consecutive failures (ICMP
+	// unreachable, IKE_SA_INIT left unanswered) that mark a backend down;
+	// HealthHold is how long it stays down before it is tried again.
+	// Defaults 3 and 30 s.
+	HealthFailures int           `mapstructure:"health_failures"`
+	HealthHold     time.Duration `mapstructure:"health_hold"`
+	// MetricsPerClient adds per-client series to the Prometheus collector
+	// (bounded by MaxClients). Default off: per-backend series only.
+	MetricsPerClient bool `mapstructure:"metrics_per_client"`
+}
+
+// Defaults.
+const (
+	DefaultPMTU             = 1280
+	DefaultIdleTimeout      = 5 * time.Minute
+	DefaultUnrepliedTimeout = 30 * time.Second
+	DefaultMaxClients       = 10000
+	DefaultPMTUExpiry       = 10 * time.Minute
+	DefaultRouteTable       = 4500
+	DefaultRoutePriority    = 4500
+	DefaultBatch            = 64
+	DefaultHealthFailures   = 3
+	DefaultHealthHold       = 30 * time.Second
+)
+
+// Backend is a parsed backend address.
+type Backend struct {
+	Name string // as configured
+	IKE  netip.AddrPort
+	NATT netip.AddrPort
+}
+
+// prefixMTU is one parsed PMTU override.
+type prefixMTU struct {
+	Prefix netip.Prefix
+	MTU    int
+}
+
+// settings is a validated Config with defaults filled in.
+type settings struct {
+	Config
+	listen    []netip.Addr
+	backends  []Backend
+	overrides []prefixMTU // longest prefix first
+}
+
+func (c Config) withDefaults() Config {
+	if c.Refragment == "" {
+		c.Refragment = RefragmentAuto
+	}
+	if c.PMTUDefault <= 0 {
+		c.PMTUDefault = DefaultPMTU
+	}
+	if c.IKEPort <= 0 {
+		c.IKEPort = 500
+	}
+	if c.NATTPort <= 0 {
+		c.NATTPort = 4500
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.UnrepliedTimeout <= 0 {
+		c.UnrepliedTimeout = DefaultUnrepliedTimeout
+	}
+	if c.MaxClients <= 0 {
+		c.MaxClients = DefaultMaxClients
+	}
+	if c.PMTUExpiry <= 0 {
+		c.PMTUExpiry = DefaultPMTUExpiry
+	}
+	if c.RouteTable <= 0 {
+		c.RouteTable = DefaultRouteTable
+	}
+	if c.RoutePriority <= 0 {
+		c.RoutePriority = DefaultRoutePriority
+	}
+	if c.Batch <= 0 {
+		c.Batch = DefaultBatch
+	}
+	if c.Batch > 1024 {
+		c.Batch = 1024
+	}
+	if c.HealthFailures <= 0 {
+		c.HealthFailures = DefaultHealthFailures
+	}
+	if c.HealthHold <= 0 {
+		c.HealthHold = DefaultHealthHold
+	}
+	return c
+}
+
+// Validate checks the configuration as New would.
+func (c Config) Validate() error {
+	_, err := c.parse()
+	return err
+}
+
+func (c Config) parse() (*settings, error) {
+	c = c.withDefaults()
+	s := &settings{Config: c}
+	var errs []error
+	switch c.Refragment {
+	case RefragmentAuto, RefragmentOff:
+	default:
+		errs = append(errs, fmt.Errorf("proxy.refragment %q: want auto or off", c.Refragment))
+	}
+	if c.IKEPort > 65535 || c.NATTPort > 65535 || c.IKEPort == c.NATTPort {
+		errs = append(errs, fmt.Errorf("proxy ports %d/%d: want two different ports", c.IKEPort, c.NATTPort))
+	}
+	if c.PMTUDefault < 576 || c.PMTUDefault > 65535 {
+		errs = append(errs, fmt.Errorf("proxy.pmtu_default %d: want 576..65535", c.PMTUDefault))
+	}
+	if len(c.Listen) == 0 {
+		errs = append(errs, errors.New("proxy.listen: no address"))
+	}
+	for _, l := range c.Listen {
+		a, err := netip.ParseAddr(strings.Trim(strings.TrimSpace(l), "[]"))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("proxy.listen %q: %v", l, err))
+			continue
+		}
+		s.listen = append(s.listen, a.Unmap())
+	}
+	if len(c.Backends) == 0 {
+		errs = append(errs, errors.New("proxy.backends: no backend"))
+	}
+	for _, b := range c.Backends {
+		be, err := ParseBackend(b)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.backends = append(s.backends, be)
+	}
+	ov, err := parseOverrides(c.PMTUOverrides)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	s.overrides = ov
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ParseBackend parses one proxy.backends entry.
+func ParseBackend(s string) (Backend, error) {
+	b := Backend{Name: s}
+	hostport, natt, hasNATT := strings.Cut(strings.TrimSpace(s), "/")
+	host, port := hostport, "500"
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host, port = h, p
+	} else if strings.HasPrefix(hostport, "[") {
+		host = strings.Trim(hostport, "[]")
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return b, fmt.Errorf("proxy.backends %q: %v (a literal address is needed)", s, err)
+	}
+	a = a.Unmap()
+	if a.IsUnspecified() || a.IsMulticast() {
+		return b, fmt.Errorf("proxy.backends %q: not a unicast address", s)
+	}
+	ike, err := parsePort(port)
+	if err != nil {
+		return b, fmt.Errorf("proxy.backends %q: %v", s, err)
+	}
+	nattPort := uint16(4500)
+	if hasNATT {
+		if nattPort, err = parsePort(natt); err != nil {
+			return b, fmt.Errorf("proxy.backends %q: %v", s, err)
+		}
+	}
+	if nattPort == ike {
+		return b, fmt.Errorf("proxy.backends %q: IKE and NAT-T ports are the same", s)
+	}
+	b.IKE, b.NATT = netip.AddrPortFrom(a, ike), netip.AddrPortFrom(a, nattPort)
+	return b, nil
+}
+
+func parsePort(s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("port %q", s)
+	}
+	return uint16(n), nil
+}
+
+// parseOverrides reads proxy.pmtu_overrides. viper splits keys at dots, so
+// "10.0.0.0/8: 1280" can arrive as nested maps {"10":{"0":{"0":{"0/8":1280}}}};
+// the path is joined back with dots.
+func parseOverrides(m map[string]any) ([]prefixMTU, error) {
+	var out []prefixMTU
+	var errs []error
+	var walk func(prefix string, v any)
+	walk = func(key string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, vv := range x {
+				walk(joinKey(key, k), vv)
+			}
+			return
+		case map[any]any:
+			for k, vv := range x {
+				walk(joinKey(key, fmt.Sprint(k)), vv)
+			}
+			return
+		}
+		mtu, err := toInt(v)
+		if err != nil || mtu < 576 || mtu > 65535 {
+			errs = append(errs, fmt.Errorf("proxy.pmtu_overrides %q: MTU %v: want 576..65535", key, v))
+			return
+		}
+		p, err := netip.ParsePrefix(key)
+		if err != nil {
+			a, aerr := netip.ParseAddr(key)
+			if aerr != nil {
+				errs = append(errs, fmt.Errorf("proxy.pmtu_overrides %q: %v", key, err))
+				return
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, prefixMTU{Prefix: p.Masked(), MTU: mtu})
+	}
+	for k, v := range m {
+		walk(k, v)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Prefix.Bits() != out[j].Prefix.Bits() {
+			return out[i].Prefix.Bits() > out[j].Prefix.Bits()
+		}
+		return out[i].Prefix.String() < out[j].Prefix.String()
+	})
+	return out, errors.Join(errs...)
+}
+
+func joinKey(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "." + b
+}
+
+func toInt(v any) (int, error) {
+	switch x := v.(type) {
+	case int:
+		return x, nil
+	case int64:
+		return int(x), nil
+	case uint64:
+		return int(x), nil
+	case float64:
+		return int(x), nil
+	case string:
+		return strconv.Atoi(strings.TrimSpace(x))
+	}
+	return 0, fmt.Errorf("%T", v)
+}
+
+// override returns the MTU of the longest override prefix holding a.
+func (s *settings) override(a netip.Addr) (int, bool) {
+	for _, o := range s.overrides {
+		if o.Prefix.Contains(a) {
+			return o.MTU, true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// flowKey is a client flow as the client sees it: its own address and
+// port, and the proxy address and port it sends to.
+type flowKey struct {
+	client netip.AddrPort
+	local  netip.AddrPort
+}
+
+// Flow is one client flow and the upstream flow that carries it to its
+// backend: one connected UDP socket per client flow, so each backend sees
+// every client as a distinct address and port.
+type Flow struct {
+	p   *Proxy
+	key flowKey
+	ln  *listener
+	be  *backend
+	cl  *client
+	up  *udpSock
+
+	dst  *net.UDPAddr // the client, for sendmmsg
+	oob  []byte       // IP_PKTINFO/IPV6_PKTINFO source for wildcard listeners
+	natt bool
+
+	created time.Time
+	last    atomic.Int64 // unix nanoseconds of the last datagram either way
+	replied atomic.Bool  // the backend answered at least once
+	closed  atomic.Bool
+
+	pktsIn, pktsOut atomic.Uint64
+}
+
+// FlowInfo describes one flow by its two 5-tuples (UDP): client ↔ proxy
+// listen address, and proxy upstream address ↔ backend. A fast path (eBPF)
+// can mirror this table to move ESP-in-UDP off the Go relay.
+type FlowInfo struct {
+	Client   netip.AddrPort `json:"client"`
+	Local    netip.AddrPort `json:"local"`
+	Upstream netip.AddrPort `json:"upstream"`
+	Backend  netip.AddrPort `json:"backend"`
+	NATT     bool           `json:"natt"`
+	Replied  bool           `json:"replied"`
+	Created  time.Time      `json:"created"`
+	LastSeen time.Time      `json:"last_seen"`
+	PktsIn   uint64         `json:"datagrams_in"`
+	PktsOut  uint64         `json:"datagrams_out"`
+}
+
+// Info returns the flow's 5-tuples and counters.
+func (f *Flow) Info() FlowInfo {
+	return FlowInfo{Client: f.key.client, Local: f.key.local, Upstream: f.up.addr, Backend: f.backendAddr(),
+		NATT: f.natt, Replied: f.replied.Load(), Created: f.created,
+		LastSeen: time.Unix(0, f.last.Load()), PktsIn: f.pktsIn.Load(), PktsOut: f.pktsOut.Load()}
+}
+
+func (f *Flow) backendAddr() netip.AddrPort {
+	if f.natt {
+		return f.be.cfg.NATT
+	}
+	return f.be.cfg.IKE
+}
+
+// FlowTable holds the client flows, bounded by MaxClients.
+type FlowTable struct {
+	mu  sync.RWMutex
+	m   map[flowKey]*Flow
+	max int
+}
+
+func newFlowTable(max int) *FlowTable {
+	return &FlowTable{m: make(map[flowKey]*Flow), max: max}
+}
+
+func (t *FlowTable) get(k flowKey) *Flow {
+	t.mu.RLock()
+	f := t.m[k]
+	t.mu.RUnlock()
+	return f
+}
+
+// insert adds f unless the table is full or the key exists (then the
+// existing flow is returned).
+func (t *FlowTable) insert(f *Flow) (*Flow, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old := t.m[f.key]; old != nil {
+		return old, false
+	}
+	if len(t.m) >= t.max {
+		return nil, false
+	}
+	t.m[f.key] = f
+	return f, true
+}
+
+func (t *FlowTable) remove(f *Flow) {
+	t.mu.Lock()
+	if t.m[f.key] == f {
+		delete(t.m, f.key)
+	}
+	t.mu.Unlock()
+}
+
+// Len is the number of flows.
+func (t *FlowTable) Len() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.m)
+}
+
+// Snapshot returns every flow's 5-tuples.
+func (t *FlowTable) Snapshot() []FlowInfo {
+	t.mu.RLock()
+	fs := make([]*Flow, 0, len(t.m))
+	for _, f := range t.m {
+		fs = append(fs, f)
+	}
+	t.mu.RUnlock()
+	out := make([]FlowInfo, len(fs))
+	for i, f := range fs {
+		out[i] = f.Info()
+	}
+	return out
+}
+
+func (t *FlowTable) all() []*Flow {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	fs := make([]*Flow, 0, len(t.m))
+	for _, f := range t.m {
+		fs = append(fs, f)
+	}
+	return fs
+}
+
+// client is the state kept per client address: its path MTU and counters.
+type client struct {
+	addr  netip.Addr
+	pmtu  clientPMTU
+	ctr   counters
+	flows atomic.Int32
+	last  atomic.Int64
+
+	mu       sync.Mutex
+	backend  *backend // backend of its latest IKE SA, for ESP on a new flow
+	routeMTU int      // installed route MTU (route_mtu), 0 when none
+}

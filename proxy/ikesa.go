@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"container/list"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ikefrag/ikefrag/ike"
+	"github.com/ikefrag/ikefrag/ike/sk"
+)
+
+// saKey identifies an IKE SA as the proxy learns it from the cleartext
+// IKE_SA_INIT request: the client address and the initiator's SPI.
+type saKey struct {
+	client netip.Addr
+	spiI   ike.SPI
+}
+
+// ikeSA is what the proxy knows about one IKE SA.
+type ikeSA struct {
+	mu   sync.Mutex // guards everything below but key and elem
+	key  saKey
+	spiR ike.SPI
+	be   *backend
+
+	// RFC 7383 §2.3: IKEV2_FRAGMENTATION_SUPPORTED in the IKE_SA_INIT
+	// request and in the response. Re-fragmentation needs both.
+	fragReq, fragResp bool
+
+	// health: an IKE_SA_INIT request forwarded and not yet answered
+	initAt      time.Time
+	initPending bool
+
+	// the latest request from the client, to recognise its
+	// retransmissions (RFC 7296 §2.1: bitwise identical)
+	reqMID   uint32
+	reqHash  uint64
+	reqValid bool
+
+	last time.Time
+	elem *list.Element
+}
+
+func (s *ikeSA) negotiated() bool { return s.fragReq && s.fragResp }
+
+// saTable holds the IKE SAs seen, bounded and LRU-evicted.
+type saTable struct {
+	mu    sync.Mutex
+	m     map[saKey]*ikeSA
+	bySPI map[[2]ike.SPI]*ikeSA
+	lru   *list.List // front: most recent
+	max   int
+}
+
+func newSATable(max int) *saTable {
+	return &saTable{m: map[saKey]*ikeSA{}, bySPI: map[[2]ike.SPI]*ikeSA{}, lru: list.New(), max: max}
+}
+
+// get returns the SA by client and SPIi, else by the SPI pair (a client
+// that moved address keeps its SA).
+func (t *saTable) get(client netip.Addr, spiI, spiR ike.SPI, now time.Time) *ikeSA {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.m[saKey{client, spiI}]
+	if s == nil && !spiR.IsZero() {
+		s = t.bySPI[[2]ike.SPI{spiI, spiR}]
+	}
+	if s != nil {
+		s.last = now
+		t.lru.MoveToFront(s.elem)
+	}
+	return s
+}
+
+// create returns the SA for key, making it with backend be when new.
+func (t *saTable) create(k saKey, be *backend, now time.Time) *ikeSA {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := t.m[k]; s != nil {
+		s.last = now
+		t.lru.MoveToFront(s.elem)
+		return s
+	}
+	for len(t.m) >= t.max {
+		t.removeLocked(t.lru.Back().Value.(*ikeSA))
+	}
+	s := &ikeSA{key: k, be: be, last: now}
+	s.elem = t.lru.PushFront(s)
+	t.m[k] = s
+	return s
+}
+
+func (t *saTable) setSPIr(s *ikeSA, spiR ike.SPI) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if spiR.IsZero() || t.bySPI[[2]ike.SPI{s.key.spiI, spiR}] == s {
+		return
+	}
+	if !s.spiR.IsZero() {
+		delete(t.bySPI, [2]ike.SPI{s.key.spiI, s.spiR})
+	}
+	s.spiR = spiR
+	t.bySPI[[2]ike.SPI{s.key.spiI, spiR}] = s
+}
+
+func (t *saTable) removeLocked(s *ikeSA) {
+	t.lru.Remove(s.elem)
+	delete(t.m, s.key)
+	if !s.spiR.IsZero() && t.bySPI[[2]ike.SPI{s.key.spiI, s.spiR}] == s {
+		delete(t.bySPI, [2]ike.SPI{s.key.spiI, s.spiR})
+	}
+}
+
+// expire removes SAs idle for longer than idle and returns them.
+func (t *saTable) expire(now time.Time, idle time.Duration) []*ikeSA {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var gone []*ikeSA
+	for el := t.lru.Back(); el != nil; el = t.lru.Back() {
+		s := el.Value.(*ikeSA)
+		if now.Sub(s.last) <= idle {
+			break
+		}
+		t.removeLocked(s)
+		gone = append(gone, s)
+	}
+	return gone
+}
+
+// pendingInits returns SAs whose IKE_SA_INIT has waited longer than d,
+// clearing their pending mark (each is reported once).
+func (t *saTable) pendingInits(now time.Time, d time.Duration) []*ikeSA {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*ikeSA
+	for _, s := range t.m {
+		if s.initPending && now.Sub(s.initAt) > d {
+			s.initPending = false
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (t *saTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+// msgMode says what the proxy does with one server→client message.
+type msgMode uint8
+
+const (
+	modeRelay msgMode = iota + 1 // pass every datagram unchanged
+	modeRecut                    // decrypt, reassemble, cut for the client
+)
+
+// msgState is one server→client IKE message the proxy decided about,
+// per (SPIs, Message ID, direction).
+type msgState struct {
+	mu        sync.Mutex // guards everything below but key, client, bytes and elem
+	key       sk.MessageKey
+	client    netip.Addr
+	mode      msgMode
+	origTotal uint16            // Total Fragments the backend used (0: SK)
+	inputs    map[uint64]uint16 // hashes of the backend's datagrams → fragment number (0: SK)
+	dec       *sk.Decrypted     // kept for a step-down
+	out       *sk.Output        // what the client was sent last
+	outMTU    int
+	stepDown  bool // the client retransmitted: cut smaller at the next backend resend
+	relayed   uint16   // Total Fragments of a set already relayed unchanged (a later cut must exceed it)
+	raw       [][]byte // the backend's datagrams while a set is incomplete, to relay them if the cut fails
+	bytes     int
+	elem      *list.Element
+}
+
+// msgCache bounds the message states by count and by decrypted bytes.
+type msgCache struct {
+	mu       sync.Mutex
+	m        map[sk.MessageKey]*msgState
+	lru      *list.List
+	bytes    int
+	maxN     int
+	maxBytes int
+}
+
+func newMsgCache(n, bytes int) *msgCache {
+	return &msgCache{m: map[sk.MessageKey]*msgState{}, lru: list.New(), maxN: n, maxBytes: bytes}
+}
+
+// get returns the state of k for client, creating it when create is set.
+// A state recorded for another client under the same key is replaced.
+func (c *msgCache) get(k sk.MessageKey, client netip.Addr, create bool) *msgState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.m[k]
+	if m != nil && m.client != client {
+		c.removeLocked(m)
+		m = nil
+	}
+	if m != nil {
+		c.lru.MoveToFront(m.elem)
+		return m
+	}
+	if !create {
+		return nil
+	}
+	for len(c.m) >= c.maxN {
+		c.removeLocked(c.lru.Back().Value.(*msgState))
+	}
+	m = &msgState{key: k, client: client, inputs: map[uint64]uint16{}}
+	m.elem = c.lru.PushFront(m)
+	c.m[k] = m
+	return m
+}
+
+// account records the decrypted bytes a state holds and evicts the least
+// recently used states beyond the byte budget (never m itself).
+func (c *msgCache) account(m *msgState, bytes int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[m.key] != m {
+		return
+	}
+	c.bytes += bytes - m.bytes
+	m.bytes = bytes
+	for c.bytes > c.maxBytes {
+		back := c.lru.Back().Value.(*msgState)
+		if back == m {
+			break
+		}
+		c.removeLocked(back)
+	}
+}
+
+func (c *msgCache) removeLocked(m *msgState) {
+	c.lru.Remove(m.elem)
+	delete(c.m, m.key)
+	c.bytes -= m.bytes
+}
+
+// forget drops the states of an IKE SA.
+func (c *msgCache) forget(spiI, spiR ike.SPI) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, m := range c.m {
+		if k.SPIi == spiI && k.SPIr == spiR {
+			c.removeLocked(m)
+		}
+	}
+}

@@ -1,0 +1,179 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ikefrag/ikefrag/ike"
+)
+
+// echoBackend answers every datagram with its own id followed by the
+// datagram, from the address it arrived on; it records the sources.
+type echoBackend struct {
+	id    byte
+	conns []*net.UDPConn
+	mu    sync.Mutex
+	seen  map[netip.AddrPort]int
+	echo  bool // false: swallow (a dead service)
+	plain bool // true: answer the datagram unchanged
+}
+
+func startEcho(t *testing.T, id byte, addr netip.Addr, ports ...int) *echoBackend {
+	t.Helper()
+	b := &echoBackend{id: id, seen: map[netip.AddrPort]int{}, echo: true}
+	for _, port := range ports {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.conns = append(b.conns, c)
+		go b.serve(c)
+	}
+	t.Cleanup(func() {
+		for _, c := range b.conns {
+			c.Close()
+		}
+	})
+	return b
+}
+
+func (b *echoBackend) serve(c *net.UDPConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		b.seen[from]++
+		echo, plain := b.echo, b.plain
+		b.mu.Unlock()
+		if !echo {
+			continue
+		}
+		out := append([]byte{b.id}, buf[:n]...)
+		if plain {
+			out = buf[:n]
+		}
+		_, _ = c.WriteToUDPAddrPort(out, from)
+	}
+}
+
+func (b *echoBackend) sources() map[netip.AddrPort]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[netip.AddrPort]int{}
+	for k, v := range b.seen {
+		out[k] = v
+	}
+	return out
+}
+
+// testPorts returns an IKE and a NAT-T port unlikely to be in use.
+func testPorts() (int, int) {
+	base := 20000 + rand.IntN(20000)
+	return base, base + 1
+}
+
+func startProxy(t *testing.T, cfg Config, deps Deps) *Proxy {
+	t.Helper()
+	p, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return p
+}
+
+func ikeSAInit(spiI uint64, frag bool) []byte {
+	h := ike.Header{NextPayload: 0, MajorVersion: 2, Exchange: ike.ExchangeIKESAInit, Flags: ike.FlagInitiator}
+	binary.BigEndian.PutUint64(h.SPIi[:], spiI)
+	var body []byte
+	if frag {
+		h.NextPayload = ike.PayloadType(41) // N
+		body = []byte{0, 0, 0, 8, 0, 0, 0x40, 0x2e}
+	}
+	h.Length = uint32(ike.HeaderLen + len(body))
+	return append(h.AppendTo(nil), body...)
+}
+
+func roundTrip(t *testing.T, c *net.UDPConn, to netip.AddrPort, msg []byte) []byte {
+	t.Helper()
+	if _, err := c.WriteToUDPAddrPort(msg, to); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65536)
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, from, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("no answer to %d bytes sent to %s: %v", len(msg), to, err)
+	}
+	if from != to {
+		t.Fatalf("answer from %s, want %s (the address the client used)", from, to)
+	}
+	return buf[:n]
+}
+
+func TestRelayLoopback(t *testing.T) {
+	ikePort, nattPort := testPorts()
+	lo := netip.MustParseAddr("127.0.0.1")
+	b1 := startEcho(t, 1, netip.MustParseAddr("127.0.0.2"), 500+ikePort%1000+30000, 4500+ikePort%1000+30000)
+	p := startProxy(t, Config{
+		Listen:   []string{"127.0.0.1"},
+		Backends: []string{fmt.Sprintf("127.0.0.2:%d/%d", 500+ikePort%1000+30000, 4500+ikePort%1000+30000)},
+		IKEPort:  ikePort, NATTPort: nattPort,
+	}, Deps{})
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ikeAddr := netip.AddrPortFrom(lo, uint16(ikePort))
+	nattAddr := netip.AddrPortFrom(lo, uint16(nattPort))
+
+	init := ikeSAInit(0x1122334455667788, true)
+	if got := roundTrip(t, c, ikeAddr, init); !bytes.Equal(got, append([]byte{1}, init...)) {
+		t.Fatalf("IKE answer %x", got)
+	}
+	esp := []byte{0xc0, 1, 2, 3, 0, 0, 0, 1, 0xaa, 0xbb}
+	if got := roundTrip(t, c, nattAddr, esp); !bytes.Equal(got, append([]byte{1}, esp...)) {
+		t.Fatalf("ESP answer %x", got)
+	}
+	ka := []byte{0xff}
+	if got := roundTrip(t, c, nattAddr, ka); !bytes.Equal(got, []byte{1, 0xff}) {
+		t.Fatalf("keepalive answer %x", got)
+	}
+	// an invalid NAT-T payload (3 bytes) is dropped and counted
+	if _, err := c.WriteToUDPAddrPort([]byte{1, 2, 3}, nattAddr); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	st := p.Stats()
+	if st.Flows != 2 || st.Total.DatagramsIn != 3 || st.Total.DatagramsOut != 3 || st.Total.Dropped["invalid"] != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	// one upstream socket per client flow: the backend saw two sources
+	if src := b1.sources(); len(src) != 2 {
+		t.Errorf("backend sources %v, want 2 (one per client flow)", src)
+	}
+	peers := p.Peers()
+	if len(peers) != 1 || peers[0].Client != lo || len(peers[0].Flows) != 2 || peers[0].PMTU.MTU != DefaultPMTU {
+		t.Errorf("peers %+v", peers)
+	}
+}
