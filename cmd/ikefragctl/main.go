@@ -47,6 +47,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDecodeCmd(), newAnalyzeCmd())
+	root.AddCommand(newDecodeCmd(), newAnalyzeCmd(), newPMTUCmd())
 	return root
 }
