@@ -12,7 +12,12 @@ import (
 
 func analyze(t *testing.T, path string) diag.Report {
 	t.Helper()
-	e := diag.New(diag.Options{})
+	return analyzeWith(t, path, diag.Options{})
+}
+
+func analyzeWith(t *testing.T, path string, opt diag.Options) diag.Report {
+	t.Helper()
+	e := diag.New(opt)
 	r, err := capture.Open(path, capture.Options{})
 	if err != nil {
 		t.Fatal(err)

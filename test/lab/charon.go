@@ -71,6 +71,9 @@ type Charon struct {
 	IPv6 bool
 	// Extra is added verbatim inside the charon section of strongswan.conf.
 	Extra string
+	// RemoteID overrides the identity expected of the peer (default: the
+	// peer's certificate identity). A wrong one makes authentication fail.
+	RemoteID string
 }
 
 // Daemon is a running charon.
@@ -381,7 +384,11 @@ func (d *Daemon) swanctlConf() string {
 	p("\t\t}")
 	p("\t\tremote {")
 	p("\t\t\tauth = pubkey")
-	p("\t\t\tid = %s", ID(c.Role.Peer()))
+	remoteID := ID(c.Role.Peer())
+	if c.RemoteID != "" {
+		remoteID = c.RemoteID
+	}
+	p("\t\t\tid = %s", remoteID)
 	p("\t\t}")
 	p("\t\tchildren {")
 	p("\t\t\t%s {", connName)
