@@ -150,7 +150,7 @@ func (s *Socket) admit(c *net.UnixConn) string {
 	reason := ""
 	if len(s.conns) >= s.cfg.MaxConns {
 		reason = fmt.Sprintf("more than %d connections", s.cfg.MaxConns)
-	} else if uid, err := peerUID(c); err != nil {
+	} else if uid, err := peerUIDOf(c); err != nil {
 		reason = "cannot read peer credentials: " + err.Error()
 	} else if uid != 0 && uid != os.Geteuid() {
 		reason = fmt.Sprintf("peer uid %d is neither root nor this daemon's uid %d", uid, os.Geteuid())
@@ -163,6 +163,9 @@ func (s *Socket) admit(c *net.UnixConn) string {
 	s.conns[c] = struct{}{}
 	return ""
 }
+
+// peerUIDOf reads the connecting process's uid; tests replace it.
+var peerUIDOf = peerUID
 
 func peerUID(c *net.UnixConn) (int, error) {
 	rc, err := c.SyscallConn()
