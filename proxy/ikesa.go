@@ -169,7 +169,7 @@ type msgState struct {
 	dec       *sk.Decrypted     // kept for a step-down
 	out       *sk.Output        // what the client was sent last
 	outMTU    int
-	stepDown  bool // the client retransmitted: cut smaller at the next backend resend
+	stepDown  bool     // the client retransmitted: cut smaller at the next backend resend
 	relayed   uint16   // Total Fragments of a set already relayed unchanged (a later cut must exceed it)
 	raw       [][]byte // the backend's datagrams while a set is incomplete, to relay them if the cut fails
 	bytes     int

@@ -10,14 +10,14 @@ import (
 type DropReason uint8
 
 const (
-	DropTableFull   DropReason = iota // MaxClients flows exist
-	DropTruncated                     // larger than the receive buffer
-	DropInvalid                       // NAT-T payload neither IKE, ESP nor keepalive
-	DropNoBackend                     // no backend could be reached (socket error)
-	DropSendError                     // sendmmsg failed
-	DropReassembly                    // held back while a fragment set is incomplete (not a loss)
-	DropSuppressed                    // a backend retransmission already answered from the cache
-	DropClosed                        // the flow was closing
+	DropTableFull  DropReason = iota // MaxClients flows exist
+	DropTruncated                    // larger than the receive buffer
+	DropInvalid                      // NAT-T payload neither IKE, ESP nor keepalive
+	DropNoBackend                    // no backend could be reached (socket error)
+	DropSendError                    // sendmmsg failed
+	DropReassembly                   // held back while a fragment set is incomplete (not a loss)
+	DropSuppressed                   // a backend retransmission already answered from the cache
+	DropClosed                       // the flow was closing
 	numDropReasons
 )
 
@@ -96,16 +96,16 @@ type BackendStats struct {
 
 // Stats is a snapshot of the proxy.
 type Stats struct {
-	Flows       int                  `json:"flows"`
-	Clients     int                  `json:"clients"`
-	IKESAs      int                  `json:"ike_sas"`
-	Routes      int                  `json:"routes"`
-	Total       Counters             `json:"total"`
-	Backends    []BackendStats       `json:"backends"`
-	Reassembler sk.ReassemblerStats  `json:"reassembler"`
-	Fragmenter  sk.FragmenterStats   `json:"fragmenter"`
-	ICMPErrors  uint64               `json:"icmp_errors"`
-	Keyed       bool                 `json:"keyed"`
-	Refragment  string               `json:"refragment"`
-	Listeners   []string             `json:"listeners"`
+	Flows       int                 `json:"flows"`
+	Clients     int                 `json:"clients"`
+	IKESAs      int                 `json:"ike_sas"`
+	Routes      int                 `json:"routes"`
+	Total       Counters            `json:"total"`
+	Backends    []BackendStats      `json:"backends"`
+	Reassembler sk.ReassemblerStats `json:"reassembler"`
+	Fragmenter  sk.FragmenterStats  `json:"fragmenter"`
+	ICMPErrors  uint64              `json:"icmp_errors"`
+	Keyed       bool                `json:"keyed"`
+	Refragment  string              `json:"refragment"`
+	Listeners   []string            `json:"listeners"`
 }

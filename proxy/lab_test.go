@@ -1,0 +1,240 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ikefrag/ikefrag/proxy"
+	"github.com/ikefrag/ikefrag/test/lab"
+)
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// runnerBin builds proxy/internal/proxyrun once per test binary.
+func runnerBin(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ikefrag-proxyrun-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "proxyrun")
+		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		out, err := exec.Command(gobin, "build", "-o", buildPath, "github.com/ikefrag/ikefrag/proxy/internal/proxyrun").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build proxyrun: %v: %s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// gwProxy is the proxy running as its own process inside a lab node.
+type gwProxy struct {
+	proc *lab.Process
+	ctl  string
+}
+
+// startProxy runs the proxy in node n with the YAML configuration cfg
+// (proxy and keys sections, as the daemon reads them).
+func startProxy(t *testing.T, l *lab.Lab, n *lab.Node, cfg string) *gwProxy {
+	t.Helper()
+	path := filepath.Join(l.Dir, fmt.Sprintf("proxy-%s.yaml", n.Role))
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctl := filepath.Join(l.Dir, fmt.Sprintf("proxy-%s.ctl", n.Role))
+	p := n.Start(t, "ready", runnerBin(t), "-config", path, "-ctl", ctl, "-log", "debug")
+	return &gwProxy{proc: p, ctl: ctl}
+}
+
+func (g *gwProxy) get(t *testing.T, what string, v any) {
+	t.Helper()
+	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", g.ctl)
+	}}, Timeout: 5 * time.Second}
+	resp, err := c.Get("http://proxy/" + what)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (g *gwProxy) stats(t *testing.T) proxy.Stats {
+	var st proxy.Stats
+	g.get(t, "stats", &st)
+	return st
+}
+
+func (g *gwProxy) peers(t *testing.T) []proxy.PeerInfo {
+	var ps []proxy.PeerInfo
+	g.get(t, "peers", &ps)
+	return ps
+}
+
+func (g *gwProxy) logContains(s string) bool {
+	b, _ := os.ReadFile(g.proc.Log)
+	return strings.Contains(string(b), s)
+}
+
+// established returns the client's IKE SA, which must be up with an
+// installed CHILD_SA.
+func established(t *testing.T, d *lab.Daemon) lab.SA {
+	t.Helper()
+	sas, err := d.SAs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sas) != 1 || sas[0].State != "ESTABLISHED" || len(sas[0].Children) != 1 ||
+		sas[0].Children[0].State != "INSTALLED" {
+		t.Fatalf("want one established SA with an installed CHILD_SA, got %+v", sas)
+	}
+	return sas[0]
+}
+
+// proxyCase is the acceptance topology: cli — mid (cli link MTU 1280,
+// every IP fragment dropped) — gw (the proxy) — srv (strongSwan with
+// fragment_size 1500, save-keys). RSA-4096 chains make IKE_AUTH about
+// 5 KB each way.
+type proxyCase struct {
+	name       string
+	ipv6       bool
+	proposals  string
+	esp        string
+	refragment string
+	keys       bool
+	stepDown   bool
+	cliMTU     int // cli—mid link; default 1280
+	cliFrag    int // client's fragment_size; default strongSwan's 1280
+	overrides  string
+	wantOK     bool
+	check      func(t *testing.T, l *lab.Lab, g *gwProxy, cli, srv *lab.Daemon)
+}
+
+func (c proxyCase) run(t *testing.T) {
+	ctx := context.Background()
+	mtu := c.cliMTU
+	if mtu == 0 {
+		mtu = 1280
+	}
+	l := lab.New(t, lab.Topology{Gateway: true, IPv6: c.ipv6, MTU: lab.MTUs{CliMid: mtu}, Drop: lab.DropAll})
+	gwAddr, srvAddr := l.Gw.Addr4, l.Srv.Addr4.String()
+	if c.ipv6 {
+		gwAddr, srvAddr = l.Gw.Addr6, "["+l.Srv.Addr6.String()+"]"
+	}
+	cliCfg := lab.Charon{RemoteAddr: gwAddr, IPv6: c.ipv6, Proposals: c.proposals, ESPProposals: c.esp, FragmentSize: c.cliFrag, SaveKeys: true}
+	srvCfg := lab.Charon{FragmentSize: 1500, Proposals: c.proposals, ESPProposals: c.esp, SaveKeys: true}
+	cli, srv := l.StartPair(cliCfg, srvCfg)
+	cfg := fmt.Sprintf("proxy:\n  enabled: true\n  listen: [%q]\n  backends: [%q]\n  refragment: %s\n  pmtu_step_down: %v\n",
+		gwAddr, srvAddr, c.refragment, c.stepDown)
+	if c.overrides != "" {
+		cfg += "  pmtu_overrides:\n" + c.overrides
+	}
+	if c.keys {
+		cfg += fmt.Sprintf("keys:\n  strongswan_table: %s\n", srv.KeysFile())
+	}
+	g := startProxy(t, l, l.Gw, cfg)
+	start := time.Now()
+	ok, out, err := cli.Initiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("initiate: ok=%v after %.2f s", ok, time.Since(start).Seconds())
+	st := g.stats(t)
+	b, _ := json.Marshal(st.Total)
+	t.Logf("proxy: %s; fragmenter %+v", b, st.Fragmenter)
+	if ok != c.wantOK {
+		t.Fatalf("initiate: ok=%v, want %v; swanctl:\n%s", ok, c.wantOK, out)
+	}
+	if ok {
+		sa := established(t, cli)
+		if sa.Remote.Addr() != gwAddr {
+			t.Errorf("client's peer %v, want the proxy %v", sa.Remote, gwAddr)
+		}
+		if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
+			t.Errorf("ping through the tunnel: %v", err)
+		}
+	}
+	if c.check != nil {
+		c.check(t, l, g, cli, srv)
+	}
+}
+
+// TestLabRefragment is the acceptance matrix: without re-fragmentation the
+// client fails exactly as in the field; with the responder's keys the
+// proxy re-cuts the IKE_AUTH response for the 1280-byte path and the IKE
+// SA, the CHILD SA and a ping through the tunnel come up.
+func TestLabRefragment(t *testing.T) {
+	lab.Require(t)
+	t.Parallel()
+	cases := []proxyCase{
+		{name: "off_fails", refragment: "off", keys: true, check: func(t *testing.T, l *lab.Lab, g *gwProxy, cli, srv *lab.Daemon) {
+			st := g.stats(t)
+			if st.Total.Refragmented != 0 || st.Total.Oversize == 0 {
+				t.Errorf("refragment off: want oversize datagrams relayed unchanged, got %+v", st.Total)
+			}
+			if c, _ := l.DropCounters(); c.Total() == 0 {
+				t.Errorf("want IP fragments dropped on mid")
+			}
+		}},
+		{name: "auto_aes_cbc", refragment: "auto", keys: true, wantOK: true, check: checkRecut},
+		{name: "auto_aes_gcm16", refragment: "auto", keys: true, wantOK: true,
+			proposals: "aes256gcm16-prfsha256-ecp256", esp: "aes256gcm16", check: checkRecut},
+		{name: "auto_ipv6", ipv6: true, refragment: "auto", keys: true, wantOK: true, check: checkRecut},
+		{name: "auto_without_keys_fails", refragment: "auto", keys: false, check: func(t *testing.T, l *lab.Lab, g *gwProxy, cli, srv *lab.Daemon) {
+			st := g.stats(t)
+			if st.Total.KeyMisses == 0 || st.Total.Refragmented != 0 {
+				t.Errorf("keyless: want key misses and no re-fragmentation, got %+v", st.Total)
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.run(t)
+		})
+	}
+}
+
+// checkRecut verifies that the proxy cut the IKE_AUTH response into
+// fragments that fit 1280 bytes, and that nothing crossed mid as an IP
+// fragment.
+func checkRecut(t *testing.T, l *lab.Lab, g *gwProxy, cli, srv *lab.Daemon) {
+	t.Helper()
+	st := g.stats(t)
+	if st.Total.Refragmented == 0 || st.Total.FragmentsEmitted == 0 || st.Total.KeyMisses != 0 {
+		t.Errorf("want re-fragmented messages, got %+v", st.Total)
+	}
+	if c, _ := l.DropCounters(); c.Total() != 0 {
+		t.Errorf("mid dropped %d IP fragments; the proxy's output should need none", c.Total())
+	}
+	peers := g.peers(t)
+	if len(peers) != 1 || peers[0].PMTU.MTU > 1280 {
+		t.Errorf("peers %+v", peers)
+	}
+	if log, _ := os.ReadFile(cli.Log()); !strings.Contains(string(log), "received fragment #1 of") {
+		t.Errorf("client log shows no RFC 7383 fragments received")
+	}
+}
+
