@@ -129,6 +129,7 @@ type proxyCase struct {
 	cliFrag    int // client's fragment_size; default strongSwan's 1280
 	overrides  string
 	wantOK     bool
+	setup      func(l *lab.Lab) // after the lab is built, before the charons start
 	check      func(t *testing.T, l *lab.Lab, g *gwProxy, cli, srv *lab.Daemon)
 }
 
@@ -142,6 +143,9 @@ func (c proxyCase) run(t *testing.T) {
 	gwAddr, srvAddr := l.Gw.Addr4, l.Srv.Addr4.String()
 	if c.ipv6 {
 		gwAddr, srvAddr = l.Gw.Addr6, "["+l.Srv.Addr6.String()+"]"
+	}
+	if c.setup != nil {
+		c.setup(l)
 	}
 	cliCfg := lab.Charon{RemoteAddr: gwAddr, IPv6: c.ipv6, Proposals: c.proposals, ESPProposals: c.esp, FragmentSize: c.cliFrag, SaveKeys: true}
 	srvCfg := lab.Charon{FragmentSize: 1500, Proposals: c.proposals, ESPProposals: c.esp, SaveKeys: true}
@@ -238,3 +242,54 @@ func checkRecut(t *testing.T, l *lab.Lab, g *gwProxy, cli, srv *lab.Daemon) {
 	}
 }
 
+// TestLabStepDown is responder-side IKE PMTU discovery: the client's link
+// is 1000 bytes, the proxy starts from an override of 1280 (as if the
+// operator had guessed wrong), and only the client's retransmission tells
+// it that its cut was lost. With pmtu_step_down the backend's resend is
+// cut again in more, smaller fragments (strongSwan restarts reassembly on
+// the higher Total Fragments, RFC 7383 §2.6); without it every resend is
+// the same lost cut.
+func TestLabStepDown(t *testing.T) {
+	lab.Require(t)
+	t.Parallel()
+	override := "    \"10.99.1.0/24\": 1280\n"
+	cases := []proxyCase{
+		{name: "icmp_on", stepDown: true, wantOK: true},
+		{name: "icmp_blocked", stepDown: true, wantOK: true},
+		{name: "off_fails", stepDown: false},
+	}
+	for _, c := range cases {
+		c.refragment, c.keys, c.cliMTU, c.cliFrag, c.overrides = "auto", true, 1000, 1000, override
+		blockICMP := c.name == "icmp_blocked"
+		c.check = func(t *testing.T, l *lab.Lab, g *gwProxy, cli, srv *lab.Daemon) {
+			st := g.stats(t)
+			log, _ := os.ReadFile(cli.Log())
+			retrans := strings.Count(string(log), "retransmit ")
+			t.Logf("%s: client retransmissions of IKE_AUTH: %d (proxy saw %d), step-downs %d, replays %d",
+				c.name, retrans, st.Total.ClientRetransmits, st.Total.StepDowns, st.Total.Replays)
+			if c.wantOK && (st.Total.StepDowns == 0 || st.Total.ClientRetransmits == 0) {
+				t.Errorf("want a step-down after a client retransmission: %+v", st.Total)
+			}
+			if !c.wantOK && (st.Total.StepDowns != 0 || st.Total.Replays == 0) {
+				t.Errorf("without step-down want byte-identical replays only: %+v", st.Total)
+			}
+			if blockICMP && st.ICMPErrors != 0 {
+				t.Errorf("ICMP blocked on mid, yet %d ICMP errors reached the proxy", st.ICMPErrors)
+			}
+		}
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			if blockICMP {
+				c.setup = func(l *lab.Lab) {
+					cmd := l.Mid.Command(context.Background(), "nft", "-f", "-")
+					cmd.Stdin = strings.NewReader("table inet noptb {\n chain out {\n  type filter hook output priority 0; policy accept;\n" +
+						"  icmp type destination-unreachable icmp code frag-needed drop\n  icmpv6 type packet-too-big drop\n }\n}\n")
+					if out, err := cmd.CombinedOutput(); err != nil {
+						t.Fatalf("nft: %v %s", err, out)
+					}
+				}
+			}
+			c.run(t)
+		})
+	}
+}
