@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ikefrag/ikefrag/diag"
+	"github.com/ikefrag/ikefrag/diag/capture"
 	"github.com/ikefrag/ikefrag/proxy"
 	"github.com/ikefrag/ikefrag/test/lab"
 )
@@ -130,10 +133,12 @@ type proxyCase struct {
 	overrides  string
 	wantOK     bool
 	setup      func(l *lab.Lab) // after the lab is built, before the charons start
+	capture    bool             // tcpdump on mid; the check finds the file in pcap
+	pcap       *lab.Pcap
 	check      func(t *testing.T, l *lab.Lab, g *gwProxy, cli, srv *lab.Daemon)
 }
 
-func (c proxyCase) run(t *testing.T) {
+func (c *proxyCase) run(t *testing.T) {
 	ctx := context.Background()
 	mtu := c.cliMTU
 	if mtu == 0 {
@@ -159,6 +164,9 @@ func (c proxyCase) run(t *testing.T) {
 		cfg += fmt.Sprintf("keys:\n  strongswan_table: %s\n", srv.KeysFile())
 	}
 	g := startProxy(t, l, l.Gw, cfg)
+	if c.capture {
+		c.pcap = lab.Capture(t, l.Mid, "any", "")
+	}
 	start := time.Now()
 	ok, out, err := cli.Initiate(ctx)
 	if err != nil {
@@ -178,6 +186,11 @@ func (c proxyCase) run(t *testing.T) {
 		}
 		if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
 			t.Errorf("ping through the tunnel: %v", err)
+		}
+	}
+	if c.pcap != nil {
+		if err := c.pcap.Stop(); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if c.check != nil {
@@ -206,18 +219,53 @@ func TestLabRefragment(t *testing.T) {
 		{name: "auto_aes_gcm16", refragment: "auto", keys: true, wantOK: true,
 			proposals: "aes256gcm16-prfsha256-ecp256", esp: "aes256gcm16", check: checkRecut},
 		{name: "auto_ipv6", ipv6: true, refragment: "auto", keys: true, wantOK: true, check: checkRecut},
-		{name: "auto_without_keys_fails", refragment: "auto", keys: false, check: func(t *testing.T, l *lab.Lab, g *gwProxy, cli, srv *lab.Daemon) {
-			st := g.stats(t)
-			if st.Total.KeyMisses == 0 || st.Total.Refragmented != 0 {
-				t.Errorf("keyless: want key misses and no re-fragmentation, got %+v", st.Total)
-			}
-		}},
+		{name: "auto_without_keys_fails", refragment: "auto", keys: false, capture: true},
 	}
-	for _, c := range cases {
+	for i := range cases {
+		c := &cases[i]
+		if c.name == "auto_without_keys_fails" {
+			c.check = func(t *testing.T, l *lab.Lab, g *gwProxy, cli, srv *lab.Daemon) {
+				st := g.stats(t)
+				if st.Total.KeyMisses == 0 || st.Total.Refragmented != 0 {
+					t.Errorf("keyless: want key misses and no re-fragmentation, got %+v", st.Total)
+				}
+				checkKeylessVerdict(t, c.pcap.Path, l.Cli.Addr4)
+			}
+		}
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			c.run(t)
 		})
+	}
+}
+
+// checkKeylessVerdict runs the diagnosis engine over the capture taken on
+// mid during a keyless failure, as `ikefragctl analyze` does: it must say
+// IKE_FRAGMENTS_EXCEED_PMTU toward the client and tell the operator which
+// server setting to change.
+func checkKeylessVerdict(t *testing.T, path string, client netip.Addr) {
+	t.Helper()
+	e := diag.New(diag.Options{})
+	recs, _, err := capture.ReadFile(path, capture.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		e.Add(r)
+	}
+	var found *diag.Verdict
+	vs := e.Verdicts(true)
+	for i, v := range vs {
+		if v.Code == diag.IKEFragmentsExceedPMTU && v.Direction == diag.TowardClient {
+			found = &vs[i]
+		}
+	}
+	if found == nil {
+		t.Fatalf("no IKE_FRAGMENTS_EXCEED_PMTU toward the client in %+v", vs)
+	}
+	t.Logf("verdict: %s: %s; remedy: %q", found.Code, found.Summary, found.Remedy)
+	if !strings.HasPrefix(found.Client, client.String()) || len(found.Remedy) == 0 || !strings.Contains(strings.Join(found.Remedy, "\n"), "fragment_size") {
+		t.Errorf("verdict %+v: want the client %s and the strongSwan fragment_size remedy", found, client)
 	}
 }
 
