@@ -1,0 +1,155 @@
+package fastpath
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/ikefrag/ikefrag/netcfg"
+)
+
+// Attach runs the program on ingress of the interface called name (in the
+// namespace New ran in): the proxy's client-facing and backend-facing
+// interfaces, once each when they are the same. Only Ethernet interfaces
+// are supported; others are refused with an error and their traffic stays
+// in user space. Attaching an interface twice is a no-op.
+//
+// With tcx the program runs after the programs attached before it; attach
+// the observer first so that it still counts the ESP redirected here.
+func (fp *FastPath) Attach(name string) error {
+	if fp == nil {
+		return ErrDisabled
+	}
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if fp.closed {
+		return ErrClosed
+	}
+	if _, ok := fp.ifaces[name]; ok {
+		return nil
+	}
+	var ifc *iface
+	err := netcfg.Do(fp.ns, func() error {
+		var err error
+		ifc, err = fp.attach(name)
+		return err
+	})
+	if err != nil {
+		fp.attachFailures.Add(1)
+		return err
+	}
+	fp.ifaces[name] = ifc
+	return nil
+}
+
+// attach runs on a thread in fp.ns.
+func (fp *FastPath) attach(name string) (*iface, error) {
+	l, err := netcfg.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("fastpath: %w", err)
+	}
+	if l.Attrs().EncapType != "ether" {
+		return nil, fmt.Errorf("fastpath: attach %s: link type %q has no Ethernet header for the neighbour redirect", name, l.Attrs().EncapType)
+	}
+	ifc := &iface{name: name, ifindex: l.Attrs().Index}
+	prog := fp.objs.EspFastpath
+	if fp.opts.AttachMode != AttachTC {
+		lk, err := link.AttachTCX(link.TCXOptions{Interface: ifc.ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+		if err == nil {
+			ifc.link, ifc.mode = lk, AttachTCX
+			return ifc, nil
+		}
+		if fp.opts.AttachMode == AttachTCX || !errors.Is(err, ebpf.ErrNotSupported) {
+			return nil, fmt.Errorf("fastpath: attach tcx to %s: %w", name, err)
+		}
+		if !fp.tcxNote {
+			fp.tcxNote = true
+			fp.opts.Logger.Info("tcx links are not supported by this kernel; the ESP fast path uses a clsact qdisc and a cls_bpf filter", "err", err)
+		}
+	}
+	// Legacy filters outlive the process: remove what a crashed run left.
+	n, err := netcfg.RemoveBPF(l, netcfg.Ingress, FilterPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("fastpath: %w", err)
+	}
+	if n > 0 {
+		fp.opts.Logger.Info("removed stale ESP fast path tc filters", "interface", name, "count", n)
+	}
+	created, err := netcfg.EnsureClsact(l)
+	if err != nil {
+		return nil, fmt.Errorf("fastpath: %w", err)
+	}
+	ifc.tc, ifc.clsact = l, created
+	if err := netcfg.AttachBPFPriority(l, netcfg.Ingress, prog.FD(), FilterPrefix+"-ingress", FilterPriority); err != nil {
+		_ = fp.removeTC(ifc)
+		return nil, fmt.Errorf("fastpath: %w", err)
+	}
+	ifc.mode = AttachTC
+	return ifc, nil
+}
+
+// removeTC runs on a thread in fp.ns.
+func (fp *FastPath) removeTC(ifc *iface) error {
+	if _, err := netcfg.RemoveBPF(ifc.tc, netcfg.Ingress, FilterPrefix); err != nil {
+		return err
+	}
+	if ifc.clsact {
+		in, _ := netcfg.BPFFilters(ifc.tc, netcfg.Ingress)
+		eg, _ := netcfg.BPFFilters(ifc.tc, netcfg.Egress)
+		if len(in) == 0 && len(eg) == 0 {
+			return netcfg.DeleteClsact(ifc.tc)
+		}
+	}
+	return nil
+}
+
+// AttachedMode reports how the interface called name is attached, or ""
+// when it is not.
+func (fp *FastPath) AttachedMode(name string) AttachMode {
+	if fp == nil {
+		return ""
+	}
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if ifc, ok := fp.ifaces[name]; ok {
+		return ifc.mode
+	}
+	return ""
+}
+
+// Detach removes the program from the interface called name. Mapped flows
+// arriving there go to the proxy's sockets again.
+func (fp *FastPath) Detach(name string) error {
+	if fp == nil {
+		return ErrDisabled
+	}
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if fp.closed {
+		return ErrClosed
+	}
+	ifc, ok := fp.ifaces[name]
+	if !ok {
+		return fmt.Errorf("fastpath: %s is not attached", name)
+	}
+	return fp.detachLocked(ifc)
+}
+
+func (fp *FastPath) detachLocked(ifc *iface) error {
+	delete(fp.ifaces, ifc.name)
+	if ifc.link != nil {
+		return ifc.link.Close()
+	}
+	if ifc.tc == nil {
+		return nil
+	}
+	// Filters are not owned by a file descriptor: remove them in the
+	// namespace they were added in, whichever thread closes.
+	err := netcfg.Do(fp.ns, func() error { return fp.removeTC(ifc) })
+	if err != nil {
+		return fmt.Errorf("fastpath: detach %s: %w", ifc.name, err)
+	}
+	return nil
+}

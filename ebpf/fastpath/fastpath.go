@@ -1,0 +1,445 @@
+package fastpath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/ikefrag/ikefrag/netcfg"
+)
+
+// loadFailures counts failed New calls process-wide: when New fails there
+// is no FastPath to keep the count in.
+var loadFailures atomic.Uint64
+
+// FastPath owns the program, its maps and its attachments.
+type FastPath struct {
+	opts Options
+
+	objs  fastpathObjects
+	ns    netns.NsHandle  // the namespace New ran in: attachments and routes
+	nl    *netlink.Handle // netlink in ns, for route lookups
+	nlMu  sync.Mutex
+	clock func() uint64 // CLOCK_MONOTONIC_COARSE ns, what the program writes
+	base  time.Time     // wall time of clock() == 0
+
+	mu      sync.Mutex
+	closed  bool
+	flows   map[FlowKey]*entry
+	owner   map[fastpathFpKey]FlowKey
+	ifaces  map[string]*iface
+	warned  bool // the map-full line was logged
+	tcxNote bool // the tcx fallback line was logged
+
+	mapFull, putErrors, expired, attachFailures atomic.Uint64
+}
+
+// entry is one mapped flow.
+type entry struct {
+	flow     Flow // with resolved interface indexes
+	up, down fastpathFpKey
+	mapped   uint64 // clock() at Put
+}
+
+type iface struct {
+	name    string
+	ifindex int
+	mode    AttachMode
+	link    link.Link    // tcx
+	tc      netlink.Link // legacy tc
+	clsact  bool         // the qdisc was added by us
+}
+
+// New loads the program and creates its maps; nothing is attached yet.
+// Interfaces are added with Attach, in the calling thread's network
+// namespace, which is also where Put looks up routes. When New fails the
+// caller logs the error once and keeps relaying in user space.
+func New(opts Options) (*FastPath, error) {
+	fp, err := newFastPath(opts)
+	if err != nil {
+		loadFailures.Add(1)
+		return nil, err
+	}
+	return fp, nil
+}
+
+func newFastPath(opts Options) (*FastPath, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := loadFastpath()
+	if err != nil {
+		return nil, fmt.Errorf("fastpath: %w", err)
+	}
+	if got := spec.Maps[fastpathMapStats].MaxEntries; got != uint32(numStats) {
+		return nil, fmt.Errorf("fastpath: program has %d counters, loader knows %d", got, numStats)
+	}
+	spec.Maps[fastpathMapFlows].MaxEntries = uint32(2 * opts.MaxFlows)
+	fp := &FastPath{
+		opts:   opts,
+		clock:  coarseNow,
+		flows:  map[FlowKey]*entry{},
+		owner:  map[fastpathFpKey]FlowKey{},
+		ifaces: map[string]*iface{},
+	}
+	if err := spec.LoadAndAssign(&fp.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("fastpath: load program: %w (verifier: %+v)", err, ve)
+		}
+		return nil, fmt.Errorf("fastpath: load program: %w", err)
+	}
+	if fp.ns, err = netcfg.CurrentNS(); err != nil {
+		fp.objs.Close()
+		return nil, fmt.Errorf("fastpath: %w", err)
+	}
+	if fp.nl, err = netlink.NewHandleAt(fp.ns); err != nil {
+		fp.ns.Close()
+		fp.objs.Close()
+		return nil, fmt.Errorf("fastpath: netlink: %w", err)
+	}
+	fp.base = time.Now().Add(-time.Duration(fp.clock()))
+	return fp, nil
+}
+
+func coarseNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts)
+	return uint64(ts.Nano())
+}
+
+func (fp *FastPath) wall(ns uint64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return fp.base.Add(time.Duration(ns))
+}
+
+// Put maps f: from now on its ESP datagrams in both directions are relayed
+// by the kernel. Putting a flow that is mapped the same way again does
+// nothing; putting a key mapped differently replaces the mapping and
+// restarts its counters. Interface indexes left zero are taken from the
+// routing table. On error the flow is not mapped (no half of it is) and
+// stays with the user-space relay; ErrMapFull is logged the first time
+// only, every error is counted in Stats.
+func (fp *FastPath) Put(f Flow) error {
+	if fp == nil {
+		return ErrDisabled
+	}
+	f = f.normalize()
+	if err := f.check(fp.opts.IKEPort); err != nil {
+		fp.putErrors.Add(1)
+		return err
+	}
+	if err := fp.resolve(&f); err != nil {
+		fp.putErrors.Add(1)
+		return err
+	}
+	key := f.Key()
+	up, down := mapKey(f.Client, f.Local), mapKey(f.Backend, f.Upstream)
+	upV := mapValue(f.Client, f.Local, f.Upstream, f.Backend, f.BackendIfindex, f.ClientIfindex)
+	downV := mapValue(f.Backend, f.Upstream, f.Local, f.Client, f.ClientIfindex, f.BackendIfindex)
+	now := fp.clock()
+	upV.LastNs, downV.LastNs = 0, 0
+
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if fp.closed {
+		return ErrClosed
+	}
+	if old := fp.flows[key]; old != nil {
+		if old.flow == f {
+			return nil
+		}
+		fp.removeLocked(old)
+	}
+	for _, k := range []fastpathFpKey{up, down} {
+		if other, ok := fp.owner[k]; ok {
+			fp.putErrors.Add(1)
+			return fmt.Errorf("%w: %v already maps one direction of %v", ErrConflict, other, key)
+		}
+	}
+	if len(fp.flows) >= fp.opts.MaxFlows {
+		return fp.full(key, nil)
+	}
+	if err := fp.objs.Flows.Update(&up, &upV, ebpf.UpdateNoExist); err != nil {
+		return fp.updateErr(key, err)
+	}
+	if err := fp.objs.Flows.Update(&down, &downV, ebpf.UpdateNoExist); err != nil {
+		_ = fp.objs.Flows.Delete(&up)
+		return fp.updateErr(key, err)
+	}
+	fp.flows[key] = &entry{flow: f, up: up, down: down, mapped: now}
+	fp.owner[up], fp.owner[down] = key, key
+	return nil
+}
+
+func (fp *FastPath) updateErr(key FlowKey, err error) error {
+	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
+		return fp.full(key, err)
+	}
+	fp.putErrors.Add(1)
+	if errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("%w: %v: an entry exists that this process did not write", ErrConflict, key)
+	}
+	return fmt.Errorf("fastpath: map %v: %w", key, err)
+}
+
+func (fp *FastPath) full(key FlowKey, cause error) error {
+	fp.mapFull.Add(1)
+	if !fp.warned {
+		fp.warned = true
+		fp.opts.Logger.Warn("ESP fast path is full; further flows are relayed in user space",
+			"max_flows", fp.opts.MaxFlows, "flow", key.String())
+	}
+	if cause != nil {
+		return fmt.Errorf("%w: %v", ErrMapFull, cause)
+	}
+	return ErrMapFull
+}
+
+// resolve fills in zero interface indexes from the routing table of the
+// namespace New ran in, and refuses destinations that are local.
+func (fp *FastPath) resolve(f *Flow) error {
+	for _, r := range []struct {
+		dst netip.Addr
+		idx *int
+	}{{f.Client.Addr(), &f.ClientIfindex}, {f.Backend.Addr(), &f.BackendIfindex}} {
+		if *r.idx != 0 {
+			continue
+		}
+		fp.nlMu.Lock()
+		if fp.nl == nil {
+			fp.nlMu.Unlock()
+			return ErrClosed
+		}
+		routes, err := fp.nl.RouteGet(r.dst.AsSlice())
+		fp.nlMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("%w: no route to %v: %v", ErrUnsupported, r.dst, err)
+		}
+		if len(routes) == 0 || routes[0].LinkIndex <= 0 {
+			return fmt.Errorf("%w: no route to %v", ErrUnsupported, r.dst)
+		}
+		if routes[0].Type == unix.RTN_LOCAL {
+			return fmt.Errorf("%w: %v is an address of this host", ErrUnsupported, r.dst)
+		}
+		*r.idx = routes[0].LinkIndex
+	}
+	return nil
+}
+
+// Delete unmaps the flow and returns its final counters, to be added to
+// the proxy's own. The proxy calls it before closing the flow's upstream
+// socket.
+func (fp *FastPath) Delete(key FlowKey) (FlowCounters, error) {
+	if fp == nil {
+		return FlowCounters{}, ErrDisabled
+	}
+	key = key.normalize()
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if fp.closed {
+		return FlowCounters{}, ErrClosed
+	}
+	e := fp.flows[key]
+	if e == nil {
+		return FlowCounters{}, ErrNotFound
+	}
+	c, _ := fp.readLocked(e)
+	fp.removeLocked(e)
+	return c, nil
+}
+
+func (fp *FastPath) removeLocked(e *entry) {
+	for _, k := range []fastpathFpKey{e.up, e.down} {
+		_ = fp.objs.Flows.Delete(&k)
+		delete(fp.owner, k)
+	}
+	delete(fp.flows, e.flow.Key())
+}
+
+func (fp *FastPath) dirCounters(v *fastpathFpFlow) DirCounters {
+	return DirCounters{Packets: v.Packets, Bytes: v.Bytes, LastSeen: fp.wall(v.LastNs)}
+}
+
+func (fp *FastPath) readLocked(e *entry) (FlowCounters, error) {
+	c := FlowCounters{Key: e.flow.Key(), Mapped: fp.wall(e.mapped)}
+	var v fastpathFpFlow
+	if err := fp.objs.Flows.Lookup(&e.up, &v); err != nil {
+		return c, fmt.Errorf("fastpath: read %v: %w", c.Key, err)
+	}
+	c.Up = fp.dirCounters(&v)
+	if err := fp.objs.Flows.Lookup(&e.down, &v); err != nil {
+		return c, fmt.Errorf("fastpath: read %v: %w", c.Key, err)
+	}
+	c.Down = fp.dirCounters(&v)
+	return c, nil
+}
+
+// Counters returns the counters of one mapped flow.
+func (fp *FastPath) Counters(key FlowKey) (FlowCounters, error) {
+	if fp == nil {
+		return FlowCounters{}, ErrDisabled
+	}
+	key = key.normalize()
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if fp.closed {
+		return FlowCounters{}, ErrClosed
+	}
+	e := fp.flows[key]
+	if e == nil {
+		return FlowCounters{}, ErrNotFound
+	}
+	return fp.readLocked(e)
+}
+
+// All returns the counters of every mapped flow, read in one pass over
+// the map.
+func (fp *FastPath) All() ([]FlowCounters, error) {
+	if fp == nil {
+		return nil, ErrDisabled
+	}
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if fp.closed {
+		return nil, ErrClosed
+	}
+	return fp.allLocked()
+}
+
+func (fp *FastPath) allLocked() ([]FlowCounters, error) {
+	byKey := make(map[FlowKey]*FlowCounters, len(fp.flows))
+	out := make([]FlowCounters, 0, len(fp.flows))
+	for k, e := range fp.flows {
+		out = append(out, FlowCounters{Key: k, Mapped: fp.wall(e.mapped)})
+	}
+	for i := range out {
+		byKey[out[i].Key] = &out[i]
+	}
+	var (
+		k fastpathFpKey
+		v fastpathFpFlow
+	)
+	it := fp.objs.Flows.Iterate()
+	for it.Next(&k, &v) {
+		fk, ok := fp.owner[k]
+		if !ok {
+			continue
+		}
+		c := byKey[fk]
+		if e := fp.flows[fk]; e.up == k {
+			c.Up = fp.dirCounters(&v)
+		} else {
+			c.Down = fp.dirCounters(&v)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("fastpath: read flows: %w", err)
+	}
+	return out, nil
+}
+
+// Expire unmaps every flow that carried no ESP either way for longer than
+// idle (counting from its Put when it carried none) and returns their
+// final counters. A proxy that merges LastSeen into its own flow state and
+// calls Delete when it closes a flow needs it only as a safety net.
+func (fp *FastPath) Expire(idle time.Duration) ([]FlowCounters, error) {
+	if fp == nil {
+		return nil, ErrDisabled
+	}
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if fp.closed {
+		return nil, ErrClosed
+	}
+	all, err := fp.allLocked()
+	if err != nil {
+		return nil, err
+	}
+	cut := fp.wall(fp.clock()).Add(-idle)
+	var gone []FlowCounters
+	for _, c := range all {
+		if c.LastSeen().Before(cut) {
+			fp.removeLocked(fp.flows[c.Key])
+			gone = append(gone, c)
+		}
+	}
+	fp.expired.Add(uint64(len(gone)))
+	return gone, nil
+}
+
+// Stats returns the program's and the loader's counters. A nil FastPath
+// reports only LoadFailures.
+func (fp *FastPath) Stats() (Stats, error) {
+	s := Stats{LoadFailures: loadFailures.Load(), Passed: map[PassReason]uint64{}}
+	if fp == nil {
+		return s, nil
+	}
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if fp.closed {
+		return s, ErrClosed
+	}
+	s.Flows, s.MaxFlows = len(fp.flows), fp.opts.MaxFlows
+	s.MapFull, s.PutErrors, s.Expired = fp.mapFull.Load(), fp.putErrors.Load(), fp.expired.Load()
+	s.AttachFailures = fp.attachFailures.Load()
+	for i := uint32(0); i < uint32(numStats); i++ {
+		var per []uint64
+		if err := fp.objs.Stats.Lookup(i, &per); err != nil {
+			return s, fmt.Errorf("fastpath: read stats: %w", err)
+		}
+		var n uint64
+		for _, v := range per {
+			n += v
+		}
+		switch int(i) {
+		case statRedirect:
+			s.Redirected = n
+		case statDropped:
+			s.Dropped = n
+		default:
+			s.Passed[PassReason(i)] = n
+		}
+	}
+	return s, nil
+}
+
+// Close detaches every interface and unloads the program. Mapped flows
+// fall back to the proxy's sockets, which it must still hold.
+func (fp *FastPath) Close() error {
+	if fp == nil {
+		return nil
+	}
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if fp.closed {
+		return nil
+	}
+	fp.closed = true
+	var errs []error
+	for _, ifc := range fp.ifaces {
+		if err := fp.detachLocked(ifc); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	fp.objs.Close()
+	fp.nlMu.Lock()
+	fp.nl.Close()
+	fp.nl = nil
+	fp.nlMu.Unlock()
+	fp.ns.Close()
+	fp.flows, fp.owner = nil, nil
+	return errors.Join(errs...)
+}

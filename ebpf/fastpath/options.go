@@ -1,0 +1,74 @@
+package fastpath
+
+import (
+	"fmt"
+	"log/slog"
+)
+
+// AttachMode selects how the program is attached to an interface.
+type AttachMode string
+
+const (
+	// AttachAuto uses a tcx link where the kernel has them (6.6 and
+	// later) and falls back to a clsact qdisc with a cls_bpf filter.
+	AttachAuto AttachMode = "auto"
+	// AttachTCX requires tcx links, which the kernel removes when the
+	// process dies.
+	AttachTCX AttachMode = "tcx"
+	// AttachTC uses clsact + cls_bpf filters named with FilterPrefix at
+	// FilterPriority; stale ones are removed at attach time.
+	AttachTC AttachMode = "tc"
+)
+
+// FilterPrefix names the legacy tc filters of the fast path. It must not
+// start with the observer's prefix ("ikefrag"), whose stale-filter cleanup
+// would otherwise remove them.
+const FilterPrefix = "ikfastpath"
+
+// FilterPriority is the tc priority of the fast path's legacy filter: after
+// the observer's (priority 1), so the observer still counts the ESP that is
+// redirected here.
+const FilterPriority = 2
+
+// Options configures New. The zero value of every field means its
+// documented default.
+type Options struct {
+	// MaxFlows is the number of flows that can be mapped at once; each
+	// takes two entries (one per direction) of a preallocated hash map,
+	// about 400 bytes of kernel memory per flow. Default 16384, at most
+	// 1<<21.
+	MaxFlows int
+	// AttachMode is auto (default), tcx or tc.
+	AttachMode AttachMode
+	// IKEPort is the proxy's IKE port (default 500). Put refuses flows
+	// that use it on the proxy's listening side or the backend side: IKE
+	// on that port has no non-ESP marker and would be taken for ESP.
+	IKEPort uint16
+	// Logger receives the few operational lines: the tcx → tc fallback,
+	// stale filters removed, the first time the map is full. Default
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.MaxFlows == 0 {
+		o.MaxFlows = 16384
+	}
+	if o.MaxFlows < 1 || o.MaxFlows > 1<<21 {
+		return o, fmt.Errorf("fastpath: max flows %d outside 1..%d", o.MaxFlows, 1<<21)
+	}
+	switch o.AttachMode {
+	case "":
+		o.AttachMode = AttachAuto
+	case AttachAuto, AttachTCX, AttachTC:
+	default:
+		return o, fmt.Errorf("fastpath: attach mode %q is not auto, tcx or tc", o.AttachMode)
+	}
+	if o.IKEPort == 0 {
+		o.IKEPort = 500
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}
