@@ -341,3 +341,67 @@ func TestLabStepDown(t *testing.T) {
 		})
 	}
 }
+
+// TestLabRouteMTU is the keyless help: the client's link is 1000 bytes,
+// mid lets IP fragments through but sends no ICMP (a black hole for
+// datagrams with DF set), and the proxy has no keys. With route_mtu it
+// installs a host route with a locked MTU toward the client, so gw's
+// kernel fragments the server's 1500-byte IKE fragments once, at 1000,
+// without DF; without it they vanish on mid.
+func TestLabRouteMTU(t *testing.T) {
+	lab.Require(t)
+	t.Parallel()
+	for _, on := range []bool{true, false} {
+		name := "route_mtu_on"
+		if !on {
+			name = "route_mtu_off_fails"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			l := lab.New(t, lab.Topology{Gateway: true, MTU: lab.MTUs{CliMid: 1000}})
+			cmd := l.Mid.Command(ctx, "nft", "-f", "-")
+			cmd.Stdin = strings.NewReader("table inet noptb {\n chain out {\n  type filter hook output priority 0; policy accept;\n" +
+				"  icmp type destination-unreachable icmp code frag-needed drop\n }\n}\n")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("nft: %v %s", err, out)
+			}
+			cli, _ := l.StartPair(lab.Charon{RemoteAddr: l.Gw.Addr4, FragmentSize: 1000}, lab.Charon{FragmentSize: 1500})
+			cfg := fmt.Sprintf("proxy:\n  enabled: true\n  listen: [%q]\n  backends: [%q]\n  route_mtu: %v\n  pmtu_overrides:\n    \"10.99.1.0/24\": 1000\n",
+				l.Gw.Addr4, l.Srv.Addr4, on)
+			g := startProxy(t, l, l.Gw, cfg)
+			ok, out, err := cli.Initiate(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := g.stats(t)
+			t.Logf("initiate ok=%v; proxy %+v; routes %d", ok, st.Total, st.Routes)
+			if ok != on {
+				t.Fatalf("initiate ok=%v, want %v:\n%s", ok, on, out)
+			}
+			if !on {
+				return
+			}
+			established(t, cli)
+			if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
+				t.Errorf("ping through the tunnel: %v", err)
+			}
+			if ps := g.peers(t); len(ps) != 1 || ps[0].RouteMTU != 1000 || st.Routes != 1 {
+				t.Errorf("want a 1000-byte route toward the client: %+v", ps)
+			}
+			rt, _ := l.Gw.Run(ctx, "ip", "route", "show", "table", "4500")
+			if !strings.Contains(rt, l.Cli.Addr4.String()) || !strings.Contains(rt, "mtu lock 1000") {
+				t.Errorf("gw table 4500: %s", rt)
+			}
+			if err := g.proc.Stop(); err != nil {
+				t.Errorf("proxy exit: %v", err)
+			}
+			if rt, _ := l.Gw.Run(ctx, "ip", "route", "show", "table", "4500"); strings.TrimSpace(rt) != "" {
+				t.Errorf("routes left after the proxy stopped: %s", rt)
+			}
+			if ru, _ := l.Gw.Run(ctx, "ip", "rule", "show"); strings.Contains(ru, "4500") {
+				t.Errorf("rules left after the proxy stopped: %s", ru)
+			}
+		})
+	}
+}
