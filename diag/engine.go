@@ -222,7 +222,7 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 	g := &Datagram{
 		Time: d.Time, Src: d.Src, Dst: d.Dst, Header: h, Marker: fr.Marker,
 		UDPLen: d.Length, IPFrags: max(1, len(d.Frags)), Complete: d.Complete,
-		Missing: d.Missing, Copies: 1,
+		Missing: d.Missing, Incomplete: d.Incomplete, Copies: 1,
 	}
 	if d.Frame != 0 {
 		g.Frames = []int{d.Frame}
@@ -342,7 +342,7 @@ func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 		// A copy seen whole makes up for a copy whose fragments were lost
 		// past the first observation point: keep the most complete view.
 		if g.Complete && !prev.Complete {
-			prev.Complete, prev.Missing = true, nil
+			prev.Complete, prev.Missing, prev.Incomplete = true, nil, obs.NotIncomplete
 		}
 		if prev.Message == nil && g.Message != nil {
 			prev.Message, prev.SKF = g.Message, g.SKF

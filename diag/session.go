@@ -35,8 +35,9 @@ type Datagram struct {
 	FragLens []int
 	// Complete is false when an IP fragment never arrived (at any observation
 	// point); Missing says which bytes.
-	Complete bool
-	Missing  []obs.Range
+	Complete   bool
+	Missing    []obs.Range
+	Incomplete obs.IncompleteReason
 	// SKF is set when the datagram is an RFC 7383 fragment.
 	SKF *ike.EncryptedFragment
 	// Message is the decoded message when the whole datagram was captured.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ikefrag/ikefrag/diag/obs"
 	"github.com/ikefrag/ikefrag/ike"
 )
 
@@ -389,9 +390,11 @@ func anyFragmented(ts []*Transmission) bool {
 	return f
 }
 
+// anyIncomplete reports datagrams whose fragments were lost: a train the
+// capture merely cut short proves nothing.
 func anyIncomplete(ts []*Transmission) bool {
 	f := false
-	datagrams(ts, func(d *Datagram) { f = f || !d.Complete })
+	datagrams(ts, func(d *Datagram) { f = f || !d.Complete && d.Incomplete != obs.TrainEndOfInput })
 	return f
 }
 

@@ -209,7 +209,9 @@ func datagramFromTrain(c monoClock, ev *tcEvent, t *tcTrain, first *obs.Datagram
 	}
 	sort.SliceStable(d.Frags, func(i, j int) bool { return d.Frags[i].Offset < d.Frags[j].Offset })
 	if !complete {
+		// Trains are reported incomplete only by the timeout sweep.
 		d.Missing = missing(d.Frags, d.TotalLen)
+		d.Incomplete = obs.TrainTimeout
 	}
 	return d
 }

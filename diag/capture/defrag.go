@@ -213,7 +213,7 @@ func (d *Defragmenter) Flush(out []*obs.Datagram) []*obs.Datagram {
 	for d.head != nil {
 		t := d.head
 		d.stats.Flushed++
-		out = d.emitIncomplete(t, out)
+		out = d.emitIncomplete(t, out, obs.TrainEndOfInput)
 	}
 	return out
 }
@@ -221,13 +221,14 @@ func (d *Defragmenter) Flush(out []*obs.Datagram) []*obs.Datagram {
 func (d *Defragmenter) expire(out []*obs.Datagram) []*obs.Datagram {
 	for d.head != nil && d.clock.After(d.head.deadline) {
 		d.stats.TimedOut++
-		out = d.emitIncomplete(d.head, out)
+		out = d.emitIncomplete(d.head, out, obs.TrainTimeout)
 	}
 	return out
 }
 
-func (d *Defragmenter) emitIncomplete(t *train, out []*obs.Datagram) []*obs.Datagram {
+func (d *Defragmenter) emitIncomplete(t *train, out []*obs.Datagram, why obs.IncompleteReason) []*obs.Datagram {
 	if dg := d.build(t, false); dg != nil {
+		dg.Incomplete = why
 		out = append(out, dg)
 	}
 	d.remove(t)
@@ -299,7 +300,7 @@ func (d *Defragmenter) addFragment(p *Packet, out []*obs.Datagram) []*obs.Datagr
 	} else {
 		for len(d.trains) >= d.opt.MaxTrains && d.head != nil {
 			d.stats.Evicted++
-			out = d.emitIncomplete(d.head, out)
+			out = d.emitIncomplete(d.head, out, obs.TrainEvicted)
 		}
 		t = d.newTrain(k, p)
 	}
@@ -313,7 +314,7 @@ func (d *Defragmenter) addFragment(p *Packet, out []*obs.Datagram) []*obs.Datagr
 			break
 		}
 		d.stats.Evicted++
-		out = d.emitIncomplete(victim, out)
+		out = d.emitIncomplete(victim, out, obs.TrainEvicted)
 	}
 	if d.held+len(data) > d.opt.MaxBufferedBytes {
 		// Only this train is left and it alone is over budget.
@@ -322,7 +323,7 @@ func (d *Defragmenter) addFragment(p *Packet, out []*obs.Datagram) []*obs.Datagr
 			d.remove(t)
 			return out
 		}
-		return d.emitIncomplete(t, out)
+		return d.emitIncomplete(t, out, obs.TrainEvicted)
 	}
 
 	d.stats.Fragments++

@@ -236,6 +236,9 @@ func TestDefragMissing(t *testing.T) {
 	if !slices.Equal(dg.Missing, []obs.Range{{Start: 1000, End: 2000}, {Start: 3000, End: -1}}) {
 		t.Errorf("0,2: missing %v", dg.Missing)
 	}
+	if dg.Incomplete != obs.TrainEndOfInput {
+		t.Errorf("flushed train: reason %v, want end of input", dg.Incomplete)
+	}
 }
 
 func TestDefragTimeout(t *testing.T) {
@@ -254,6 +257,9 @@ func TestDefragTimeout(t *testing.T) {
 	out := add(d, other, t0.Add(30*time.Second+time.Nanosecond))
 	if len(out) != 2 || out[0].Complete || out[0].IPID != 1 || out[1].IPID != 2 {
 		t.Fatalf("timeout: %+v", out)
+	}
+	if out[0].Incomplete != obs.TrainTimeout || out[1].Incomplete != obs.NotIncomplete {
+		t.Errorf("reasons %v, %v; want timeout, none", out[0].Incomplete, out[1].Incomplete)
 	}
 	if st := d.Stats(); st.TimedOut != 1 || st.InFlight != 0 {
 		t.Errorf("stats %+v", st)
@@ -319,6 +325,9 @@ func TestDefragFlood(t *testing.T) {
 	st := d.Stats()
 	if st.Evicted != 100_000-DefaultMaxTrains || evicted != st.Evicted || st.PeakInFlight != DefaultMaxTrains || st.Buffered != 16*DefaultMaxTrains {
 		t.Errorf("stats %+v, %d emitted", st, evicted)
+	}
+	if out[0].Incomplete != obs.TrainEvicted {
+		t.Errorf("evicted train: reason %v", out[0].Incomplete)
 	}
 	if out = d.Flush(out[:0]); len(out) != DefaultMaxTrains || out[0].Frame != 100_000-DefaultMaxTrains+1 {
 		t.Errorf("flush: %d, first frame %d", len(out), out[0].Frame)

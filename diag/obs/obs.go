@@ -104,9 +104,35 @@ type Datagram struct {
 	// Missing lists the byte ranges of the IP payload that never arrived
 	// (only for incomplete trains). End is -1 when the last fragment is missing.
 	Missing []Range
+	// Incomplete says why an incomplete train was given up: the reassembly
+	// timeout ran out (the fragments were lost), the tracker evicted it to
+	// stay within its limits, or the input ended (a capture cut short).
+	Incomplete IncompleteReason
 	// TotalLen is the reassembled IP payload length when the last fragment was
 	// seen, else -1.
 	TotalLen int
+}
+
+// IncompleteReason says why an incomplete fragment train was reported.
+type IncompleteReason uint8
+
+const (
+	NotIncomplete   IncompleteReason = iota
+	TrainTimeout                     // not complete within the reassembly timeout
+	TrainEvicted                     // dropped by the tracker to stay within its limits
+	TrainEndOfInput                  // still open when the capture ended
+)
+
+func (r IncompleteReason) String() string {
+	switch r {
+	case TrainTimeout:
+		return "timeout"
+	case TrainEvicted:
+		return "evicted"
+	case TrainEndOfInput:
+		return "end of input"
+	}
+	return ""
 }
 
 // Fragmented reports whether the datagram arrived in more than one IP packet.
