@@ -17,7 +17,7 @@ TEST_DEBS   := tshark nftables iproute2 iputils-ping ethtool tcpdump \
 GEN_DEBS    := clang llvm libbpf-dev
 GOTESTFLAGS ?= -count=1 -timeout 25m
 
-.PHONY: all build test lint generate bench run install deps gen-deps fuzz clean
+.PHONY: all build test lint generate bench run install deps lab-deps gen-deps fuzz clean
 
 all: build
 
@@ -28,6 +28,11 @@ build:
 deps:
 	@./scripts/ensure-debs.sh $(TEST_DEBS)
 
+# lab-deps builds (once, then cached) strongSwan's save-keys plugin that the
+# namespace lab loads into charon; Debian does not ship it.
+lab-deps: deps
+	@if [ "$$(id -u)" -eq 0 ]; then test/lab/strongswan-save-keys.sh >/dev/null; fi
+
 gen-deps:
 	@./scripts/ensure-debs.sh $(GEN_DEBS)
 
@@ -37,7 +42,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-test: deps lint
+test: deps lab-deps lint
 	$(GO) test $(GOTESTFLAGS) ./...
 
 # generate rebuilds the BPF objects with bpf2go; the output is committed so
