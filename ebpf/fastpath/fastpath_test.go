@@ -3,6 +3,7 @@ package fastpath
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"os"
 	"testing"
@@ -47,6 +48,9 @@ func requireBPF(t testing.TB) {
 func newTestFP(t testing.TB, opts Options) *FastPath {
 	t.Helper()
 	requireBPF(t)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	fp, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
