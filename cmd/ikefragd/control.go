@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/ikefrag/ikefrag/cmd/internal/control"
+	"github.com/ikefrag/ikefrag/diag"
+	"github.com/ikefrag/ikefrag/ebpf"
+)
+
+// controlHandler answers the control socket. Engine data comes from the
+// engine goroutine (a query) or its snapshot; nothing here touches the
+// engine directly.
+type controlHandler struct{ d *daemon }
+
+// queryTimeout bounds how long a request waits for the engine goroutine.
+const queryTimeout = 15 * time.Second
+
+func (h controlHandler) Call(ctx context.Context, method string) (any, error) {
+	d := h.d
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	switch method {
+	case control.MethodStatus:
+		return d.status(), nil
+	case control.MethodStats:
+		return d.stats()
+	case control.MethodPeers:
+		var out []diag.PMTUEstimate
+		if err := d.pipe.query(ctx, func(e *diag.Engine) { out = e.Peers() }); err != nil {
+			return nil, err
+		}
+		return out, nil
+	case control.MethodSessions:
+		var out []diag.SessionReport
+		if err := d.pipe.query(ctx, func(e *diag.Engine) { out = e.Report(false).Sessions }); err != nil {
+			return nil, err
+		}
+		return out, nil
+	case control.MethodVerdicts:
+		var out diag.Report
+		if err := d.pipe.query(ctx, func(e *diag.Engine) { out = e.Report(false) }); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unknown method %q (status, peers, sessions, verdicts, stats, events)", method)
+}
+
+func (h controlHandler) Events(ctx context.Context, follow bool, send func(control.Event) error) error {
+	return h.d.events.serve(ctx, follow, send)
+}
+
+func (d *daemon) status() control.Status {
+	cfg := d.config()
+	snap := d.pipe.snapshot()
+	probs := d.problems()
+	st := control.Status{
+		Version: version, PID: os.Getpid(), Started: d.started,
+		Healthy: len(probs) == 0, Problems: probs,
+		Interfaces: d.watch.status(), AttachMode: cfg.Observe.AttachMode, DropsEnabled: d.obs.DropsEnabled(),
+		Sessions: snap.Sessions, Peers: snap.Peers, Verdicts: snap.Verdicts, Records: snap.Records,
+		Metrics: d.metricsAddr(), Proxy: "disabled",
+		Keys: control.Keys{SaveKeys: cfg.Keys.StrongswanTable, Socket: cfg.Keys.Socket},
+	}
+	d.mu.Lock()
+	st.Config = control.ConfigStatus{File: displayFile(d.file), Loaded: d.loaded, Reloads: d.reloads,
+		ReloadFailures: d.reloadFailures, LastError: d.lastErr, RestartPending: d.pending}
+	d.mu.Unlock()
+	if d.proxy != nil {
+		st.Proxy = d.proxy.Status()
+	}
+	if d.store != nil {
+		st.Keys.SAs = d.store.Stats().Entries
+	}
+	return st
+}
+
+func (d *daemon) stats() (control.Stats, error) {
+	s, err := d.obs.Counters()
+	if err != nil {
+		return control.Stats{}, err
+	}
+	out := control.Stats{Interfaces: []control.IfaceStats{}}
+	for _, ic := range s.Interfaces {
+		is := control.IfaceStats{Name: ic.Name, Ifindex: ic.Ifindex, Mode: string(d.obs.AttachedMode(ic.Ifindex)),
+			Ingress: dirMap(&ic.Ingress), Egress: dirMap(&ic.Egress)}
+		out.Interfaces = append(out.Interfaces, is)
+	}
+	out.Observer = control.ObserverStats{
+		TrainsLive: s.TrainsLive, TrainsEvicted: s.TrainsEvicted, DropsEnabled: s.DropsEnabled,
+		DropsReported: s.DropsReported, DropsRingbuf: s.DropsRingbuf, DropsUnreadable: s.DropsUnreadable,
+		RecordsDropped: s.RecordsDropped, PendingEvicted: s.PendingEvicted, DecodeErrors: s.DecodeErrors,
+	}
+	snap := d.pipe.snapshot()
+	st := snap.Stats
+	out.Engine = control.EngineStats{
+		Datagrams: st.Datagrams, ESP: st.ESP, Keepalives: st.Keepalives, Copies: st.Copies,
+		Retransmits: st.Retransmits, Undecodable: st.Undecodable, Orphans: st.Orphans, TooBig: st.TooBig,
+		Drops: st.Drops, Evicted: st.Evicted, LimitedDropped: st.LimitedDropped,
+	}
+	out.Records = d.pipe.recordCounts()
+	out.Engine.SessionsExpired = d.pipe.expired.Load()
+	if k, err := readIPFragStats(); err == nil {
+		out.Kernel = k
+	}
+	return out, nil
+}
+
+func dirMap(dc *ebpf.DirCounters) map[string]control.Counter {
+	m := make(map[string]control.Counter, ebpf.NumCounters)
+	for id := ebpf.CounterID(0); id < ebpf.NumCounters; id++ {
+		m[id.String()] = control.Counter{Packets: dc[id].Packets, Bytes: dc[id].Bytes}
+	}
+	return m
+}

@@ -1,0 +1,447 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+
+	"github.com/ikefrag/ikefrag/cmd/internal/control"
+	"github.com/ikefrag/ikefrag/diag"
+	"github.com/ikefrag/ikefrag/ebpf"
+	"github.com/ikefrag/ikefrag/ike"
+	"github.com/ikefrag/ikefrag/keys"
+)
+
+// daemon is a running ikefragd.
+type daemon struct {
+	file    string
+	log     *slog.Logger
+	logSw   *logSwitch
+	stderr  io.Writer
+	started time.Time
+
+	obs    *ebpf.Observer
+	pipe   *pipeline
+	watch  *watcher
+	events *eventHub
+	m      *metrics
+	ctl    *control.Server
+	store  *keys.Store
+	proxy  proxyRunner
+
+	mu             sync.Mutex // guards what follows
+	cfg            Config
+	loaded         time.Time
+	reloads        uint64
+	reloadFailures uint64
+	lastErr        string
+	pending        []string
+	msrv           *metricsServer
+}
+
+// startError is a failure to start; configErr marks those caused by the
+// configuration (exit status 2), the rest are exit status 1.
+type startError struct {
+	configErr bool
+	err       error
+}
+
+func (e *startError) Error() string { return e.err.Error() }
+
+func keyErr(key string, format string, a ...any) error {
+	return &startError{configErr: true, err: problems{{Key: key, Msg: fmt.Sprintf(format, a...)}}}
+}
+
+// runDaemon starts everything, serves until ctx is done or SIGTERM/SIGINT,
+// reloads on SIGHUP, and stops.
+func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stderr io.Writer) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	log, sw := newLogger(cfg.Log, stderr)
+	d := &daemon{file: file, log: log, logSw: sw, stderr: stderr, started: time.Now(), cfg: cfg, loaded: time.Now(),
+		events: newEventHub(), m: newMetrics()}
+	var wg sync.WaitGroup
+	defer func() {
+		d.shutdown()
+		cancel()
+		wg.Wait()
+	}()
+	goRun := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+
+	if err := d.startKeys(ctx, goRun); err != nil {
+		return err
+	}
+	loadStart := time.Now()
+	d.obs, err = ebpf.New(ebpf.Options{
+		IKEPort: uint16(cfg.Ports.IKE), NATTPort: uint16(cfg.Ports.NATT),
+		CaptureBytes: cfg.Observe.CaptureBytes, LargeIKE: cfg.Observe.LargeIKE,
+		TrainTimeout: cfg.Observe.FragmentTimeout, TrainMapSize: cfg.Observe.TrainMapSize,
+		RingBufferSize: cfg.Observe.RingBufferSize, MaxInterfaces: cfg.Observe.MaxInterfaces,
+		AttachMode: ebpf.AttachMode(cfg.Observe.AttachMode), NoDrops: !cfg.Observe.Drops,
+		RecordQueue: cfg.Observe.RecordQueue, Logger: log.With("component", "observer"),
+	})
+	if err != nil {
+		return &startError{err: fmt.Errorf("loading the BPF observer: %w (ikefragd needs CAP_BPF and CAP_NET_ADMIN, and CAP_PERFMON for drop reasons)", err)}
+	}
+	log.Debug("BPF observer loaded", "took", time.Since(loadStart).Round(time.Millisecond), "drop_reasons", d.obs.DropsEnabled())
+	opt := diag.Options{
+		Ports:  ike.Ports{IKE: uint16(cfg.Ports.IKE), NATT: uint16(cfg.Ports.NATT)},
+		Settle: cfg.Diag.Settle, Idle: cfg.Diag.Idle, MaxSessions: cfg.Diag.MaxSessions,
+	}
+	if d.store != nil {
+		opt.Keys = d.store
+	}
+	d.pipe = newPipeline(opt, cfg.Diag.VerdictLogRate, log.With("component", "diag"), d.events, d.m)
+	goRun(func() { d.pipe.run(ctx, d.obs.Records()) })
+
+	d.watch = newWatcher(d.obs, want, log.With("component", "interfaces"), d.events, d.m)
+	d.watch.reconcile()
+	if bad := d.unattached(want); len(bad) > 0 {
+		return &startError{err: fmt.Errorf("cannot observe %s", joinAnd(bad))}
+	}
+	goRun(func() { d.watch.run(ctx) })
+	d.m.reg.MustRegister(&collector{d: d})
+
+	if cfg.Metrics.Listen != "" {
+		ms, err := startMetrics(cfg.Metrics.Listen, d.m, d.problems, log.With("component", "metrics"))
+		if err != nil {
+			return &startError{err: fmt.Errorf("metrics.listen: %w", err)}
+		}
+		d.msrv = ms
+	}
+	d.ctl, err = control.Listen(control.ServerConfig{Path: cfg.Control.Socket, Group: cfg.Control.Group,
+		Logger: log.With("component", "control")}, controlHandler{d})
+	if err != nil {
+		return &startError{err: fmt.Errorf("control.socket: %w", err)}
+	}
+	goRun(func() {
+		if err := d.ctl.Serve(ctx); err != nil {
+			log.Error("control socket stopped", "err", err)
+		}
+	})
+	if cfg.Proxy.Enabled {
+		if err := d.startProxy(ctx); err != nil {
+			return err
+		}
+	}
+
+	attached := d.watch.attached()
+	names := make([]string, len(attached))
+	for i, a := range attached {
+		names[i] = a.Name + " (" + a.Mode + ")"
+	}
+	log.Info("ikefragd started", "version", version, "config", displayFile(file), "interfaces", names,
+		"drop_reasons", d.obs.DropsEnabled(), "metrics", d.metricsAddr(), "control", d.ctl.Path())
+	d.events.publish(control.Event{Kind: control.EventDaemon, Message: "started"})
+	d.notify(sd.SdNotifyReady, "STATUS="+d.statusLine())
+	goRun(func() { d.notifyLoop(ctx) })
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			log.Info("stopping", "signal", s.String())
+			return nil
+		}
+	}
+}
+
+// startKeys opens the key sources the configuration names. Refusals
+// (owner, mode) are configuration errors naming the key.
+func (d *daemon) startKeys(ctx context.Context, goRun func(func())) error {
+	k := d.cfg.Keys
+	if k.StrongswanTable == "" && k.Socket == "" {
+		return nil
+	}
+	d.store = keys.NewStore(keys.StoreConfig{})
+	goRun(func() { d.store.Run(ctx, 0) })
+	klog := d.log.With("component", "keys")
+	if p := k.StrongswanTable; p != "" {
+		sk, err := keys.NewSaveKeys(d.store, keys.SaveKeysConfig{Path: p, Logger: klog})
+		if err != nil {
+			return keyErr("keys.strongswan_table", "%q: %v", p, err)
+		}
+		goRun(func() { _ = sk.Run(ctx) })
+	}
+	if p := k.Socket; p != "" {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return keyErr("keys.socket", "%q: %v", p, err)
+		}
+		s, err := keys.ListenSocket(d.store, keys.SocketConfig{Path: p, Logger: klog})
+		if err != nil {
+			return keyErr("keys.socket", "%q: %v", p, err)
+		}
+		goRun(func() { _ = s.Serve(ctx) })
+		goRun(func() { <-ctx.Done(); s.Close() })
+	}
+	return nil
+}
+
+func (d *daemon) startProxy(ctx context.Context) error {
+	cfg := d.config()
+	pa := cfg.Proxy.parsed
+	deps := proxyDeps{Config: cfg.Proxy, Listen: pa.Listen, Backends: pa.Backends, Overrides: pa.Overrides,
+		Ports: cfg.Ports, Logger: d.log.With("component", "proxy"),
+		Peer: func(ctx context.Context, a netip.Addr) (est diag.PMTUEstimate, ok bool) {
+			_ = d.pipe.query(ctx, func(e *diag.Engine) { est, ok = e.PeerEstimate(a) })
+			return est, ok
+		}}
+	if d.store != nil {
+		deps.Keys = d.store
+	}
+	p, err := proxyStarter(ctx, deps)
+	if err != nil {
+		return &startError{err: fmt.Errorf("starting the proxy: %w", err)}
+	}
+	d.proxy = p
+	return nil
+}
+
+// unattached lists the exact interface names that did not attach.
+func (d *daemon) unattached(want ifaceSet) []string {
+	have := map[string]bool{}
+	for _, a := range d.watch.attached() {
+		have[a.Name] = true
+	}
+	var bad []string
+	for _, n := range want.names {
+		if !have[n] {
+			msg := n
+			d.watch.mu.Lock()
+			if e, ok := d.watch.failed[n]; ok {
+				msg += ": " + e
+			}
+			d.watch.mu.Unlock()
+			bad = append(bad, msg)
+		}
+	}
+	return bad
+}
+
+func (d *daemon) shutdown() {
+	d.notify(sd.SdNotifyStopping)
+	if d.ctl != nil {
+		d.ctl.Close()
+	}
+	d.mu.Lock()
+	ms := d.msrv
+	d.msrv = nil
+	d.mu.Unlock()
+	ms.close()
+	if d.proxy != nil {
+		if err := d.proxy.Close(); err != nil {
+			d.log.Warn("stopping the proxy", "err", err)
+		}
+	}
+	if d.obs != nil {
+		// Detaches every interface and closes the record stream, which
+		// ends the pipeline.
+		d.obs.Close()
+	}
+}
+
+func (d *daemon) config() Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+func (d *daemon) metricsAddr() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.msrv == nil {
+		return ""
+	}
+	return d.msrv.addr
+}
+
+// reload reads the file again. Nothing changes unless the whole new
+// configuration is valid; then interfaces, log and metrics.listen take
+// effect, and keys that need a restart are reported as pending.
+func (d *daemon) reload() {
+	d.notify(sd.SdNotifyReloading, fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()))
+	defer d.notify(sd.SdNotifyReady, "STATUS="+d.statusLine())
+	nc, want, err := loadAndCheck(d.file)
+	old := d.config()
+	var newMetrics *metricsServer
+	if err == nil && nc.Metrics.Listen != old.Metrics.Listen && nc.Metrics.Listen != "" {
+		// Bind the new listener before anything changes, so a busy
+		// address refuses the whole reload.
+		newMetrics, err = startMetrics(nc.Metrics.Listen, d.m, d.problems, d.log.With("component", "metrics"))
+		if err != nil {
+			err = problems{{Key: "metrics.listen", Msg: err.Error()}}
+		}
+	}
+	if err != nil {
+		d.mu.Lock()
+		d.reloadFailures++
+		d.lastErr = err.Error()
+		d.mu.Unlock()
+		d.m.reloadFailures.Inc()
+		d.m.reloadOK.Set(0)
+		var ps problems
+		if !errors.As(err, &ps) {
+			ps = problems{{Msg: err.Error()}}
+		}
+		for _, p := range ps {
+			d.log.Error("configuration reload refused; the running configuration stays", "file", displayFile(d.file), "problem", p.String())
+		}
+		d.events.publish(control.Event{Kind: control.EventConfig, Message: "reload refused; the running configuration stays", Error: err.Error()})
+		return
+	}
+	changed, restart := changedKeys(old, nc)
+	running := old
+	running.Interfaces, running.Log, running.Metrics = nc.Interfaces, nc.Log, nc.Metrics
+	d.mu.Lock()
+	oldMetrics := d.msrv
+	if running.Metrics.Listen != old.Metrics.Listen {
+		d.msrv = newMetrics
+	} else {
+		oldMetrics = nil
+	}
+	d.cfg, d.loaded, d.pending, d.lastErr = running, time.Now(), restart, ""
+	d.reloads++
+	d.mu.Unlock()
+	oldMetrics.close()
+	d.logSw.apply(running.Log, d.stderr)
+	d.watch.setWant(want)
+	d.m.reloads.Inc()
+	d.m.reloadOK.Set(1)
+	d.log.Info("configuration reloaded", "file", displayFile(d.file), "changed", changed, "interfaces", want.String())
+	if len(restart) > 0 {
+		d.log.Warn("some changed keys take effect only after a restart; their running values stay", "keys", restart)
+	}
+	d.events.publish(control.Event{Kind: control.EventConfig, Message: "reloaded"})
+}
+
+// problems lists what is wrong with the running daemon, for /healthz,
+// status and the watchdog.
+func (d *daemon) problems() []string {
+	var p []string
+	if !d.pipe.healthy() {
+		p = append(p, "the diagnosis engine stopped ticking")
+	}
+	if len(d.watch.attached()) == 0 {
+		p = append(p, "no interface is attached")
+	}
+	return p
+}
+
+func (d *daemon) statusLine() string {
+	s := d.pipe.snapshot()
+	errs := 0
+	for code, n := range s.Verdicts {
+		if code != diag.OK && code != diag.IKEv1 {
+			errs += n
+		}
+	}
+	return fmt.Sprintf("observing %d interface(s); %d session(s), %d peer(s), %d problem verdict(s)",
+		len(d.watch.attached()), s.Sessions, s.Peers, errs)
+}
+
+// notify sends sd_notify states; without NOTIFY_SOCKET it does nothing.
+func (d *daemon) notify(states ...string) {
+	msg := ""
+	for i, s := range states {
+		if i > 0 {
+			msg += "\n"
+		}
+		msg += s
+	}
+	if _, err := sd.SdNotify(false, msg); err != nil {
+		d.log.Debug("sd_notify failed", "err", err)
+	}
+}
+
+// notifyLoop pets the watchdog while the daemon is healthy (a stalled
+// engine stops the petting and systemd restarts the service) and refreshes
+// the status line.
+func (d *daemon) notifyLoop(ctx context.Context) {
+	wd, _ := sd.SdWatchdogEnabled(false)
+	iv := 10 * time.Second
+	if wd > 0 && wd/2 < iv {
+		iv = wd / 2
+	}
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	lastStatus := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		states := []string{}
+		if wd > 0 {
+			if p := d.problems(); len(p) == 0 || (len(p) == 1 && p[0] == "no interface is attached") {
+				states = append(states, sd.SdNotifyWatchdog)
+			} else {
+				d.log.Error("not petting the watchdog", "problems", p)
+			}
+		}
+		if time.Since(lastStatus) >= 10*time.Second {
+			states = append(states, "STATUS="+d.statusLine())
+			lastStatus = time.Now()
+		}
+		if len(states) > 0 {
+			d.notify(states...)
+		}
+	}
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants
+// with RELOADING=1.
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
+}
+
+func displayFile(f string) string {
+	if f == "" {
+		return "(built-in defaults)"
+	}
+	return f
+}
+
+func joinAnd(s []string) string {
+	sort.Strings(s)
+	out := ""
+	for i, x := range s {
+		switch {
+		case i == 0:
+		case i == len(s)-1:
+			out += " and "
+		default:
+			out += ", "
+		}
+		out += x
+	}
+	return out
+}

@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/ikefrag/ikefrag/cmd/internal/control"
+	"github.com/ikefrag/ikefrag/diag"
+	"github.com/ikefrag/ikefrag/diag/obs"
+)
+
+// pipeline owns the diagnosis engine: one goroutine drains the observer's
+// records into it, moves its clock, expires idle sessions, judges sessions
+// as they change or settle and reports each verdict once per session.
+// Everyone else reads the snapshot it publishes or sends it a query.
+type pipeline struct {
+	eng    *diag.Engine
+	settle time.Duration
+	log    *slog.Logger
+	events *eventHub
+	m      *metrics
+
+	// epoch anchors the engine's clock to the monotonic clock, like the
+	// observer's record times: a wall-clock step does not age sessions.
+	epoch time.Time
+
+	queries chan func(*diag.Engine)
+	marks   map[int]*mark
+	gen     uint64
+	limiter logLimiter
+
+	lastExpire, lastPeers time.Time
+	peerMTUs              []int
+
+	snap     atomic.Pointer[engineSnapshot]
+	lastTick atomic.Int64 // unix nanoseconds, for health
+	records  atomic.Uint64
+	// By kind: datagrams, ICMP too-big, drops; and sessions expired.
+	recDatagrams, recTooBig, recDrops, expired atomic.Uint64
+	counts                                     map[diag.Code]int
+}
+
+// mark is what the pipeline remembers of a session between ticks.
+type mark struct {
+	last    time.Time // the session's Last when it was judged
+	settled bool
+	gen     uint64
+	seen    map[verdictKey]struct{}
+}
+
+// verdictKey identifies a verdict within a session, so that it is
+// reported once.
+type verdictKey struct {
+	code     diag.Code
+	dir      string
+	exchange string
+	mid      uint32
+}
+
+// engineSnapshot is what the engine goroutine publishes every tick.
+type engineSnapshot struct {
+	At       time.Time
+	Sessions int
+	Peers    int
+	PeerMTUs []int
+	Stats    diag.Stats
+	Verdicts map[diag.Code]int
+	Records  uint64
+}
+
+const (
+	tickInterval = time.Second
+	// expireInterval and peersInterval space out the full walks over
+	// sessions and peers.
+	expireInterval = 10 * time.Second
+	peersInterval  = 10 * time.Second
+	// recordBatch records are taken per wake-up before the other cases
+	// get a chance.
+	recordBatch = 512
+)
+
+func newPipeline(opt diag.Options, logRate int, log *slog.Logger, events *eventHub, m *metrics) *pipeline {
+	eng := diag.New(opt)
+	p := &pipeline{
+		eng:     eng,
+		settle:  opt.Settle,
+		log:     log,
+		events:  events,
+		m:       m,
+		epoch:   time.Now(),
+		queries: make(chan func(*diag.Engine)),
+		marks:   map[int]*mark{},
+		limiter: newLogLimiter(logRate),
+		counts:  map[diag.Code]int{},
+	}
+	if p.settle <= 0 {
+		p.settle = diag.DefaultOptions.Settle
+	}
+	p.snap.Store(&engineSnapshot{At: p.now(), Verdicts: map[diag.Code]int{}})
+	p.lastTick.Store(time.Now().UnixNano())
+	return p
+}
+
+func (p *pipeline) now() time.Time { return p.epoch.Add(time.Since(p.epoch)) }
+
+// run drains records until they end (the observer closed) or ctx is done.
+func (p *pipeline) run(ctx context.Context, records <-chan obs.Record) {
+	t := time.NewTicker(tickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r, ok := <-records:
+			if !ok {
+				return
+			}
+			p.add(r)
+			for i := 1; i < recordBatch; i++ {
+				select {
+				case r, ok = <-records:
+					if !ok {
+						return
+					}
+					p.add(r)
+					continue
+				default:
+				}
+				break
+			}
+		case q := <-p.queries:
+			q(p.eng)
+		case <-t.C:
+			p.tick()
+		}
+	}
+}
+
+func (p *pipeline) add(r obs.Record) {
+	p.records.Add(1)
+	switch {
+	case r.Datagram != nil:
+		p.recDatagrams.Add(1)
+	case r.TooBig != nil:
+		p.recTooBig.Add(1)
+	case r.Drop != nil:
+		p.recDrops.Add(1)
+		reason := r.Drop.Name
+		if reason == "" {
+			reason = "unknown"
+		}
+		p.m.kernelDrops.WithLabelValues(reason).Inc()
+	}
+	p.eng.Add(r)
+}
+
+func (p *pipeline) tick() {
+	now := p.now()
+	p.eng.Advance(now)
+	if now.Sub(p.lastExpire) >= expireInterval {
+		p.lastExpire = now
+		p.expired.Add(uint64(p.eng.Expire(now)))
+	}
+	p.judge(now)
+	if now.Sub(p.lastPeers) >= peersInterval {
+		p.lastPeers = now
+		p.peerMTUs = p.eng.PeerMTUs(p.peerMTUs[:0])
+	}
+	if n := p.limiter.takeSuppressed(now); n > 0 {
+		p.log.Warn("verdict log lines suppressed; every verdict is still counted in metrics and sent to event followers",
+			"count", n, "limit_per_second", p.limiter.rate)
+	}
+	sessions, peers := p.eng.Counts()
+	counts := make(map[diag.Code]int, len(p.counts))
+	for k, v := range p.counts {
+		counts[k] = v
+	}
+	p.snap.Store(&engineSnapshot{
+		At: now, Sessions: sessions, Peers: peers,
+		PeerMTUs: append([]int(nil), p.peerMTUs...),
+		Stats:    p.eng.Stats(), Verdicts: counts, Records: p.records.Load(),
+	})
+	p.lastTick.Store(time.Now().UnixNano())
+}
+
+// judge evaluates the sessions that changed since the last tick or have
+// just settled, and reports verdicts not reported before.
+func (p *pipeline) judge(now time.Time) {
+	p.gen++
+	for _, s := range p.eng.Sessions() {
+		m := p.marks[s.ID]
+		if m == nil {
+			m = &mark{}
+			p.marks[s.ID] = m
+		}
+		m.gen = p.gen
+		settled := now.Sub(s.Last) >= p.settle
+		if m.seen != nil && s.Last.Equal(m.last) && m.settled == settled {
+			continue
+		}
+		m.last, m.settled = s.Last, settled
+		for _, v := range p.eng.Evaluate(s, false) {
+			k := verdictKey{code: v.Code, dir: v.Direction, exchange: v.Exchange}
+			if v.MessageID != nil {
+				k.mid = *v.MessageID
+			}
+			if m.seen == nil {
+				m.seen = map[verdictKey]struct{}{}
+			}
+			if _, ok := m.seen[k]; ok {
+				continue
+			}
+			m.seen[k] = struct{}{}
+			p.report(now, v)
+		}
+		if m.seen == nil {
+			m.seen = map[verdictKey]struct{}{}
+		}
+	}
+	// Forget sessions the engine expired or evicted.
+	for id, m := range p.marks {
+		if m.gen != p.gen {
+			delete(p.marks, id)
+		}
+	}
+}
+
+func (p *pipeline) report(now time.Time, v diag.Verdict) {
+	p.counts[v.Code]++
+	p.m.verdicts.WithLabelValues(string(v.Code), string(v.Severity)).Inc()
+	vc := v
+	p.events.publish(control.Event{Kind: control.EventVerdict, Message: v.Summary, Verdict: &vc})
+	if !p.limiter.allow(now) {
+		p.m.verdictLogsSuppressed.Inc()
+		return
+	}
+	level := slog.LevelInfo
+	if v.Severity == diag.Error || v.Severity == diag.Warning {
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{
+		slog.String("code", string(v.Code)), slog.String("severity", string(v.Severity)),
+		slog.Int("session", v.Session), slog.String("client", v.Client), slog.String("server", v.Server),
+	}
+	if v.Direction != "" {
+		attrs = append(attrs, slog.String("direction", v.Direction))
+	}
+	if v.Exchange != "" {
+		attrs = append(attrs, slog.String("exchange", v.Exchange))
+	}
+	if len(v.Evidence) > 0 {
+		attrs = append(attrs, slog.Any("evidence", v.Evidence))
+	}
+	if len(v.Remedy) > 0 {
+		attrs = append(attrs, slog.Any("remedy", v.Remedy))
+	}
+	p.log.LogAttrs(context.Background(), level, "verdict: "+v.Summary, attrs...)
+}
+
+var errBusy = errors.New("the diagnosis engine did not answer in time")
+
+// query runs f on the engine goroutine and waits for it.
+func (p *pipeline) query(ctx context.Context, f func(*diag.Engine)) error {
+	done := make(chan struct{})
+	select {
+	case p.queries <- func(e *diag.Engine) { f(e); close(done) }:
+	case <-ctx.Done():
+		return errBusy
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return errBusy
+	}
+}
+
+func (p *pipeline) snapshot() *engineSnapshot { return p.snap.Load() }
+
+func (p *pipeline) recordCounts() control.RecordStats {
+	return control.RecordStats{Datagrams: p.recDatagrams.Load(), TooBig: p.recTooBig.Load(), Drops: p.recDrops.Load()}
+}
+
+// healthy reports whether the engine goroutine is still ticking.
+func (p *pipeline) healthy() bool {
+	return time.Since(time.Unix(0, p.lastTick.Load())) < 10*tickInterval
+}
+
+// logLimiter is a token bucket for verdict log lines.
+type logLimiter struct {
+	rate       int
+	tokens     float64
+	last       time.Time
+	suppressed uint64
+	lastReport time.Time
+}
+
+func newLogLimiter(rate int) logLimiter {
+	if rate <= 0 {
+		rate = 20
+	}
+	return logLimiter{rate: rate, tokens: float64(5 * rate)}
+}
+
+func (l *logLimiter) allow(now time.Time) bool {
+	if !l.last.IsZero() {
+		l.tokens = min(float64(5*l.rate), l.tokens+now.Sub(l.last).Seconds()*float64(l.rate))
+	}
+	l.last = now
+	if l.tokens >= 1 {
+		l.tokens--
+		return true
+	}
+	l.suppressed++
+	return false
+}
+
+// takeSuppressed returns the lines suppressed since the last report, at
+// most every ten seconds.
+func (l *logLimiter) takeSuppressed(now time.Time) uint64 {
+	if l.suppressed == 0 || now.Sub(l.lastReport) < 10*time.Second {
+		return 0
+	}
+	n := l.suppressed
+	l.suppressed, l.lastReport = 0, now
+	return n
+}

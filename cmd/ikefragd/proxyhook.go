@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+
+	"github.com/ikefrag/ikefrag/diag"
+	"github.com/ikefrag/ikefrag/keys"
+)
+
+// proxyDeps is what the daemon hands the proxy.
+type proxyDeps struct {
+	Config ProxyConfig
+	// Listen, Backends and Overrides are the validated proxy.* addresses
+	// (Listen empty means ports.ike and ports.natt on every address).
+	Listen    []netip.AddrPort
+	Backends  []netip.AddrPort
+	Overrides []netip.Prefix
+	Ports     PortsConfig
+	// Keys is the key store when keys.* names a source, else nil.
+	Keys keys.Source
+	// Peer returns the diagnosis engine's path-MTU estimate for a client.
+	Peer   func(ctx context.Context, a netip.Addr) (diag.PMTUEstimate, bool)
+	Logger *slog.Logger
+}
+
+// proxyRunner is a running proxy.
+type proxyRunner interface {
+	// Status is one line for `ikefragctl status`.
+	Status() string
+	Close() error
+}
+
+// proxyStarter starts the re-fragmenting proxy. It stays nil until the
+// proxy package is wired in; with proxy.enabled: true and no starter the
+// configuration is refused (exit status 2).
+var proxyStarter func(ctx context.Context, deps proxyDeps) (proxyRunner, error)

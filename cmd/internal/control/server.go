@@ -1,0 +1,298 @@
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Handler answers requests. Call returns the result of a method, or an
+// error the client sees. Events sends the recent events and, with follow,
+// every new one until ctx is done or send fails.
+type Handler interface {
+	Call(ctx context.Context, method string) (any, error)
+	Events(ctx context.Context, follow bool, send func(Event) error) error
+}
+
+// ServerConfig configures a control socket.
+type ServerConfig struct {
+	Path string
+	// Group, when set, owns the socket so that its members may use it
+	// (mode 0660); else the daemon's primary group does.
+	Group string
+	// MaxConns bounds concurrent connections. Default 32.
+	MaxConns int
+	// IdleTimeout closes a connection that sends no request for this long
+	// (followers are exempt). Default 1 minute.
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Server is a listening control socket.
+type Server struct {
+	cfg ServerConfig
+	h   Handler
+	ln  *net.UnixListener
+	sem chan struct{}
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// Listen creates the socket at cfg.Path with mode 0660, creating its
+// directory (0750) when missing. A socket left by a dead daemon is
+// replaced; one that answers belongs to a running daemon and is an error.
+func Listen(cfg ServerConfig, h Handler) (*Server, error) {
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 32
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	gid := -1
+	if cfg.Group != "" {
+		g, err := LookupGroup(cfg.Group)
+		if err != nil {
+			return nil, err
+		}
+		gid = g
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(cfg.Path); err == nil {
+		if fi.Mode()&fs.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", cfg.Path)
+		}
+		if c, err := net.DialTimeout("unix", cfg.Path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another daemon answers on %s", cfg.Path)
+		}
+		if err := os.Remove(cfg.Path); err != nil {
+			return nil, fmt.Errorf("removing stale socket: %w", err)
+		}
+	}
+	// The umask keeps the socket closed to others between bind and chmod.
+	old := syscall.Umask(0o117)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(true)
+	if gid >= 0 {
+		if err := os.Chown(cfg.Path, -1, gid); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+	if err := os.Chmod(cfg.Path, 0o660); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &Server{cfg: cfg, h: h, ln: ln, sem: make(chan struct{}, cfg.MaxConns), conns: map[net.Conn]struct{}{}}, nil
+}
+
+// LookupGroup returns the id of a group given by name or number.
+func LookupGroup(name string) (int, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		if _, nerr := strconv.Atoi(name); nerr == nil {
+			g, err = user.LookupGroupId(name)
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("group %q: %w", name, err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// Path returns the socket path.
+func (s *Server) Path() string { return s.cfg.Path }
+
+// Serve accepts connections until ctx is done or Close is called.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			s.cfg.Logger.Warn("control socket: too many connections; refusing one", "max", s.cfg.MaxConns)
+			writeResponse(c, Response{Version: Version, Error: "too many connections"})
+			c.Close()
+			continue
+		}
+		if !s.track(c) {
+			c.Close()
+			<-s.sem
+			return nil
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.sem }()
+			defer s.untrack(c)
+			s.serveConn(ctx, c)
+		}()
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+// Close stops accepting, closes every connection, waits for their
+// goroutines and removes the socket.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	err := s.ln.Close()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := bufio.NewReaderSize(c, MaxLine)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		line, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			writeResponse(c, Response{Version: Version, Error: fmt.Sprintf("request longer than %d bytes", MaxLine)})
+			return
+		}
+		if err != nil {
+			return
+		}
+		var req Request
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			if !writeResponse(c, Response{Version: Version, Error: "bad request: " + err.Error()}) {
+				return
+			}
+			continue
+		}
+		if req.Method == MethodEvents {
+			s.events(ctx, c, req.Follow)
+			if req.Follow {
+				return
+			}
+			continue
+		}
+		resp := Response{Version: Version}
+		res, err := s.h.Call(ctx, req.Method)
+		if err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.OK, resp.Result = true, res
+		}
+		if !writeResponse(c, resp) {
+			return
+		}
+	}
+}
+
+// events answers an events request: one response holding the recent
+// events, or, when following, one response per event.
+func (s *Server) events(ctx context.Context, c net.Conn, follow bool) {
+	if !follow {
+		list := []Event{}
+		err := s.h.Events(ctx, false, func(e Event) error { list = append(list, e); return nil })
+		resp := Response{Version: Version, OK: err == nil, Result: list}
+		if err != nil {
+			resp.Error, resp.Result = err.Error(), nil
+		}
+		writeResponse(c, resp)
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	// A follower sends nothing more; its closing shows up as EOF and ends
+	// the stream even while no event comes.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		var b [1]byte
+		for {
+			if _, err := c.Read(b[:]); err != nil {
+				cancel()
+				return
+			}
+		}
+	}()
+	err := s.h.Events(ctx, true, func(e Event) error {
+		if !writeResponse(c, Response{Version: Version, OK: true, Result: e}) {
+			return net.ErrClosed
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, context.Canceled) {
+		writeResponse(c, Response{Version: Version, Error: err.Error()})
+	}
+}
+
+func writeResponse(c net.Conn, r Response) bool {
+	b, err := json.Marshal(r)
+	if err != nil {
+		b, _ = json.Marshal(Response{Version: Version, Error: "encoding the result: " + err.Error()})
+	}
+	b = append(b, '\n')
+	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Write(b)
+	return err == nil
+}
