@@ -311,4 +311,3 @@ func checkNoFilters(names ...string) error {
 	}
 	return nil
 }
-
