@@ -105,6 +105,11 @@ type Backend struct {
 	Name string // as configured
 	IKE  netip.AddrPort
 	NATT netip.AddrPort
+	// IKEMarker is set when the IKE port is not 500: IKE stacks frame
+	// every port but 500 like the NAT-T port (strongSwan expects the
+	// non-ESP marker there), so the proxy adds it on the way in and
+	// removes it on the way out.
+	IKEMarker bool
 }
 
 // prefixMTU is one parsed PMTU override.
@@ -253,6 +258,7 @@ func ParseBackend(s string) (Backend, error) {
 		return b, fmt.Errorf("proxy.backends %q: IKE and NAT-T ports are the same", s)
 	}
 	b.IKE, b.NATT = netip.AddrPortFrom(a, ike), netip.AddrPortFrom(a, nattPort)
+	b.IKEMarker = ike != 500
 	return b, nil
 }
 

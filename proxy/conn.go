@@ -77,12 +77,13 @@ func (o sockOpts) control(is6 bool) func(network, address string, c syscall.RawC
 			if o.reusePort {
 				set(unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 			}
-			// Buffer sizes are best effort: without CAP_NET_ADMIN the
-			// kernel caps them at rmem_max/wmem_max.
-			if o.rcvBuf > 0 {
+			// Buffer sizes are best effort: the FORCE variants need
+			// CAP_NET_ADMIN, the plain ones are capped at rmem_max and
+			// wmem_max.
+			if o.rcvBuf > 0 && unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, o.rcvBuf) != nil {
 				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, o.rcvBuf)
 			}
-			if o.sndBuf > 0 {
+			if o.sndBuf > 0 && unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, o.sndBuf) != nil {
 				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, o.sndBuf)
 			}
 		})

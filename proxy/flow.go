@@ -29,6 +29,9 @@ type Flow struct {
 	dst  *net.UDPAddr // the client, for sendmmsg
 	oob  []byte       // IP_PKTINFO/IPV6_PKTINFO source for wildcard listeners
 	natt bool
+	// addMarker: the client uses the IKE port without a marker, the
+	// backend's IKE port wants one (Backend.IKEMarker)
+	addMarker bool
 
 	created time.Time
 	last    atomic.Int64 // unix nanoseconds of the last datagram either way

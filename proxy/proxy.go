@@ -301,8 +301,11 @@ func (l *listener) run() {
 	// one-element Buffers per slot, pointing at the datagram (not the
 	// whole receive buffer)
 	sendBufs := make([][][]byte, n)
+	markBufs := make([][][]byte, n) // marker + datagram, gathered by sendmmsg
+	marker := make([]byte, ike.NonESPMarkerLen)
 	for i := range sendBufs {
 		sendBufs[i] = make([][]byte, 1)
+		markBufs[i] = [][]byte{marker, nil}
 	}
 	for {
 		for i := range ms {
@@ -372,8 +375,14 @@ func (l *listener) run() {
 				}
 				gi = len(groups) - 1
 			}
-			sendBufs[i][0] = payload
-			groups[gi].ms = append(groups[gi].ms, message{Buffers: sendBufs[i]})
+			bufs := sendBufs[i]
+			if f.addMarker {
+				bufs = markBufs[i]
+				bufs[1] = payload
+			} else {
+				bufs[0] = payload
+			}
+			groups[gi].ms = append(groups[gi].ms, message{Buffers: bufs})
 		}
 		for _, g := range groups {
 			p.sendUp(g.f, g.ms)
@@ -446,7 +455,7 @@ func (p *Proxy) newFlow(l *listener, src, local netip.AddrPort, payload []byte, 
 		return nil
 	}
 	f := &Flow{p: p, key: flowKey{src, local}, ln: l, be: be, up: up, natt: l.natt, created: now,
-		dst: net.UDPAddrFromAddrPort(src)}
+		dst: net.UDPAddrFromAddrPort(src), addMarker: !l.natt && be.cfg.IKEMarker}
 	if l.wildcard {
 		f.oob = srcCmsg(local.Addr())
 	}
@@ -605,6 +614,15 @@ func (p *Proxy) backendFailed(b *backend, why string) {
 // fromBackend queues what a backend datagram becomes for the client.
 func (p *Proxy) fromBackend(f *Flow, b *upBufs, payload []byte, now time.Time) {
 	fr := p.classify(f.ln, payload)
+	if f.addMarker {
+		// the backend framed IKE with a marker; the client expects none
+		if fr = (ike.Ports{NATT: 1}).Classify(1, 0, payload); fr.Kind == ike.KindIKE {
+			payload = fr.IKE
+			fr.Marker = false
+		} else {
+			fr = ike.Framing{Kind: ike.KindNone}
+		}
+	}
 	if fr.Kind == ike.KindIKE && len(fr.IKE) >= ike.HeaderLen {
 		out, relay := p.backendIKE(f, payload, fr, now)
 		for _, d := range out {

@@ -230,7 +230,7 @@ func (p *Proxy) backendIKE(f *Flow, payload []byte, fr ike.Framing, now time.Tim
 	}
 	hash := maphash.Bytes(inputSeed, msg)
 	if n, seen := st.inputs[hash]; seen {
-		return p.resend(f, st, sa, n, fr.Marker, now), false
+		return p.resend(f, st, sa, n, f.natt, now), false
 	}
 	if len(st.inputs) < maxInputs {
 		st.inputs[hash] = number
@@ -244,7 +244,7 @@ func (p *Proxy) backendIKE(f *Flow, payload []byte, fr ike.Framing, now time.Tim
 		p.drop(f, DropReassembly, 1)
 		return nil, false
 	case sk.StatusRetransmit:
-		return p.resend(f, st, sa, number, fr.Marker, now), false
+		return p.resend(f, st, sa, number, f.natt, now), false
 	case sk.StatusDropped:
 		if res.Drop == sk.DropDuplicate {
 			p.drop(f, DropSuppressed, 1)
@@ -255,7 +255,7 @@ func (p *Proxy) backendIKE(f *Flow, payload []byte, fr ike.Framing, now time.Tim
 		p.log.Debug("proxy: cannot open backend message, relaying", "client", ca, "reason", res.Drop)
 		return p.fallback(f, st, payload, now, mtu), false
 	}
-	t := sk.Target{MTU: mtu, IPv6: ca.Is6(), Marker: fr.Marker}
+	t := sk.Target{MTU: mtu, IPv6: ca.Is6(), Marker: f.natt}
 	o, err := p.frag.Fragment(sa, res.Message, t)
 	for i := 0; err == nil && st.relayed > 0 && o.Total <= int(st.relayed) && i < 4; i++ {
 		o, err = p.frag.StepDown(sa, res.Message, t)

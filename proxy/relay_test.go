@@ -60,6 +60,10 @@ func (b *echoBackend) serve(c *net.UDPConn) {
 			continue
 		}
 		out := append([]byte{b.id}, buf[:n]...)
+		if n >= 4 && bytes.Equal(buf[:4], []byte{0, 0, 0, 0}) {
+			// keep a non-ESP marker in front
+			out = append([]byte{0, 0, 0, 0, b.id}, buf[4:n]...)
+		}
 		if plain {
 			out = buf[:n]
 		}
