@@ -1,0 +1,5 @@
+package fastpath
+
+import "syscall"
+
+const syscallSIGQUIT = syscall.SIGQUIT
