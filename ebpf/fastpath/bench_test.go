@@ -139,8 +139,8 @@ type benchResult struct {
 	offered   float64 // paced phase: datagrams sent per second
 	delivered float64 // round trips completed per second
 	loss      float64 // fraction of the paced phase's datagrams not returned
-	sent      uint64 // datagrams the generator sent in the last phase
-	recv      uint64 // and received back
+	sent      uint64  // datagrams the generator sent in the last phase
+	recv      uint64  // and received back
 	counters  string
 }
 
