@@ -25,7 +25,9 @@ type Config struct {
 	Enabled bool `mapstructure:"enabled"`
 	// Listen lists the addresses clients connect to (IPv4 or IPv6; "0.0.0.0"
 	// and "::" listen on every address and answer from the one the client
-	// used). The proxy binds IKEPort and NATTPort on each.
+	// used). An address alone binds IKEPort and NATTPort; "addr:port"
+	// ("[::]:4500") binds that one port, NAT-T framed unless it is IKEPort.
+	// Empty: "0.0.0.0" and "::".
 	Listen []string `mapstructure:"listen"`
 	// Backends lists the VPN servers: "host" (IKE on 500, NAT-T on 4500),
 	// "host:port" (IKE on port, NAT-T on 4500) or "host:port/nattport";
@@ -37,14 +39,17 @@ type Config struct {
 	// client nothing is known about. Default 1280: what strongSwan and
 	// most stacks use for IKE fragments, and the IPv6 minimum.
 	PMTUDefault int `mapstructure:"pmtu_default"`
-	// PMTUOverrides maps client prefixes ("198.51.100.0/24", "2001:db8::/32")
-	// to a path MTU; the longest matching prefix wins over observations and
-	// the default. ICMP and step-down still lower it.
-	PMTUOverrides map[string]any `mapstructure:"pmtu_overrides"`
+	// PMTUOverrides gives client prefixes a path MTU; the longest matching
+	// prefix wins over observations and the default, ICMP and step-down
+	// still lower it. Either a map ("198.51.100.0/24": 1280) or a list of
+	// {prefix, mtu} objects or "prefix=mtu" strings.
+	PMTUOverrides any `mapstructure:"pmtu_overrides"`
 	// PMTUStepDown enables responder-side IKE PMTU discovery: a client
 	// that retransmits a request whose response was re-fragmented gets the
-	// response again in smaller fragments (higher Total Fragments).
-	PMTUStepDown bool `mapstructure:"pmtu_step_down"`
+	// response again in smaller fragments (higher Total Fragments). true
+	// walks 1500, 1400, 1280, 1000, 576; a list of decreasing sizes sets
+	// the ladder; false or empty turns it off (default).
+	PMTUStepDown any `mapstructure:"pmtu_step_down"`
 	// RouteMTU (keyless help) installs a host route with a locked MTU toward
 	// each client whose path MTU is known to be smaller than the route's,
 	// in RouteTable, so the kernel fragments once at the client's size.
@@ -118,12 +123,20 @@ type prefixMTU struct {
 	MTU    int
 }
 
+// listenAddr is one socket to bind.
+type listenAddr struct {
+	ap   netip.AddrPort
+	natt bool
+}
+
 // settings is a validated Config with defaults filled in.
 type settings struct {
 	Config
-	listen    []netip.Addr
+	listen    []listenAddr
 	backends  []Backend
 	overrides []prefixMTU // longest prefix first
+	stepDown  bool
+	ladder    []int // decreasing
 }
 
 func (c Config) withDefaults() Config {
@@ -193,16 +206,25 @@ func (c Config) parse() (*settings, error) {
 	if c.PMTUDefault < 576 || c.PMTUDefault > 65535 {
 		errs = append(errs, fmt.Errorf("proxy.pmtu_default %d: want 576..65535", c.PMTUDefault))
 	}
-	if len(c.Listen) == 0 {
-		errs = append(errs, errors.New("proxy.listen: no address"))
+	listen := c.Listen
+	if len(listen) == 0 {
+		listen = []string{"0.0.0.0", "::"}
 	}
-	for _, l := range c.Listen {
-		a, err := netip.ParseAddr(strings.Trim(strings.TrimSpace(l), "[]"))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("proxy.listen %q: %v", l, err))
+	for _, l := range listen {
+		l = strings.TrimSpace(l)
+		if ap, err := netip.ParseAddrPort(l); err == nil {
+			a := ap.Addr().Unmap()
+			s.listen = append(s.listen, listenAddr{netip.AddrPortFrom(a, ap.Port()), int(ap.Port()) != c.IKEPort})
 			continue
 		}
-		s.listen = append(s.listen, a.Unmap())
+		a, err := netip.ParseAddr(strings.Trim(l, "[]"))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("proxy.listen %q: not an address or address:port", l))
+			continue
+		}
+		a = a.Unmap()
+		s.listen = append(s.listen, listenAddr{netip.AddrPortFrom(a, uint16(c.IKEPort)), false},
+			listenAddr{netip.AddrPortFrom(a, uint16(c.NATTPort)), true})
 	}
 	if len(c.Backends) == 0 {
 		errs = append(errs, errors.New("proxy.backends: no backend"))
@@ -220,6 +242,9 @@ func (c Config) parse() (*settings, error) {
 		errs = append(errs, err)
 	}
 	s.overrides = ov
+	if s.stepDown, s.ladder, err = parseStepDown(c.PMTUStepDown); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -273,7 +298,7 @@ func parsePort(s string) (uint16, error) {
 // parseOverrides reads proxy.pmtu_overrides. viper splits keys at dots, so
 // "10.0.0.0/8: 1280" can arrive as nested maps {"10":{"0":{"0":{"0/8":1280}}}};
 // the path is joined back with dots.
-func parseOverrides(m map[string]any) ([]prefixMTU, error) {
+func parseOverrides(v any) ([]prefixMTU, error) {
 	var out []prefixMTU
 	var errs []error
 	var walk func(prefix string, v any)
@@ -309,8 +334,34 @@ func parseOverrides(m map[string]any) ([]prefixMTU, error) {
 		}
 		out = append(out, prefixMTU{Prefix: p.Masked(), MTU: mtu})
 	}
-	for k, v := range m {
-		walk(k, v)
+	switch x := v.(type) {
+	case nil:
+	case map[string]any, map[any]any:
+		walk("", x)
+	case map[string]int:
+		for k, vv := range x {
+			walk(k, vv)
+		}
+	case []any:
+		for i, e := range x {
+			switch y := e.(type) {
+			case string:
+				k, m, ok := strings.Cut(y, "=")
+				if !ok {
+					errs = append(errs, fmt.Errorf("proxy.pmtu_overrides[%d] %q: want prefix=mtu", i, y))
+					continue
+				}
+				walk(strings.TrimSpace(k), strings.TrimSpace(m))
+			case map[string]any:
+				walk(fmt.Sprint(y["prefix"]), y["mtu"])
+			case map[any]any:
+				walk(fmt.Sprint(y["prefix"]), y["mtu"])
+			default:
+				errs = append(errs, fmt.Errorf("proxy.pmtu_overrides[%d]: %T", i, e))
+			}
+		}
+	default:
+		errs = append(errs, fmt.Errorf("proxy.pmtu_overrides: %T: want a map or a list", v))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Prefix.Bits() != out[j].Prefix.Bits() {
@@ -319,6 +370,47 @@ func parseOverrides(m map[string]any) ([]prefixMTU, error) {
 		return out[i].Prefix.String() < out[j].Prefix.String()
 	})
 	return out, errors.Join(errs...)
+}
+
+// parseStepDown reads proxy.pmtu_step_down: a bool, or a decreasing list
+// of sizes (the ladder).
+func parseStepDown(v any) (bool, []int, error) {
+	switch x := v.(type) {
+	case nil:
+		return false, stepLadder, nil
+	case bool:
+		return x, stepLadder, nil
+	case string:
+		b, err := strconv.ParseBool(strings.TrimSpace(x))
+		if err != nil {
+			return false, nil, fmt.Errorf("proxy.pmtu_step_down %q: want a bool or a list of sizes", x)
+		}
+		return b, stepLadder, nil
+	case []int:
+		return parseStepDown(toAnys(x))
+	case []any:
+		var ladder []int
+		for i, e := range x {
+			n, err := toInt(e)
+			if err != nil || n < 576 || n > 65535 {
+				return false, nil, fmt.Errorf("proxy.pmtu_step_down[%d] %v: want a size of 576..65535", i, e)
+			}
+			if len(ladder) > 0 && n >= ladder[len(ladder)-1] {
+				return false, nil, fmt.Errorf("proxy.pmtu_step_down[%d] %d: sizes must decrease", i, n)
+			}
+			ladder = append(ladder, n)
+		}
+		return len(ladder) > 0, ladder, nil
+	}
+	return false, nil, fmt.Errorf("proxy.pmtu_step_down: %T: want a bool or a list of sizes", v)
+}
+
+func toAnys(x []int) []any {
+	out := make([]any, len(x))
+	for i, v := range x {
+		out[i] = v
+	}
+	return out
 }
 
 func joinKey(a, b string) string {

@@ -30,12 +30,12 @@ var stepLadder = []int{1500, 1400, 1280, 1000, 576}
 
 // nextRung returns the largest ladder size below mtu, floored at the
 // family minimum; ok is false when mtu is already there.
-func nextRung(mtu int, v6 bool) (int, bool) {
+func nextRung(ladder []int, mtu int, v6 bool) (int, bool) {
 	floor := minMTU4
 	if v6 {
 		floor = minMTU6
 	}
-	for _, r := range stepLadder {
+	for _, r := range ladder {
 		if r < mtu && r >= floor {
 			return r, true
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/ike/sk"
 	"github.com/ikefrag/ikefrag/keys"
@@ -29,6 +31,11 @@ type Deps struct {
 	Logger *slog.Logger
 	// Now is the clock (tests). Default time.Now.
 	Now func() time.Time
+	// Peer, when set, returns the diagnosis engine's path-MTU estimate
+	// for a client (first-fragment sizes, largest unfragmented datagram
+	// seen by the eBPF observer). It is asked only when an IKE message
+	// toward the client is about to be judged, with a short deadline.
+	Peer func(ctx context.Context, a netip.Addr) (diag.PMTUEstimate, bool)
 }
 
 // Buffer sizes: a whole IKE message fits one datagram up to 64 KiB.
@@ -44,6 +51,7 @@ const (
 type Proxy struct {
 	s     *settings
 	keys  keys.Source
+	peer  func(ctx context.Context, a netip.Addr) (diag.PMTUEstimate, bool)
 	log   *slog.Logger
 	now   func() time.Time
 	keyed bool
@@ -92,7 +100,7 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{
-		s: s, keys: deps.Keys, log: deps.Logger, now: deps.Now,
+		s: s, keys: deps.Keys, log: deps.Logger, now: deps.Now, peer: deps.Peer,
 		flows:   newFlowTable(s.MaxClients),
 		sas:     newSATable(4 * s.MaxClients),
 		msgs:    newMsgCache(4096, 32<<20),
@@ -111,22 +119,23 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	for i, b := range s.backends {
 		p.backends = append(p.backends, newBackend(i, b))
 	}
-	for _, a := range s.listen {
-		for _, port := range []int{s.IKEPort, s.NATTPort} {
-			ap := netip.AddrPortFrom(a, uint16(port))
-			wild := a.IsUnspecified()
-			sock, err := listenUDP(ap, sockOpts{recvErr: true, fragSize: true, pktInfo: wild, rcvBuf: sockBufBytes, sndBuf: sockBufBytes})
-			if err != nil {
-				p.closeSockets()
-				return nil, fmt.Errorf("proxy: listen %s: %w", ap, err)
-			}
-			p.listeners = append(p.listeners, &listener{p: p, idx: len(p.listeners), sock: sock, addr: ap,
-				natt: port == s.NATTPort, wildcard: wild})
+	for _, la := range s.listen {
+		wild := la.ap.Addr().IsUnspecified()
+		sock, err := listenUDP(la.ap, sockOpts{recvErr: true, fragSize: true, pktInfo: wild, rcvBuf: sockBufBytes, sndBuf: sockBufBytes})
+		if err != nil {
+			p.closeSockets()
+			return nil, fmt.Errorf("proxy: listen %s: %w", la.ap, err)
 		}
+		p.listeners = append(p.listeners, &listener{p: p, idx: len(p.listeners), sock: sock, addr: sock.addr,
+			natt: la.natt, wildcard: wild})
 	}
 	if s.RouteMTU {
 		var ports []uint16
-		ports = append(ports, uint16(s.IKEPort), uint16(s.NATTPort))
+		for _, la := range s.listen {
+			if !slices.Contains(ports, la.ap.Port()) {
+				ports = append(ports, la.ap.Port())
+			}
+		}
 		r, err := netcfg.NewMTURoutes(netcfg.MTURoutesConfig{Table: s.RouteTable, Priority: s.RoutePriority, SourcePorts: ports})
 		if err != nil {
 			p.closeSockets()
@@ -164,7 +173,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return errors.New("proxy: Run called twice")
 	}
 	p.log.Info("proxy running", "listen", p.listenStrings(), "backends", len(p.backends),
-		"refragment", p.s.Refragment, "keyed", p.keyed, "pmtu_step_down", p.s.PMTUStepDown, "route_mtu", p.s.RouteMTU)
+		"refragment", p.s.Refragment, "keyed", p.keyed, "pmtu_step_down", p.s.stepDown, "route_mtu", p.s.RouteMTU)
 	for _, l := range p.listeners {
 		p.wg.Add(1)
 		go l.run()
@@ -229,6 +238,38 @@ func (p *Proxy) LearnPMTU(a netip.Addr, mtu int) {
 	c.pmtu.mu.Lock()
 	c.pmtu.observer.v, c.pmtu.observer.at = mtu, p.now()
 	c.pmtu.mu.Unlock()
+}
+
+// askObserver refreshes a client's observer evidence from Deps.Peer.
+func (p *Proxy) askObserver(c *client) {
+	if p.peer == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if est, ok := p.peer(ctx, c.addr); ok && est.MTU > 0 {
+		c.pmtu.mu.Lock()
+		c.pmtu.observer.v, c.pmtu.observer.at = est.MTU, p.now()
+		c.pmtu.mu.Unlock()
+	}
+}
+
+// Status is one line for `ikefragctl status`.
+func (p *Proxy) Status() string {
+	st := p.Stats()
+	up := 0
+	for _, b := range st.Backends {
+		if b.Up {
+			up++
+		}
+	}
+	mode := "keyless"
+	if st.Keyed {
+		mode = "keyed"
+	}
+	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows, %d re-fragmented, %d replays, %d step-downs, %d key misses",
+		mode, st.Refragment, up, len(st.Backends), st.Clients, st.Flows, st.Total.Refragmented, st.Total.Replays,
+		st.Total.StepDowns, st.Total.KeyMisses)
 }
 
 // PMTU returns the path-MTU estimate toward a client.

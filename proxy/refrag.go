@@ -104,7 +104,7 @@ func (p *Proxy) clientIKE(f *Flow, fr ike.Framing, now time.Time) {
 	for _, c := range []*counters{&p.total, &f.be.ctr, &f.cl.ctr} {
 		c.clientRetransmits.Add(1)
 	}
-	if !p.s.PMTUStepDown || !p.keyed {
+	if !p.s.stepDown || !p.keyed {
 		return
 	}
 	rk := sk.KeyOf(&h)
@@ -120,7 +120,7 @@ func (p *Proxy) clientIKE(f *Flow, fr ike.Framing, now time.Time) {
 	}
 	// The response we cut was lost: the next resend of the backend gets
 	// a smaller cut, one rung down (RFC 7383 §2.5.2).
-	next, ok := nextRung(st.outMTU, ca.Is6())
+	next, ok := nextRung(p.s.ladder, st.outMTU, ca.Is6())
 	if !ok {
 		return
 	}
@@ -181,6 +181,7 @@ func (p *Proxy) backendIKE(f *Flow, payload []byte, fr ike.Framing, now time.Tim
 	}
 	ca := f.key.client.Addr()
 	size := ipOverhead(ca) + 8 + len(payload)
+	p.askObserver(f.cl)
 	info := f.cl.pmtu.estimate(p.s, ca, now)
 	mtu := info.MTU
 	key := sk.KeyOf(&h)
@@ -264,7 +265,7 @@ func (p *Proxy) backendIKE(f *Flow, payload []byte, fr ike.Framing, now time.Tim
 		p.log.Debug("proxy: cannot cut message, relaying", "client", ca, "err", err)
 		return p.fallback(f, st, payload, now, mtu), false
 	}
-	if p.s.PMTUStepDown {
+	if p.s.stepDown {
 		st.dec = res.Message
 		p.msgs.account(st, len(res.Message.Payloads)+len(res.Message.Unprotected))
 	}
