@@ -123,30 +123,53 @@ func udpInCsumErrors(l *lab, ns string, v6 bool) int {
 // keepalives stop at the proxy namespace's sockets.
 func TestNamespaceFastPath(t *testing.T) {
 	for _, c := range []struct {
-		name      string
-		mode      AttachMode
-		v6        bool
-		noOffload bool
+		name string
+		mode AttachMode
+		v6   bool
+		csum csumMode
 	}{
-		{"tcx/v4", AttachTCX, false, false},
-		{"tcx/v6", AttachTCX, true, false},
-		{"tc/v4", AttachTC, false, false},
-		{"tc/v6", AttachTC, true, false},
-		// Senders compute full checksums and receivers verify them: the
-		// incremental updates are checked end to end.
-		{"tcx/v4/software-checksums", AttachTCX, false, true},
-		{"tcx/v6/software-checksums", AttachTCX, true, true},
+		{"tcx/v4", AttachTCX, false, csumOffload},
+		{"tcx/v6", AttachTCX, true, csumOffload},
+		{"tc/v4", AttachTC, false, csumOffload},
+		{"tc/v6", AttachTC, true, csumOffload},
+		{"tcx/v4/full-checksums", AttachTCX, false, csumFull},
+		{"tcx/v6/full-checksums", AttachTCX, true, csumFull},
+		{"tcx/v4/partial-checksums", AttachTCX, false, csumPartial},
+		{"tcx/v6/partial-checksums", AttachTCX, true, csumPartial},
 	} {
-		t.Run(c.name, func(t *testing.T) { runNamespace(t, c.mode, c.v6, c.noOffload) })
+		t.Run(c.name, func(t *testing.T) { runNamespace(t, c.mode, c.v6, c.csum) })
 	}
 }
 
-func runNamespace(t *testing.T, mode AttachMode, v6, noOffload bool) {
+// csumMode says where UDP checksums are computed in the namespace test.
+type csumMode int
+
+const (
+	// csumOffload: veth offloads all the way, nobody computes or checks
+	// a checksum (CHECKSUM_PARTIAL end to end).
+	csumOffload csumMode = iota
+	// csumFull: the senders compute full checksums (no tx offload on
+	// their veths), the program updates them incrementally, the
+	// receivers verify them.
+	csumFull
+	// csumPartial: the senders leave a pseudo-header seed
+	// (CHECKSUM_PARTIAL), the program updates the seed, and the proxy's
+	// veths, without tx offload, complete the checksum in software; the
+	// receivers verify it.
+	csumPartial
+)
+
+func runNamespace(t *testing.T, mode AttachMode, v6 bool, csum csumMode) {
 	l := proxyLab(t)
-	if noOffload {
+	switch csum {
+	case csumFull:
 		requireTools(t, "ethtool")
 		l.in("cli", "ethtool", "-K", "c0", "tx", "off")
 		l.in("bk", "ethtool", "-K", "b0", "tx", "off")
+	case csumPartial:
+		requireTools(t, "ethtool")
+		l.in("px", "ethtool", "-K", "pc", "tx", "off")
+		l.in("px", "ethtool", "-K", "pb", "tx", "off")
 	}
 	a := labAddrs(v6)
 	var fp *FastPath
@@ -247,7 +270,7 @@ func runNamespace(t *testing.T, mode AttachMode, v6, noOffload bool) {
 	if s.Redirected != 2*rounds*per || s.Passed[PassIKE] != 2 || s.Passed[PassKeepalive] != 1 || s.Dropped != 0 {
 		t.Errorf("stats %+v", s)
 	}
-	if noOffload {
+	if csum != csumOffload {
 		for _, ns := range []string{"cli", "bk"} {
 			if n := udpInCsumErrors(l, ns, v6); n != 0 {
 				t.Errorf("%s: %d UDP checksum errors", ns, n)
