@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -87,6 +88,7 @@ func run(cfgPath, ctl string, log *slog.Logger) error {
 		mux.Handle("/peers", js(func() any { return p.Peers() }))
 		mux.Handle("/flows", js(func() any { return p.Flows() }))
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		go func() { _ = http.Serve(ln, mux) }()
 	}
 	fmt.Println("ready") // the lab waits for this line
