@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -38,7 +37,11 @@ func runnerBin(t testing.TB) string {
 			return
 		}
 		buildPath = filepath.Join(dir, "proxyrun")
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		gobin, err := exec.LookPath("go")
+		if err != nil {
+			buildErr = err
+			return
+		}
 		out, err := exec.Command(gobin, "build", "-o", buildPath, "github.com/ikefrag/ikefrag/proxy/internal/proxyrun").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build proxyrun: %v: %s", err, out)
@@ -94,11 +97,6 @@ func (g *gwProxy) peers(t *testing.T) []proxy.PeerInfo {
 	var ps []proxy.PeerInfo
 	g.get(t, "peers", &ps)
 	return ps
-}
-
-func (g *gwProxy) logContains(s string) bool {
-	b, _ := os.ReadFile(g.proc.Log)
-	return strings.Contains(string(b), s)
 }
 
 // established returns the client's IKE SA, which must be up with an

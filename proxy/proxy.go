@@ -282,10 +282,6 @@ func (p *Proxy) PMTU(a netip.Addr) PMTUInfo {
 	return c.pmtu.estimate(p.s, a, p.now())
 }
 
-func (c *client) mtu(p *Proxy, now time.Time) int {
-	return c.pmtu.estimate(p.s, c.addr, now).MTU
-}
-
 // upBufs are the buffers of one upstream read and its writes toward the
 // client, taken from a pool only while a flow has data.
 type upBufs struct {

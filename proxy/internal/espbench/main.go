@@ -98,7 +98,10 @@ func run() error {
 
 	// the proxy, as its own process
 	bin := filepath.Join(dir, "proxyrun")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		return err
+	}
 	if out, err := exec.Command(gobin, "build", "-o", bin, "github.com/ikefrag/ikefrag/proxy/internal/proxyrun").CombinedOutput(); err != nil {
 		return fmt.Errorf("build proxyrun: %v %s", err, out)
 	}

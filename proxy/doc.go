@@ -1,0 +1,85 @@
+// Package proxy is ikefrag's fragmentation-aware UDP proxy for IKE (port
+// 500) and NAT-T (port 4500, IKE behind the non-ESP marker, ESP-in-UDP and
+// keepalives). Clients connect to the proxy's listen addresses as if it
+// were the VPN server; the proxy relays to a backend.
+//
+// # Relay
+//
+// Each client flow (client address and port, proxy address and port) gets
+// its own connected UDP socket toward its backend, so backends see every
+// client flow as a distinct peer and the kernel accepts only the backend's
+// datagrams on it. Datagrams are read and written in batches
+// (recvmmsg/sendmmsg through golang.org/x/net/ipv4 and ipv6); replies leave
+// from the address the client sent to (IP_PKTINFO for wildcard listeners).
+// A new IKE SA (IKE_SA_INIT with a zero SPIr) is placed by rendezvous
+// hashing of the client address and SPIi over the healthy backends; later
+// messages follow the SA (by client address and SPIi, or by the SPI pair),
+// ESP and keepalives follow their flow, or on a new flow the client's latest
+// SA. A backend is marked down after consecutive failures (ICMP
+// unreachable on its sockets, IKE_SA_INIT left unanswered) and tried again
+// after a hold time. The FlowTable's 5-tuples are the seam for an ESP fast
+// path. Backends on an IKE port other than 500 get the non-ESP marker the
+// way strongSwan expects it there.
+//
+// # Path MTU per client
+//
+// Evidence, in order of strength: ICMP fragmentation-needed / packet-too-big
+// on the client-facing sockets (IP_RECVERR), step-downs, proxy.pmtu_overrides,
+// the largest IP fragment of the client's reassembled datagrams
+// (IP_RECVFRAGSIZE: the client's own MTU), the diagnosis engine's estimate
+// (Deps.Peer, LearnPMTU), the largest unfragmented datagram from the
+// client, and proxy.pmtu_default. An override or an observation is the
+// base; ICMP and step-down only lower it; every piece expires after
+// proxy.pmtu_expiry. Peers shows the result and its source.
+//
+// # Keyed re-fragmentation (RFC 7383)
+//
+// Only server→client messages are touched, only SK or SKF messages, only
+// on IKE SAs whose IKE_SA_INIT request and response (seen in the clear)
+// both carried IKEV2_FRAGMENTATION_SUPPORTED, and only when the key source
+// has the SA's keys. A message whose datagrams exceed the client's path
+// MTU is verified and decrypted (every SKF fragment, reassembled per RFC
+// 7383 §2.6), cut by ike/sk for the client's size with fresh random IVs,
+// and the output is cached per (SPIs, Message ID, direction). The backend
+// answers a retransmitted request by resending its stored datagrams; the
+// proxy recognises them by their hashes and replays its cached output byte
+// for byte (on fragment 1 of the burst), so the client sees a bitwise
+// identical retransmission (RFC 7296 §2.1) and Total Fragments never
+// changes for a message. Nothing is ever encrypted twice except for a
+// step-down. A missing key is counted (key_misses) and the message relayed
+// unchanged; so is a message that cannot be opened.
+//
+// # Responder-side IKE PMTU discovery (proxy.pmtu_step_down)
+//
+// RFC 7383 §2.5.2 PMTUD is an initiator's tool; a responder only resends.
+// With step-down on, a client that retransmits a request (same Message ID
+// and bytes, fragment 1) whose response the proxy re-fragmented gets, at
+// the backend's next resend, a new cut one rung lower (1500, 1400, 1280,
+// 1000, 576; never below 1280 for IPv6) with a higher Total Fragments. RFC
+// 7383 §2.6 makes the receiver discard its partial set and start over.
+// Peers differ: strongSwan restarts reassembly when the total grows (proven
+// by the lab tests, one retransmission from 1280 to 1000); libreswan
+// ignores fragments whose total changed and keeps its queue, and OpenIKED
+// drops its whole queue on any change, so step-down should stay off for
+// clients running those. Windows clients are untested.
+//
+// # Keyless
+//
+// Without keys (or for SAs that did not negotiate RFC 7383) datagrams are
+// relayed unchanged. With proxy.route_mtu the proxy installs, through
+// netlink, a host route with a locked MTU toward each client whose path MTU
+// is smaller than its datagrams, in a dedicated table reached only by the
+// proxy's UDP source ports: the kernel then fragments once, at the client's
+// size and without DF, instead of a router dropping DF datagrams or
+// fragmenting again. Routes go when the evidence expires and on exit. The
+// diagnosis engine tells the operator which server setting fixes the cause
+// (IKE_FRAGMENTS_EXCEED_PMTU: strongSwan charon.fragment_size, RRAS
+// EnableServerFragmentation).
+//
+// # Bounds and secrets
+//
+// Flows (max_clients), IKE SAs, message states, the reassembler and the
+// fragment cache are all bounded; unreplied flows expire quickly. Bad input
+// is a counted drop. Keys stay in ike/sk and keys/, which redact them; the
+// proxy logs SPIs, addresses and sizes, never key material.
+package proxy
