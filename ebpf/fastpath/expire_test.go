@@ -198,3 +198,68 @@ func TestOptions(t *testing.T) {
 		t.Errorf("Stats.LoadFailures = %d", s.LoadFailures)
 	}
 }
+
+// TestFlowMTU: datagrams above a flow's MTU (the proxy's locked route MTU)
+// are left to the proxy; changing the MTU updates the mapping in place and
+// keeps its counters.
+func TestFlowMTU(t *testing.T) {
+	fp := newTestFP(t, Options{})
+	f := flow4()
+	f.BackendMTU, f.ClientMTU = 1280, 576
+	mustPut(t, fp, f)
+	up := func(ipLen int) uint32 {
+		ret, _ := run(t, fp, udpPacket{src: cli4, dst: loc4, payload: espPayload(1, 1, ipLen-28-8)}.frame(), nil)
+		return ret
+	}
+	down := func(ipLen int) uint32 {
+		ret, _ := run(t, fp, udpPacket{src: back4, dst: ups4, payload: espPayload(2, 1, ipLen-28-8)}.frame(), nil)
+		return ret
+	}
+	for _, c := range []struct {
+		ret  uint32
+		want uint32
+		what string
+	}{
+		{up(1280), tcActRedirect, "up at the MTU"},
+		{up(1281), tcActUnspec, "up above the MTU"},
+		{down(576), tcActRedirect, "down at the MTU"},
+		{down(577), tcActUnspec, "down above the MTU"},
+	} {
+		if c.ret != c.want {
+			t.Errorf("%s: returned %#x, want %#x", c.what, c.ret, c.want)
+		}
+	}
+	if s := stats(t, fp); s.Passed[PassTooBig] != 2 {
+		t.Errorf("too_big = %d, want 2", s.Passed[PassTooBig])
+	}
+	f.BackendMTU, f.ClientMTU = 0, 0
+	mustPut(t, fp, f)
+	if up(1281) != tcActRedirect || down(577) != tcActRedirect {
+		t.Errorf("MTU change not applied")
+	}
+	c, err := fp.Counters(f.Key())
+	if err != nil || c.Up.Packets != 2 || c.Down.Packets != 2 {
+		t.Errorf("counters after the in-place update: %+v %v; want 2 each way", c, err)
+	}
+	bad := f
+	bad.ClientMTU = 40
+	if err := fp.Put(bad); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("MTU 40 accepted: %v", err)
+	}
+}
+
+// TestSlotReuse: with room for one flow, a new flow gets the counter slots
+// of the deleted one, starting from zero.
+func TestSlotReuse(t *testing.T) {
+	fp := newTestFP(t, Options{MaxFlows: 1})
+	mustPut(t, fp, flow4())
+	run(t, fp, udpPacket{src: cli4, dst: loc4, payload: espPayload(1, 1, 10)}.frame(), nil)
+	if _, err := fp.Delete(flow4().Key()); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, fp, flow6())
+	c, err := fp.Counters(flow6().Key())
+	if err != nil || c.Up.Packets != 0 || !c.Up.LastSeen.IsZero() {
+		t.Errorf("reused slot not reset: %+v %v", c, err)
+	}
+}

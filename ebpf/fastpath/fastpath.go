@@ -36,6 +36,7 @@ type FastPath struct {
 	closed  bool
 	flows   map[FlowKey]*entry
 	owner   map[fastpathFpKey]FlowKey
+	free    []uint32 // counter slots, reused oldest-freed first
 	ifaces  map[string]*iface
 	warned  bool // the map-full line was logged
 	tcxNote bool // the tcx fallback line was logged
@@ -47,7 +48,8 @@ type FastPath struct {
 type entry struct {
 	flow     Flow // with resolved interface indexes
 	up, down fastpathFpKey
-	mapped   uint64 // clock() at Put
+	slots    [2]uint32 // counters of up, down
+	mapped   uint64    // clock() at Put
 }
 
 type iface struct {
@@ -85,12 +87,17 @@ func newFastPath(opts Options) (*FastPath, error) {
 		return nil, fmt.Errorf("fastpath: program has %d counters, loader knows %d", got, numStats)
 	}
 	spec.Maps[fastpathMapFlows].MaxEntries = uint32(2 * opts.MaxFlows)
+	spec.Maps[fastpathMapCounters].MaxEntries = uint32(2 * opts.MaxFlows)
 	fp := &FastPath{
 		opts:   opts,
 		clock:  coarseNow,
 		flows:  map[FlowKey]*entry{},
 		owner:  map[fastpathFpKey]FlowKey{},
 		ifaces: map[string]*iface{},
+		free:   make([]uint32, 2*opts.MaxFlows),
+	}
+	for i := range fp.free {
+		fp.free[i] = uint32(i)
 	}
 	if err := spec.LoadAndAssign(&fp.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -127,11 +134,13 @@ func (fp *FastPath) wall(ns uint64) time.Time {
 
 // Put maps f: from now on its ESP datagrams in both directions are relayed
 // by the kernel. Putting a flow that is mapped the same way again does
-// nothing; putting a key mapped differently replaces the mapping and
-// restarts its counters. Interface indexes left zero are taken from the
-// routing table. On error the flow is not mapped (no half of it is) and
-// stays with the user-space relay; ErrMapFull is logged the first time
-// only, every error is counted in Stats.
+// nothing; putting it with other interfaces or MTUs updates the mapping in
+// place and keeps its counters; putting a key mapped to other addresses or
+// ports replaces the mapping and restarts its counters. Interface indexes
+// left zero are taken from the routing table. On error the flow is not
+// mapped (no half of it is) and stays with the user-space relay;
+// ErrMapFull is logged the first time only, every error is counted in
+// Stats.
 func (fp *FastPath) Put(f Flow) error {
 	if fp == nil {
 		return ErrDisabled
@@ -147,10 +156,10 @@ func (fp *FastPath) Put(f Flow) error {
 	}
 	key := f.Key()
 	up, down := mapKey(f.Client, f.Local), mapKey(f.Backend, f.Upstream)
-	upV := mapValue(f.Client, f.Local, f.Upstream, f.Backend, f.BackendIfindex, f.ClientIfindex)
-	downV := mapValue(f.Backend, f.Upstream, f.Local, f.Client, f.ClientIfindex, f.BackendIfindex)
-	now := fp.clock()
-	upV.LastNs, downV.LastNs = 0, 0
+	values := func(slots [2]uint32) (fastpathFpFlow, fastpathFpFlow) {
+		return mapValue(f.Client, f.Local, f.Upstream, f.Backend, f.BackendIfindex, f.ClientIfindex, f.BackendMTU, slots[0]),
+			mapValue(f.Backend, f.Upstream, f.Local, f.Client, f.ClientIfindex, f.BackendIfindex, f.ClientMTU, slots[1])
+	}
 
 	fp.mu.Lock()
 	defer fp.mu.Unlock()
@@ -161,6 +170,21 @@ func (fp *FastPath) Put(f Flow) error {
 		if old.flow == f {
 			return nil
 		}
+		if old.flow.sameTuples(f) {
+			upV, downV := values(old.slots)
+			for _, kv := range []struct {
+				k *fastpathFpKey
+				v *fastpathFpFlow
+			}{{&up, &upV}, {&down, &downV}} {
+				if err := fp.objs.Flows.Update(kv.k, kv.v, ebpf.UpdateExist); err != nil {
+					fp.putErrors.Add(1)
+					fp.removeLocked(old)
+					return fmt.Errorf("fastpath: update %v: %w", key, err)
+				}
+			}
+			old.flow = f
+			return nil
+		}
 		fp.removeLocked(old)
 	}
 	for _, k := range []fastpathFpKey{up, down} {
@@ -169,9 +193,18 @@ func (fp *FastPath) Put(f Flow) error {
 			return fmt.Errorf("%w: %v already maps one direction of %v", ErrConflict, other, key)
 		}
 	}
-	if len(fp.flows) >= fp.opts.MaxFlows {
+	if len(fp.flows) >= fp.opts.MaxFlows || len(fp.free) < 2 {
 		return fp.full(key, nil)
 	}
+	slots := [2]uint32{fp.free[0], fp.free[1]}
+	var zero fastpathFpCounters
+	for _, s := range slots {
+		if err := fp.objs.Counters.Update(s, &zero, ebpf.UpdateAny); err != nil {
+			fp.putErrors.Add(1)
+			return fmt.Errorf("fastpath: reset counters: %w", err)
+		}
+	}
+	upV, downV := values(slots)
 	if err := fp.objs.Flows.Update(&up, &upV, ebpf.UpdateNoExist); err != nil {
 		return fp.updateErr(key, err)
 	}
@@ -179,7 +212,8 @@ func (fp *FastPath) Put(f Flow) error {
 		_ = fp.objs.Flows.Delete(&up)
 		return fp.updateErr(key, err)
 	}
-	fp.flows[key] = &entry{flow: f, up: up, down: down, mapped: now}
+	fp.free = fp.free[2:]
+	fp.flows[key] = &entry{flow: f, up: up, down: down, slots: slots, mapped: fp.clock()}
 	fp.owner[up], fp.owner[down] = key, key
 	return nil
 }
@@ -267,23 +301,21 @@ func (fp *FastPath) removeLocked(e *entry) {
 		delete(fp.owner, k)
 	}
 	delete(fp.flows, e.flow.Key())
-}
-
-func (fp *FastPath) dirCounters(v *fastpathFpFlow) DirCounters {
-	return DirCounters{Packets: v.Packets, Bytes: v.Bytes, LastSeen: fp.wall(v.LastNs)}
+	// Freed slots go to the back: a program run that found the entry
+	// just before it was deleted may still count into them, and a slot
+	// is reset when it is handed out again, as late as possible.
+	fp.free = append(fp.free, e.slots[0], e.slots[1])
 }
 
 func (fp *FastPath) readLocked(e *entry) (FlowCounters, error) {
 	c := FlowCounters{Key: e.flow.Key(), Mapped: fp.wall(e.mapped)}
-	var v fastpathFpFlow
-	if err := fp.objs.Flows.Lookup(&e.up, &v); err != nil {
-		return c, fmt.Errorf("fastpath: read %v: %w", c.Key, err)
+	for i, dst := range []*DirCounters{&c.Up, &c.Down} {
+		var v fastpathFpCounters
+		if err := fp.objs.Counters.Lookup(e.slots[i], &v); err != nil {
+			return c, fmt.Errorf("fastpath: read %v: %w", c.Key, err)
+		}
+		*dst = DirCounters{Packets: v.Packets, Bytes: v.Bytes, LastSeen: fp.wall(v.LastNs)}
 	}
-	c.Up = fp.dirCounters(&v)
-	if err := fp.objs.Flows.Lookup(&e.down, &v); err != nil {
-		return c, fmt.Errorf("fastpath: read %v: %w", c.Key, err)
-	}
-	c.Down = fp.dirCounters(&v)
 	return c, nil
 }
 
@@ -305,8 +337,8 @@ func (fp *FastPath) Counters(key FlowKey) (FlowCounters, error) {
 	return fp.readLocked(e)
 }
 
-// All returns the counters of every mapped flow, read in one pass over
-// the map.
+// All returns the counters of every mapped flow (two map lookups per
+// flow).
 func (fp *FastPath) All() ([]FlowCounters, error) {
 	if fp == nil {
 		return nil, ErrDisabled
@@ -320,33 +352,13 @@ func (fp *FastPath) All() ([]FlowCounters, error) {
 }
 
 func (fp *FastPath) allLocked() ([]FlowCounters, error) {
-	byKey := make(map[FlowKey]*FlowCounters, len(fp.flows))
 	out := make([]FlowCounters, 0, len(fp.flows))
-	for k, e := range fp.flows {
-		out = append(out, FlowCounters{Key: k, Mapped: fp.wall(e.mapped)})
-	}
-	for i := range out {
-		byKey[out[i].Key] = &out[i]
-	}
-	var (
-		k fastpathFpKey
-		v fastpathFpFlow
-	)
-	it := fp.objs.Flows.Iterate()
-	for it.Next(&k, &v) {
-		fk, ok := fp.owner[k]
-		if !ok {
-			continue
+	for _, e := range fp.flows {
+		c, err := fp.readLocked(e)
+		if err != nil {
+			return nil, err
 		}
-		c := byKey[fk]
-		if e := fp.flows[fk]; e.up == k {
-			c.Up = fp.dirCounters(&v)
-		} else {
-			c.Down = fp.dirCounters(&v)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("fastpath: read flows: %w", err)
+		out = append(out, c)
 	}
 	return out, nil
 }
@@ -440,6 +452,6 @@ func (fp *FastPath) Close() error {
 	fp.nl = nil
 	fp.nlMu.Unlock()
 	fp.ns.Close()
-	fp.flows, fp.owner = nil, nil
+	fp.flows, fp.owner, fp.free = nil, nil, nil
 	return errors.Join(errs...)
 }

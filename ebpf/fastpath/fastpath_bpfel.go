@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type fastpathFpCounters struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+	LastNs  uint64
+}
+
 type fastpathFpFlow struct {
 	_         structs.HostLayout
 	Hdr       [36]uint8
@@ -20,10 +27,9 @@ type fastpathFpFlow struct {
 	InIfindex uint32
 	CsumAddr  uint32
 	CsumPort  uint32
-	Pad       uint32
-	Packets   uint64
-	Bytes     uint64
-	LastNs    uint64
+	Slot      uint32
+	Mtu       uint16
+	Pad       uint16
 }
 
 type fastpathFpKey struct {
@@ -40,6 +46,7 @@ type fastpathFpKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	fastpathMapCounters     = "counters"
 	fastpathMapFlows        = "flows"
 	fastpathMapStats        = "stats"
 	fastpathProgEspFastpath = "esp_fastpath"
@@ -94,8 +101,9 @@ type fastpathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fastpathMapSpecs struct {
-	Flows *ebpf.MapSpec `ebpf:"flows"`
-	Stats *ebpf.MapSpec `ebpf:"stats"`
+	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Flows    *ebpf.MapSpec `ebpf:"flows"`
+	Stats    *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // fastpathVariableSpecs contains global variables before they are loaded into the kernel.
@@ -124,12 +132,14 @@ func (o *fastpathObjects) Close() error {
 //
 // It can be passed to loadFastpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fastpathMaps struct {
-	Flows *ebpf.Map `ebpf:"flows"`
-	Stats *ebpf.Map `ebpf:"stats"`
+	Counters *ebpf.Map `ebpf:"counters"`
+	Flows    *ebpf.Map `ebpf:"flows"`
+	Stats    *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *fastpathMaps) Close() error {
 	return _FastpathClose(
+		m.Counters,
 		m.Flows,
 		m.Stats,
 	)

@@ -37,6 +37,20 @@ type Flow struct {
 	ClientIfindex int
 	// BackendIfindex is the same toward the backend.
 	BackendIfindex int
+	// ClientMTU is the largest IP packet (header included) the proxy's
+	// socket would send toward the client unfragmented: the client's
+	// route MTU when the proxy has locked one (route_mtu). Larger ESP
+	// datagrams are left to the proxy, whose socket fragments them there.
+	// 0: the egress interface's MTU only.
+	ClientMTU int
+	// BackendMTU is the same toward the backend.
+	BackendMTU int
+}
+
+// sameTuples reports whether f and g rewrite the same addresses and
+// ports (they may differ in interfaces and MTUs).
+func (f Flow) sameTuples(g Flow) bool {
+	return f.Client == g.Client && f.Local == g.Local && f.Upstream == g.Upstream && f.Backend == g.Backend
 }
 
 // Key is the flow's FlowKey.
@@ -127,6 +141,15 @@ func (f Flow) check(ikePort uint16) error {
 	if f.ClientIfindex < 0 || f.BackendIfindex < 0 {
 		return fmt.Errorf("%w: negative interface index", ErrUnsupported)
 	}
+	minMTU := 68
+	if f.Client.Addr().Is6() {
+		minMTU = 1280
+	}
+	for _, m := range []int{f.ClientMTU, f.BackendMTU} {
+		if m != 0 && (m < minMTU || m > 65535) {
+			return fmt.Errorf("%w: MTU %d outside %d..65535", ErrUnsupported, m, minMTU)
+		}
+	}
 	return nil
 }
 
@@ -158,8 +181,9 @@ func mapKey(src, dst netip.AddrPort) fastpathFpKey {
 }
 
 // mapValue is the rewrite of datagrams from src to dst into datagrams from
-// nsrc to ndst, sent out of ifindex, arriving on inIfindex.
-func mapValue(src, dst, nsrc, ndst netip.AddrPort, ifindex, inIfindex int) fastpathFpFlow {
+// nsrc to ndst of at most mtu bytes, sent out of ifindex, arriving on
+// inIfindex, counted in slot.
+func mapValue(src, dst, nsrc, ndst netip.AddrPort, ifindex, inIfindex, mtu int, slot uint32) fastpathFpFlow {
 	oldA := append(addrBytes(src.Addr()), addrBytes(dst.Addr())...)
 	newA := append(addrBytes(nsrc.Addr()), addrBytes(ndst.Addr())...)
 	oldP := binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, src.Port()), dst.Port())
@@ -169,6 +193,8 @@ func mapValue(src, dst, nsrc, ndst netip.AddrPort, ifindex, inIfindex int) fastp
 		InIfindex: uint32(inIfindex),
 		CsumAddr:  csumDiff(oldA, newA),
 		CsumPort:  csumDiff(oldP, newP),
+		Slot:      slot,
+		Mtu:       uint16(mtu),
 	}
 	copy(v.Hdr[:], append(newA, newP...))
 	return v

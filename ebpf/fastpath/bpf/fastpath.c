@@ -35,6 +35,13 @@ struct {
 } flows SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 32768);	/* as many as flows entries */
+	__type(key, __u32);
+	__type(value, struct fp_counters);
+} counters SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FP_STAT_MAX);
 	__type(key, __u32);
@@ -116,10 +123,11 @@ static __always_inline int ipv6_ext(__u8 nh)
 }
 
 /* forward handles a UDP datagram whose headers have been checked: l3 and
- * l4 are the offsets of the IP and UDP headers, plen the UDP payload
- * length, check the UDP checksum field as received. */
+ * l4 are the offsets of the IP and UDP headers, ip_len the IP packet's
+ * length, plen the UDP payload length, check the UDP checksum field as
+ * received. */
 static __always_inline int forward(struct __sk_buff *skb, struct fp_key *k, __u32 l3, __u32 l4,
-				   __u32 plen, __u16 check, int v6)
+				   __u32 ip_len, __u32 plen, __u16 check, int v6)
 {
 	struct fp_flow *f = bpf_map_lookup_elem(&flows, k);
 
@@ -152,6 +160,10 @@ static __always_inline int forward(struct __sk_buff *skb, struct fp_key *k, __u3
 	if (v6 && check == 0)
 		return pass(FP_ZERO_CSUM6);
 
+	/* The proxy's socket would have fragmented a datagram above the
+	 * route's MTU (a locked per-client MTU, say): leave those to it. */
+	if (f->mtu && ip_len > f->mtu)
+		return pass(FP_TOO_BIG);
 	/* The helper also says whether the egress interface still exists:
 	 * redirecting to a vanished one would drop the datagram. */
 	__u32 mtu = 0;
@@ -194,11 +206,16 @@ static __always_inline int forward(struct __sk_buff *skb, struct fp_key *k, __u3
 			goto drop;
 	}
 
-	__sync_fetch_and_add(&f->packets, 1);
-	__sync_fetch_and_add(&f->bytes, plen);
-	__u64 now = bpf_ktime_get_coarse_ns();
-	if (f->last_ns != now)
-		f->last_ns = now;
+	__u32 slot = f->slot;
+	struct fp_counters *c = bpf_map_lookup_elem(&counters, &slot);
+
+	if (c) {
+		__sync_fetch_and_add(&c->packets, 1);
+		__sync_fetch_and_add(&c->bytes, plen);
+		__u64 now = bpf_ktime_get_coarse_ns();
+		if (c->last_ns != now)
+			c->last_ns = now;
+	}
 	stat(FP_REDIRECT);
 	return bpf_redirect_neigh(f->ifindex, NULL, 0, 0);
 
@@ -240,7 +257,7 @@ static __always_inline int fast4(struct __sk_buff *skb)
 	};
 	__builtin_memcpy(k.saddr, &ip.saddr, 4);
 	__builtin_memcpy(k.daddr, &ip.daddr, 4);
-	return forward(skb, &k, l3, l4, tot - sizeof(ip) - sizeof(uh), uh.check, 0);
+	return forward(skb, &k, l3, l4, tot, tot - sizeof(ip) - sizeof(uh), uh.check, 0);
 }
 
 static __always_inline int fast6(struct __sk_buff *skb)
@@ -274,7 +291,7 @@ static __always_inline int fast6(struct __sk_buff *skb)
 	};
 	__builtin_memcpy(k.saddr, ip.saddr, 16);
 	__builtin_memcpy(k.daddr, ip.daddr, 16);
-	return forward(skb, &k, l3, l4, plen - sizeof(uh), uh.check, 1);
+	return forward(skb, &k, l3, l4, sizeof(ip) + plen, plen - sizeof(uh), uh.check, 1);
 }
 
 SEC("tc")

@@ -25,15 +25,22 @@ struct fp_key {
  * the IPv4 header has no options), IPv6 all 36. The checksum differences
  * are computed by the loader: one's complement sums of the new words
  * minus the old ones, in the byte order the kernel's checksum helpers
- * work in. */
+ * work in. The loader may replace a value in place (a new MTU, another
+ * interface); the counters live apart, in the slot the value names, so
+ * that they survive it. */
 struct fp_flow {
 	__u8 hdr[36];
 	__u32 ifindex;		/* egress interface, toward the next hop */
 	__u32 in_ifindex;	/* the interface datagrams of this direction arrive on */
 	__u32 csum_addr;	/* address change: IPv4 header and UDP pseudo header */
 	__u32 csum_port;	/* port change: UDP header */
-	__u32 pad;
-	/* Written by the program. */
+	__u32 slot;		/* index into the counters array */
+	__u16 mtu;		/* largest IP packet to send this way; 0: the interface's MTU */
+	__u16 pad;
+};
+
+/* Per-direction counters, written by the program. */
+struct fp_counters {
 	__u64 packets;
 	__u64 bytes;		/* UDP payload bytes, as the proxy counts them */
 	__u64 last_ns;		/* bpf_ktime_get_coarse_ns() of the last datagram */
@@ -52,7 +59,7 @@ enum fp_stat {
 	FP_KEEPALIVE,		/* mapped, NAT-T keepalive (one 0xFF byte) */
 	FP_SHORT,		/* mapped, payload shorter than an ESP header */
 	FP_WRONG_IFACE,		/* mapped, arrived on another interface */
-	FP_TOO_BIG,		/* larger than the egress MTU */
+	FP_TOO_BIG,		/* larger than the egress MTU or the flow's MTU */
 	FP_GSO,			/* an aggregated (GRO/GSO) skb */
 	FP_NO_DEVICE,		/* the egress interface is gone */
 	FP_ZERO_CSUM6,		/* UDP over IPv6 without a checksum */
