@@ -41,7 +41,7 @@ func newMetrics() *metrics {
 	m.verdicts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "verdicts_total",
 		Help: "Verdicts by code and severity, each counted once per IKE session."}, []string{"code", "severity"})
 	m.kernelDrops = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kernel_drops_total",
-		Help: "IKE packets and IP fragments the kernel dropped, by drop reason (kfree_skb)."}, []string{"reason"})
+		Help: "IKE packets and IP fragments the kernel dropped (kfree_skb), by drop reason and kind (ike, fragment)."}, []string{"reason", "kind"})
 	m.verdictLogsSuppressed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "verdict_logs_suppressed_total",
 		Help: "Verdict log lines not written because of diag.verdict_log_rate."})
 	m.reloads = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "config_reloads_total",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -152,7 +153,11 @@ func (p *pipeline) add(r obs.Record) {
 		if reason == "" {
 			reason = "unknown"
 		}
-		p.m.kernelDrops.WithLabelValues(reason).Inc()
+		kind := "ike"
+		if r.Drop.Fragment {
+			kind = "fragment"
+		}
+		p.m.kernelDrops.WithLabelValues(reason, kind).Inc()
 	}
 	p.eng.Add(r)
 }
@@ -252,10 +257,10 @@ func (p *pipeline) report(now time.Time, v diag.Verdict) {
 		attrs = append(attrs, slog.String("exchange", v.Exchange))
 	}
 	if len(v.Evidence) > 0 {
-		attrs = append(attrs, slog.Any("evidence", v.Evidence))
+		attrs = append(attrs, slog.String("evidence", strings.Join(v.Evidence, "; ")))
 	}
 	if len(v.Remedy) > 0 {
-		attrs = append(attrs, slog.Any("remedy", v.Remedy))
+		attrs = append(attrs, slog.String("remedy", strings.Join(v.Remedy, "; ")))
 	}
 	p.log.LogAttrs(context.Background(), level, "verdict: "+v.Summary, attrs...)
 }
