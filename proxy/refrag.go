@@ -227,7 +227,7 @@ func (p *Proxy) backendIKE(f *Flow, payload []byte, fr ike.Framing, now time.Tim
 	sa, err := p.keys.Lookup(h.SPIi, h.SPIr)
 	if err != nil {
 		p.count(f, func(c *counters) { c.keyMisses.Add(1) })
-		return p.fallback(f, st, nil, now, mtu), true
+		return p.fallback(f, st, nil, total, now, mtu), true
 	}
 	hash := maphash.Bytes(inputSeed, msg)
 	if n, seen := st.inputs[hash]; seen {
@@ -254,7 +254,7 @@ func (p *Proxy) backendIKE(f *Flow, payload []byte, fr ike.Framing, now time.Tim
 		// Not ours to judge (bad keys, a corrupt datagram): relay it
 		// and what was held, and stop cutting this message.
 		p.log.Debug("proxy: cannot open backend message, relaying", "client", ca, "reason", res.Drop)
-		return p.fallback(f, st, payload, now, mtu), false
+		return p.fallback(f, st, payload, total, now, mtu), false
 	}
 	t := sk.Target{MTU: mtu, IPv6: ca.Is6(), Marker: f.natt}
 	o, err := p.frag.Fragment(sa, res.Message, t)
@@ -263,7 +263,7 @@ func (p *Proxy) backendIKE(f *Flow, payload []byte, fr ike.Framing, now time.Tim
 	}
 	if err != nil {
 		p.log.Debug("proxy: cannot cut message, relaying", "client", ca, "err", err)
-		return p.fallback(f, st, payload, now, mtu), false
+		return p.fallback(f, st, payload, total, now, mtu), false
 	}
 	if p.s.stepDown {
 		st.dec = res.Message
@@ -333,9 +333,11 @@ func (p *Proxy) resend(f *Flow, st *msgState, sa *sk.SA, number uint16, marker b
 }
 
 // fallback stops cutting a message and relays what was held back plus
-// extra.
-func (p *Proxy) fallback(f *Flow, st *msgState, extra []byte, now time.Time, mtu int) [][]byte {
+// extra (a fragment of a set of total).
+func (p *Proxy) fallback(f *Flow, st *msgState, extra []byte, total uint16, now time.Time, mtu int) [][]byte {
 	st.mode = modeRelay
+	// a later cut of this message must outnumber what went out unchanged
+	st.relayed = max(st.relayed, total)
 	out := st.raw
 	st.raw = nil
 	if extra != nil {
