@@ -216,7 +216,11 @@ func (p *Proxy) client(a netip.Addr) *client {
 	c := p.clients[a]
 	if c == nil {
 		c = &client{addr: a}
-		p.clients[a] = c
+		// bounded: clients beyond twice the flow limit (ICMP errors,
+		// observer hints for addresses without flows) are not kept
+		if len(p.clients) < 2*p.s.MaxClients {
+			p.clients[a] = c
+		}
 	}
 	return c
 }
@@ -628,16 +632,21 @@ func (f *Flow) readLoop() {
 	}
 }
 
-// upError handles an error on an upstream socket.
+// upError handles an error on an upstream socket: one ICMP error is
+// reported both as the socket error and in the error queue, and counts
+// once.
 func (f *Flow) upError(err error) {
 	p := f.p
+	counted := false
 	switch errnoOf(err) {
 	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH:
 		p.backendFailed(f.be, err.Error())
+		counted = true
 	}
 	f.up.drainErrors(func(e sockErr) {
-		if e.Errno == unix.ECONNREFUSED || e.Errno == unix.EHOSTUNREACH {
+		if !counted && (e.Errno == unix.ECONNREFUSED || e.Errno == unix.EHOSTUNREACH) {
 			p.backendFailed(f.be, e.Errno.Error())
+			counted = true
 		}
 	})
 }

@@ -181,3 +181,77 @@ func TestRelayLoopback(t *testing.T) {
 		t.Errorf("peers %+v", peers)
 	}
 }
+
+// A wildcard listener answers from the address the client used; the flow
+// table is bounded and a flow over the limit is a counted drop.
+func TestRelayWildcardAndTableFull(t *testing.T) {
+	ikePort, nattPort := testPorts()
+	bp := 30000 + ikePort%1000
+	startEcho(t, 1, netip.MustParseAddr("127.0.0.2"), bp, bp+1)
+	p := startProxy(t, Config{
+		Listen:   []string{"0.0.0.0"},
+		Backends: []string{fmt.Sprintf("127.0.0.2:%d/%d", bp, bp+1)},
+		IKEPort:  ikePort, NATTPort: nattPort, MaxClients: 2,
+	}, Deps{})
+	var conns []*net.UDPConn
+	for i := 0; i < 3; i++ {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	esp := []byte{0xc0, 0, 0, 1, 0, 0, 0, 1}
+	for i, c := range conns[:2] {
+		to := netip.AddrPortFrom(netip.MustParseAddr(fmt.Sprintf("127.0.0.%d", 3+i)), uint16(nattPort))
+		if got := roundTrip(t, c, to, esp); !bytes.Equal(got, append([]byte{1}, esp...)) {
+			t.Fatalf("answer %x", got)
+		}
+	}
+	if _, err := conns[2].WriteToUDPAddrPort(esp, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.3"), uint16(nattPort))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if st := p.Stats(); st.Flows != 2 || st.Total.Dropped["table_full"] != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A backend whose port is closed answers with ICMP port unreachable; after
+// health_failures of them it is down and new IKE SAs go to the other one.
+func TestBackendHealth(t *testing.T) {
+	ikePort, nattPort := testPorts()
+	bp := 30000 + ikePort%1000
+	startEcho(t, 2, netip.MustParseAddr("127.0.0.2"), bp, bp+1)
+	p := startProxy(t, Config{
+		Listen:   []string{"127.0.0.1"},
+		Backends: []string{fmt.Sprintf("127.0.0.2:%d/%d", bp, bp+1), fmt.Sprintf("127.0.0.4:%d/%d", bp, bp+1)},
+		IKEPort:  ikePort, NATTPort: nattPort, HealthFailures: 2, HealthHold: time.Minute,
+	}, Deps{})
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ikePort))
+	answered := 0
+	for i := 0; i < 40; i++ {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := ikeSAInit(uint64(i+1)<<32|0xabcd, false)
+		_, _ = c.WriteToUDPAddrPort(msg, to)
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		buf := make([]byte, 2048)
+		if _, _, err := c.ReadFromUDPAddrPort(buf); err == nil {
+			answered++
+		}
+		c.Close()
+	}
+	st := p.Stats()
+	if st.Backends[1].Up || !st.Backends[0].Up {
+		t.Errorf("backend states %+v", st.Backends)
+	}
+	// at most the requests placed before the failures counted were lost
+	if answered < 40-2*2 {
+		t.Errorf("answered %d of 40", answered)
+	}
+	t.Logf("answered %d of 40; dead backend: %s", answered, st.Backends[1].LastError)
+}
