@@ -342,6 +342,10 @@ func parseOverrides(v any) ([]prefixMTU, error) {
 		for k, vv := range x {
 			walk(k, vv)
 		}
+	case map[netip.Prefix]int:
+		for k, vv := range x {
+			walk(k.String(), vv)
+		}
 	case []any:
 		for i, e := range x {
 			switch y := e.(type) {

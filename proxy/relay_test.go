@@ -8,9 +8,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ikefrag/ikefrag/ike"
 )
@@ -254,4 +257,45 @@ func TestBackendHealth(t *testing.T) {
 		t.Errorf("answered %d of 40", answered)
 	}
 	t.Logf("answered %d of 40; dead backend: %s", answered, st.Backends[1].LastError)
+}
+
+// The collector passes the pedantic registry (consistent descriptions and
+// labels) and exports the per-backend counters.
+func TestCollector(t *testing.T) {
+	ikePort, nattPort := testPorts()
+	bp := 30000 + ikePort%1000
+	startEcho(t, 1, netip.MustParseAddr("127.0.0.2"), bp, bp+1)
+	p := startProxy(t, Config{Listen: []string{"127.0.0.1"}, Backends: []string{fmt.Sprintf("127.0.0.2:%d/%d", bp, bp+1)},
+		IKEPort: ikePort, NATTPort: nattPort, MetricsPerClient: true,
+		PMTUOverrides: map[netip.Prefix]int{netip.MustParsePrefix("127.0.0.0/8"): 1400}}, Deps{})
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	roundTrip(t, c, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(nattPort)), []byte{0xc0, 0, 0, 1, 0, 0, 0, 1})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(p.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]int{}
+	for _, mf := range mfs {
+		series[mf.GetName()] = len(mf.GetMetric())
+		if mf.GetName() == "ikefrag_proxy_client_pmtu_bytes" {
+			m := mf.GetMetric()[0]
+			if m.GetGauge().GetValue() != 1400 || len(m.GetLabel()) != 2 || m.GetLabel()[0].GetValue() != "127.0.0.1" ||
+				m.GetLabel()[1].GetValue() != SourceOverride {
+				t.Errorf("client PMTU metric %v", m)
+			}
+		}
+	}
+	if series["ikefrag_proxy_datagrams_total"] != 2 || series["ikefrag_proxy_dropped_total"] != int(numDropReasons) ||
+		series["ikefrag_proxy_backend_up"] != 1 || series["ikefrag_proxy_client_pmtu_bytes"] != 1 {
+		t.Errorf("series %v", series)
+	}
+	if s := p.Status(); !strings.Contains(s, "1/1 backends up") {
+		t.Errorf("status %q", s)
+	}
 }
