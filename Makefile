@@ -17,7 +17,7 @@ TEST_DEBS   := tshark nftables iproute2 iputils-ping ethtool tcpdump \
 GEN_DEBS    := clang llvm libbpf-dev
 GOTESTFLAGS ?= -count=1 -timeout 25m
 
-.PHONY: all build test lint generate bench run install deps lab-deps gen-deps fuzz clean
+.PHONY: all build test lint generate bench run install deps lab-deps gen-deps fuzz demo clean
 
 all: build
 
@@ -58,14 +58,31 @@ FUZZTIME ?= 30s
 fuzz:
 	@./scripts/fuzz-all.sh $(FUZZTIME)
 
+# demo builds the namespace lab with real strongSwan and shows a client
+# behind a small-MTU, fragment-dropping path failing without ikefrag and
+# connecting through its proxy, with ladder diagrams and verdicts.
+demo: deps lab-deps
+	IKEFRAG_DEMO=1 $(GO) test -count=1 -v -run '^TestDemo$$' ./test/lab/demo/
+
 run: build
 	$(BIN)/ikefragd --config $(CONFIG)
 
+# install keeps an existing /etc/ikefrag/ikefragd.yaml (the shipped one goes
+# next to it as ikefragd.yaml.dist) and points the unit at $(PREFIX).
+UNITDIR     ?= /etc/systemd/system
 install: build
 	install -D -m 0755 $(BIN)/ikefragd $(DESTDIR)$(PREFIX)/sbin/ikefragd
 	install -D -m 0755 $(BIN)/ikefragctl $(DESTDIR)$(PREFIX)/bin/ikefragctl
-	install -D -m 0644 configs/ikefragd.yaml $(DESTDIR)/etc/ikefrag/ikefragd.yaml
-	install -D -m 0644 systemd/ikefragd.service $(DESTDIR)/etc/systemd/system/ikefragd.service
+	@if [ -e $(DESTDIR)/etc/ikefrag/ikefragd.yaml ]; then \
+	  install -D -m 0644 configs/ikefragd.yaml $(DESTDIR)/etc/ikefrag/ikefragd.yaml.dist; \
+	  echo "kept $(DESTDIR)/etc/ikefrag/ikefragd.yaml; the shipped one is ikefragd.yaml.dist"; \
+	else \
+	  install -D -m 0644 configs/ikefragd.yaml $(DESTDIR)/etc/ikefrag/ikefragd.yaml; \
+	fi
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/sbin/ikefragd|$(PREFIX)/sbin/ikefragd|g' systemd/ikefragd.service > $(DESTDIR)$(UNITDIR)/ikefragd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ikefragd.service
+	@echo "installed; then: systemctl daemon-reload && systemctl enable --now ikefragd"
 
 clean:
 	rm -rf $(BIN)
