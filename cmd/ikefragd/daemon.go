@@ -97,7 +97,7 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 		RecordQueue: cfg.Observe.RecordQueue, Logger: log.With("component", "observer"),
 	})
 	if err != nil {
-		return &startError{err: fmt.Errorf("loading the BPF observer: %w (ikefragd needs CAP_BPF and CAP_NET_ADMIN, and CAP_PERFMON for drop reasons)", err)}
+		return &startError{err: fmt.Errorf("loading the BPF observer: %w%s", err, capHint(err))}
 	}
 	log.Debug("BPF observer loaded", "took", time.Since(loadStart).Round(time.Millisecond), "drop_reasons", d.obs.DropsEnabled())
 	opt := diag.Options{
@@ -112,8 +112,8 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 
 	d.watch = newWatcher(d.obs, want, log.With("component", "interfaces"), d.events, d.m)
 	d.watch.reconcile()
-	if bad := d.unattached(want); len(bad) > 0 {
-		return &startError{err: fmt.Errorf("cannot observe %s", joinAnd(bad))}
+	if bad, err := d.unattached(want); len(bad) > 0 {
+		return &startError{err: fmt.Errorf("cannot observe %s%s", joinAnd(bad), capHint(err))}
 	}
 	goRun(func() { d.watch.run(ctx) })
 	d.m.reg.MustRegister(&collector{d: d})
@@ -221,25 +221,39 @@ func (d *daemon) startProxy(ctx context.Context) error {
 	return nil
 }
 
-// unattached lists the exact interface names that did not attach.
-func (d *daemon) unattached(want ifaceSet) []string {
+// unattached lists the exact interface names that did not attach, and
+// one of the errors.
+func (d *daemon) unattached(want ifaceSet) ([]string, error) {
 	have := map[string]bool{}
 	for _, a := range d.watch.attached() {
 		have[a.Name] = true
 	}
 	var bad []string
+	var first error
+	d.watch.mu.Lock()
+	defer d.watch.mu.Unlock()
 	for _, n := range want.names {
-		if !have[n] {
-			msg := n
-			d.watch.mu.Lock()
-			if e, ok := d.watch.failed[n]; ok {
-				msg += ": " + e
-			}
-			d.watch.mu.Unlock()
-			bad = append(bad, msg)
+		if have[n] {
+			continue
 		}
+		msg := n
+		if e, ok := d.watch.failed[n]; ok {
+			msg += ": " + e.Error()
+			if first == nil {
+				first = e
+			}
+		}
+		bad = append(bad, msg)
 	}
-	return bad
+	return bad, first
+}
+
+// capHint names the capabilities when the kernel refused for lack of one.
+func capHint(err error) string {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return " (ikefragd needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+	}
+	return ""
 }
 
 func (d *daemon) shutdown() {

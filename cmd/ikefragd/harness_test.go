@@ -151,6 +151,8 @@ type daemonProc struct {
 	waited   chan struct{}
 	err      error // from Wait
 	restarts int
+	// wrap is a command line the daemon runs under (setpriv ... --).
+	wrap []string
 }
 
 // newDaemon prepares a daemon with its own directory, config file (yaml
@@ -190,12 +192,7 @@ func (d *daemonProc) start() {
 		t.Fatal(err)
 	}
 	d.notify = nc
-	args := []string{"--config", d.config}
-	if d.netns != "" {
-		d.cmd = exec.Command("ip", append([]string{"netns", "exec", d.netns, d.bins.daemon}, args...)...)
-	} else {
-		d.cmd = exec.Command(d.bins.daemon, args...)
-	}
+	d.cmd = d.command()
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns, "IKEFRAG_LOG_FORMAT=text")
 	d.stderr = &syncBuffer{}
 	d.cmd.Stderr = d.stderr
@@ -213,6 +210,45 @@ func (d *daemonProc) start() {
 	d.restarts++
 	if _, err := d.waitNotify("READY=1", 90*time.Second); err != nil {
 		t.Fatalf("daemon not ready: %v\n%s", err, d.stderr)
+	}
+}
+
+// command is the daemon's command line: in its namespace, under wrap.
+func (d *daemonProc) command() *exec.Cmd {
+	argv := append(append(append([]string{}, d.wrap...), d.bins.daemon), "--config", d.config)
+	if d.netns != "" {
+		argv = append([]string{"ip", "netns", "exec", d.netns}, argv...)
+	}
+	return exec.Command(argv[0], argv[1:]...)
+}
+
+// runToExit runs a daemon expected to fail at start and returns its exit
+// status and output.
+func (d *daemonProc) runToExit(timeout time.Duration) (int, string) {
+	d.t.Helper()
+	cmd := d.command()
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Env = append(os.Environ(), "IKEFRAG_LOG_FORMAT=text")
+	if err := cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), out.String()
+		}
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		return 0, out.String()
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+		d.t.Fatalf("still running after %v:\n%s", timeout, out.String())
+		return 0, ""
 	}
 }
 

@@ -27,7 +27,7 @@ type watcher struct {
 	mu     sync.Mutex
 	want   ifaceSet
 	links  map[int]attachedIface // attached, by ifindex
-	failed map[string]string     // name → last attach error
+	failed map[string]error      // name → last attach error
 	kick   chan struct{}
 }
 
@@ -42,7 +42,7 @@ const resyncInterval = 30 * time.Second
 
 func newWatcher(o *ebpf.Observer, want ifaceSet, log *slog.Logger, events *eventHub, m *metrics) *watcher {
 	return &watcher{obs: o, log: log, events: events, m: m, want: want,
-		links: map[int]attachedIface{}, failed: map[string]string{}, kick: make(chan struct{}, 1)}
+		links: map[int]attachedIface{}, failed: map[string]error{}, kick: make(chan struct{}, 1)}
 }
 
 // setWant replaces the set of interfaces (a reload) and reconciles.
@@ -167,8 +167,8 @@ func (w *watcher) reconcile() {
 		if err := w.obs.AttachIndex(idx); err != nil {
 			w.m.ifaceEvents.WithLabelValues("attach_failed").Inc()
 			// Log a failure when it is new or changes, not every resync.
-			if w.failed[name] != err.Error() {
-				w.failed[name] = err.Error()
+			if prev := w.failed[name]; prev == nil || prev.Error() != err.Error() {
+				w.failed[name] = err
 				w.log.Error("attaching interface failed", "interface", name, "ifindex", idx, "err", err)
 				w.events.publish(control.Event{Kind: control.EventInterface, Interface: name, Ifindex: idx, Message: "attach failed", Error: err.Error()})
 			}
@@ -219,13 +219,13 @@ func (w *watcher) status() []control.Interface {
 		}
 		ifc := control.Interface{Name: n, State: "absent"}
 		if e, ok := w.failed[n]; ok {
-			ifc.State, ifc.Error = "error", e
+			ifc.State, ifc.Error = "error", e.Error()
 		}
 		out = append(out, ifc)
 	}
 	for n, e := range w.failed {
 		if !have[n] && !slices.Contains(w.want.names, n) {
-			out = append(out, control.Interface{Name: n, State: "error", Error: e})
+			out = append(out, control.Interface{Name: n, State: "error", Error: e.Error()})
 		}
 	}
 	for _, p := range w.want.patterns {
