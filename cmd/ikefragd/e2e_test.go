@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"testing"
@@ -87,11 +88,16 @@ func TestLiveDiagnosis(t *testing.T) {
 			t.Parallel()
 			l := lab.New(t, c.topo)
 			in, out := ifaceIn(l, l.Mid, l.Cli), ifaceIn(l, l.Mid, l.Srv)
-			d := newDaemon(t, bins, l.Mid.Name, fmt.Sprintf("interfaces: [%s, %s]\ndiag:\n  settle: 3s\n", in, out))
-			// The charons load their keys while the BPF programs load.
+			// The client's save-keys table is on this host too: the daemon
+			// reads it (and must never print a key).
+			c.cli.SaveKeys = true
+			cli := l.StartCharon(withRole(c.cli, lab.Client))
+			d := newDaemon(t, bins, l.Mid.Name, fmt.Sprintf("interfaces: [%s, %s]\ndiag:\n  settle: 3s\nkeys:\n  strongswan_table: %s\n",
+				in, out, cli.KeysFile()))
+			// The server loads its key while the BPF programs load.
 			ready := make(chan struct{})
 			go func() { defer close(ready); d.start() }()
-			cli, _ := l.StartPair(c.cli, c.srv)
+			l.StartCharon(withRole(c.srv, lab.Server))
 			<-ready
 			if t.Failed() {
 				return
@@ -121,7 +127,8 @@ func TestLiveDiagnosis(t *testing.T) {
 				t.Errorf("report schema %q version %d", rep.Schema, rep.Version)
 			}
 			c.check(t, l, d, rep)
-			checkOperatorViews(t, d, want, in, out)
+			views := checkOperatorViews(t, d, want, in, out)
+			checkNoKeys(t, cli, d, views+scrapeText(t, nsHTTP(t, l.Mid.Name), "127.0.0.1:9717"))
 		})
 	}
 }
@@ -150,9 +157,40 @@ func logIncomplete(t *testing.T, m map[string]float64, iface string) {
 	}
 }
 
+func withRole(c lab.Charon, r lab.Role) lab.Charon {
+	c.Role = r
+	return c
+}
+
+// checkNoKeys looks for every key of the client's save-keys table in the
+// daemon's log and in everything it answered.
+func checkNoKeys(t *testing.T, cli *lab.Daemon, d *daemonProc, answers string) {
+	t.Helper()
+	keys, err := cli.IKEKeys()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("no keys in %s: %v", cli.KeysFile(), err)
+	}
+	all := strings.ToLower(d.stderr.String() + answers)
+	for _, k := range keys {
+		for _, key := range [][]byte{k.SKei, k.SKer, k.SKai, k.SKar} {
+			if len(key) == 0 {
+				continue
+			}
+			h := hex.EncodeToString(key)
+			if strings.Contains(all, h) || strings.Contains(all, h[:16]) {
+				t.Errorf("key material of SA %s/%s appears in the daemon's output", k.SPIi, k.SPIr)
+			}
+		}
+	}
+	if st := d.status(); st.Keys.SAs == 0 || st.Keys.SaveKeys != cli.KeysFile() {
+		t.Errorf("status keys: %+v", st.Keys)
+	}
+}
+
 // checkOperatorViews looks at what an operator sees: status, events (the
-// verdict once), sessions, peers, stats, and the verdict logged once.
-func checkOperatorViews(t *testing.T, d *daemonProc, want diag.Code, ifaces ...string) {
+// verdict once), sessions, peers, stats, and the verdict logged once. It
+// returns everything ikefragctl printed.
+func checkOperatorViews(t *testing.T, d *daemonProc, want diag.Code, ifaces ...string) string {
 	t.Helper()
 	// status reads the snapshot the engine publishes every second.
 	var st control.Status
@@ -200,11 +238,18 @@ func checkOperatorViews(t *testing.T, d *daemonProc, want diag.Code, ifaces ...s
 	if len(stats.Interfaces) != len(ifaces) || stats.Records.Datagrams == 0 || stats.Kernel["ipv4"] == nil {
 		t.Errorf("stats: %+v", stats)
 	}
+	all := out
 	for _, sub := range []string{"peers", "sessions", "verdicts", "stats", "events"} {
-		out, code := d.ctl(sub)
-		if out == "" || code > 1 {
-			t.Errorf("ikefragctl %s: exit %d, output %q", sub, code, out)
+		for _, args := range [][]string{{sub}, {sub, "--json"}} {
+			out, code := d.ctl(args...)
+			if out == "" || code > 1 {
+				t.Errorf("ikefragctl %v: exit %d, output %q", args, code, out)
+			}
+			if len(args) == 1 {
+				t.Logf("ikefragctl %s:\n%s", sub, out)
+			}
+			all += out
 		}
-		t.Logf("ikefragctl %s:\n%s", sub, out)
 	}
+	return all
 }

@@ -405,6 +405,18 @@ func scrape(t *testing.T, c *http.Client, addr string) map[string]float64 {
 	return parseMetrics(t, resp.Body)
 }
 
+// scrapeText fetches /metrics as text.
+func scrapeText(t *testing.T, c *http.Client, addr string) string {
+	t.Helper()
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 func parseMetrics(t *testing.T, r io.Reader) map[string]float64 {
 	t.Helper()
 	m := map[string]float64{}

@@ -165,11 +165,12 @@ func (p *pipeline) add(r obs.Record) {
 func (p *pipeline) tick() {
 	now := p.now()
 	p.eng.Advance(now)
+	// Judge before expiring, so that no session is forgotten unjudged.
+	p.judge(now)
 	if now.Sub(p.lastExpire) >= expireInterval {
 		p.lastExpire = now
 		p.expired.Add(uint64(p.eng.Expire(now)))
 	}
-	p.judge(now)
 	if now.Sub(p.lastPeers) >= peersInterval {
 		p.lastPeers = now
 		p.peerMTUs = p.eng.PeerMTUs(p.peerMTUs[:0])

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ikefrag/ikefrag/cmd/internal/control"
+	"github.com/ikefrag/ikefrag/diag"
+	"github.com/ikefrag/ikefrag/diag/capture"
+	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/test/shared"
+)
+
+// records reads a capture into observation records.
+func records(t *testing.T, path string) []obs.Record {
+	t.Helper()
+	r, err := capture.Open(path, capture.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var out []obs.Record
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, rec)
+	}
+}
+
+// The pipeline judges a session once it settles, reports each verdict
+// once per session (log line, event, metric), and does not repeat it on
+// later ticks. The lab captures of scenarios b and c are the input.
+func TestPipelineReportsEachVerdictOnce(t *testing.T) {
+	for _, c := range []struct {
+		pcap string
+		want diag.Code
+	}{{"b.pcap", diag.FragmentsDropped}, {"c.pcap", diag.OK}} {
+		t.Run(c.pcap, func(t *testing.T) {
+			recs := records(t, shared.LabPcap(t, c.pcap))
+			var logs bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			hub := newEventHub()
+			p := newPipeline(diag.Options{}, 20, log, hub, newMetrics())
+			for _, r := range recs {
+				p.add(r)
+			}
+			// The capture is old: on the wall clock everything has settled
+			// (and is idle: the first expiry walk forgets the session, after
+			// it was judged).
+			for i := 0; i < 3; i++ {
+				p.tick()
+			}
+			snap := p.snapshot()
+			if snap.Verdicts[c.want] != 1 || snap.Records != uint64(len(recs)) || p.expired.Load() != 1 {
+				t.Errorf("snapshot %+v, want one %s", snap, c.want)
+			}
+			if n := strings.Count(logs.String(), "code="+string(c.want)+" "); n != 1 {
+				t.Errorf("%s logged %d times:\n%s", c.want, n, logs.String())
+			}
+			var got []control.Event
+			_ = hub.serve(context.Background(), false, func(e control.Event) error { got = append(got, e); return nil })
+			if len(got) != len(snap.Verdicts) || len(got) == 0 || got[0].Verdict == nil || got[0].Verdict.Code != c.want {
+				t.Errorf("events %+v", got)
+			}
+			if strings.Contains(logs.String(), "level=ERROR") {
+				t.Errorf("error logged:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// Sessions the engine forgets are forgotten by the pipeline too, and the
+// engine's clock follows the wall clock without traffic.
+func TestPipelineRetention(t *testing.T) {
+	recs := records(t, shared.LabPcap(t, "c.pcap"))
+	p := newPipeline(diag.Options{Idle: time.Minute}, 20, slog.New(slog.DiscardHandler), newEventHub(), newMetrics())
+	for _, r := range recs {
+		p.add(r)
+	}
+	p.lastExpire = time.Now() // hold the expiry walk back for one tick
+	p.tick()
+	if len(p.marks) != 1 || p.snapshot().Sessions != 1 {
+		t.Fatalf("%d marks, %d sessions after one session", len(p.marks), p.snapshot().Sessions)
+	}
+	// The capture is older than Idle: the next expiry walk removes it, and
+	// the tick after that its mark.
+	p.lastExpire = time.Time{}
+	p.tick()
+	p.tick()
+	if s := p.snapshot(); s.Sessions != 0 || len(p.marks) != 0 || p.expired.Load() != 1 {
+		t.Errorf("after expiry: %d sessions, %d marks, %d expired", s.Sessions, len(p.marks), p.expired.Load())
+	}
+	if d := time.Since(p.eng.Now()); d > 5*time.Second || d < 0 {
+		t.Errorf("engine clock %v behind the wall clock", d)
+	}
+}
+
+// A flood of verdicts is logged at the configured rate; the rest is
+// counted, summarised, and still published as events.
+func TestVerdictLogRateLimit(t *testing.T) {
+	var logs bytes.Buffer
+	hub := newEventHub()
+	p := newPipeline(diag.Options{}, 2, slog.New(slog.NewTextHandler(&logs, nil)), hub, newMetrics())
+	now := time.Now()
+	for i := 0; i < 100; i++ {
+		p.report(now, diag.Verdict{Code: diag.UnansweredSAInit, Severity: diag.Error, Session: i, Summary: "IKE_SA_INIT was never answered"})
+	}
+	if n := strings.Count(logs.String(), "verdict:"); n != 10 {
+		t.Errorf("%d verdict lines, want the burst of 10", n)
+	}
+	if n := p.limiter.takeSuppressed(now.Add(11 * time.Second)); n != 90 {
+		t.Errorf("%d suppressed, want 90", n)
+	}
+	var evs int
+	_ = hub.serve(context.Background(), false, func(control.Event) error { evs++; return nil })
+	if evs != 100 {
+		t.Errorf("%d events, want 100", evs)
+	}
+}
