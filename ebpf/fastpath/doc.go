@@ -11,6 +11,6 @@
 // Per-direction packet, byte and last-seen counters are read back with
 // Counters and All. When the programs cannot load, New fails; a nil
 // *FastPath is valid and refuses every Put with ErrDisabled, so callers
-// keep one code path. See docs/esp-fastpath.md for the contract with the
-// proxy.
+// keep one code path. Every method is safe for concurrent use. See
+// docs/esp-fastpath.md for the contract with the proxy.
 package fastpath

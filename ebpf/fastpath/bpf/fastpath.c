@@ -194,8 +194,8 @@ static __always_inline int forward(struct __sk_buff *skb, struct fp_key *k, __u3
 		__u64 fl = BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0;
 
 		r = -EINVAL;
-		/* BPF_F_IPV6 keeps skb->csum right for CHECKSUM_COMPLETE
-		 * (kernel 6.14 and later); older kernels refuse the flag. */
+		/* BPF_F_IPV6 keeps skb->csum right for CHECKSUM_COMPLETE;
+		 * kernels from before the flag refuse it with -EINVAL. */
 		if (v6)
 			r = bpf_l4_csum_replace(skb, l4 + 6, 0, f->csum_addr, fl | BPF_F_IPV6);
 		if (r == -EINVAL)
