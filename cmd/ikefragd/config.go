@@ -720,8 +720,8 @@ func (p *ProxyConfig) validate(ports PortsConfig) problems {
 // programs and maps, the engine, or sockets opened at start.
 var restartKeys = []string{"ports", "observe", "diag", "control", "proxy", "keys"}
 
-// reloadable reports which top-level keys differ between a and b and
-// whether any of them needs a restart.
+// changedKeys lists the keys whose values differ between a and b, and
+// those of them that need a restart.
 func changedKeys(a, b Config) (changed, needRestart []string) {
 	fa, fb := flatten(a), flatten(b)
 	for k, va := range fa {

@@ -411,10 +411,12 @@ func (d *daemon) notifyLoop(ctx context.Context) {
 		}
 		states := []string{}
 		if wd > 0 {
-			if p := d.problems(); len(p) == 0 || (len(p) == 1 && p[0] == "no interface is attached") {
+			// Only a stalled engine stops the petting: with no interface
+			// present (patterns waiting for links) the daemon still works.
+			if d.pipe.healthy() {
 				states = append(states, sd.SdNotifyWatchdog)
 			} else {
-				d.log.Error("not petting the watchdog", "problems", p)
+				d.log.Error("the diagnosis engine stopped ticking; not petting the watchdog")
 			}
 		}
 		if time.Since(lastStatus) >= 10*time.Second {

@@ -18,7 +18,6 @@ type eventHub struct {
 	recent []control.Event // ring of the last cap(recent) events
 	next   int
 	subs   map[*subscriber]struct{}
-	lost   atomic.Uint64 // events lost by slow followers, all of them
 }
 
 type subscriber struct {
@@ -54,7 +53,6 @@ func (h *eventHub) publish(e control.Event) {
 		case s.ch <- e:
 		default:
 			s.lost.Add(1)
-			h.lost.Add(1)
 		}
 	}
 }

@@ -28,7 +28,6 @@ type watcher struct {
 	want   ifaceSet
 	links  map[int]attachedIface // attached, by ifindex
 	failed map[string]error      // name → last attach error
-	kick   chan struct{}
 }
 
 type attachedIface struct {
@@ -42,7 +41,7 @@ const resyncInterval = 30 * time.Second
 
 func newWatcher(o *ebpf.Observer, want ifaceSet, log *slog.Logger, events *eventHub, m *metrics) *watcher {
 	return &watcher{obs: o, log: log, events: events, m: m, want: want,
-		links: map[int]attachedIface{}, failed: map[string]error{}, kick: make(chan struct{}, 1)}
+		links: map[int]attachedIface{}, failed: map[string]error{}}
 }
 
 // setWant replaces the set of interfaces (a reload) and reconciles.
@@ -90,7 +89,7 @@ func (w *watcher) run(ctx context.Context) {
 	}
 }
 
-// follow reconciles on every burst of updates, on kicks and on the timer.
+// follow reconciles on every burst of updates and on the timer.
 // It returns false when ctx is done, true when the subscription broke.
 func (w *watcher) follow(ctx context.Context, t *time.Ticker, updates chan netlink.LinkUpdate, subErr chan error) bool {
 	for {
@@ -116,8 +115,6 @@ func (w *watcher) follow(ctx context.Context, t *time.Ticker, updates chan netli
 					drained = true
 				}
 			}
-			w.reconcile()
-		case <-w.kick:
 			w.reconcile()
 		case <-t.C:
 			w.reconcile()
