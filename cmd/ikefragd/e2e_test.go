@@ -59,6 +59,10 @@ func TestLiveDiagnosis(t *testing.T) {
 						t.Errorf("%s = %v, want > 0", name, m[name])
 					}
 				}
+				// The fragments entered mid and never left it.
+				if n := m[`ikefrag_packets_total{class="frag_first",direction="egress",interface="`+ifaceIn(l, l.Mid, l.Srv)+`"}`]; n != 0 {
+					t.Errorf("%v first fragments left toward the server", n)
+				}
 				logIncomplete(t, m, in)
 			},
 		},

@@ -151,8 +151,10 @@ type daemonProc struct {
 	waited   chan struct{}
 	err      error // from Wait
 	restarts int
-	// wrap is a command line the daemon runs under (setpriv ... --).
+	// wrap is a command line the daemon runs under (setpriv ... --); env
+	// is added to its environment.
 	wrap []string
+	env  []string
 }
 
 // newDaemon prepares a daemon with its own directory, config file (yaml
@@ -193,7 +195,7 @@ func (d *daemonProc) start() {
 	}
 	d.notify = nc
 	d.cmd = d.command()
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns, "IKEFRAG_LOG_FORMAT=text")
+	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+ns, "IKEFRAG_LOG_FORMAT=text"), d.env...)
 	d.stderr = &syncBuffer{}
 	d.cmd.Stderr = d.stderr
 	d.cmd.Stdout = d.stderr
@@ -208,8 +210,12 @@ func (d *daemonProc) start() {
 		t.Cleanup(d.stop)
 	}
 	d.restarts++
-	if _, err := d.waitNotify("READY=1", 90*time.Second); err != nil {
+	msg, err := d.waitNotify("READY=1", 90*time.Second)
+	if err != nil {
 		t.Fatalf("daemon not ready: %v\n%s", err, d.stderr)
+	}
+	if !strings.Contains(msg, "STATUS=observing ") {
+		t.Errorf("READY without a STATUS line: %q", msg)
 	}
 }
 

@@ -55,7 +55,11 @@ func TestReloadAndInterfaceWatch(t *testing.T) {
 	n.veth("a0", "a1")
 	n.veth("b0", "b1")
 	d := newDaemon(t, bins, n.name, "interfaces: [a0]\n")
+	d.env = []string{"WATCHDOG_USEC=1000000"}
 	d.start()
+	if _, err := d.waitNotify("WATCHDOG=1", 5*time.Second); err != nil {
+		t.Errorf("watchdog not petted: %v", err)
+	}
 	hc := nsHTTP(t, n.name)
 	if got := attachedNames(d.status()); !slices.Equal(got, []string{"a0"}) {
 		t.Fatalf("attached %v, want [a0]", got)
