@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -54,9 +56,17 @@ func TestReloadAndInterfaceWatch(t *testing.T) {
 	n := newNetns(t)
 	n.veth("a0", "a1")
 	n.veth("b0", "b1")
-	d := newDaemon(t, bins, n.name, "interfaces: [a0]\n")
+	keyDir := filepath.Join(t.TempDir(), "keys")
+	keySock := filepath.Join(keyDir, "keys.sock")
+	d := newDaemon(t, bins, n.name, "interfaces: [a0]\nkeys:\n  socket: "+keySock+"\n")
 	d.env = []string{"WATCHDOG_USEC=1000000"}
 	d.start()
+	// The key socket's directory is created private, the socket 0600.
+	for p, mode := range map[string]os.FileMode{keyDir: 0o700 | os.ModeDir, keySock: 0o600 | os.ModeSocket} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode() != mode {
+			t.Errorf("%s: %v %v, want %v", p, fi.Mode(), err, mode)
+		}
+	}
 	if _, err := d.waitNotify("WATCHDOG=1", 5*time.Second); err != nil {
 		t.Errorf("watchdog not petted: %v", err)
 	}
@@ -66,7 +76,8 @@ func TestReloadAndInterfaceWatch(t *testing.T) {
 	}
 
 	// A valid change: one more interface, another log level, a pattern.
-	d.writeConfig("interfaces: [a0, b0, \"dyn*\"]\nlog:\n  level: debug\n")
+	keys := "keys:\n  socket: " + keySock + "\n"
+	d.writeConfig("interfaces: [a0, b0, \"dyn*\"]\nlog:\n  level: debug\n" + keys)
 	d.reload()
 	st := d.status()
 	if got := attachedNames(st); !slices.Equal(got, []string{"a0", "b0"}) || st.Config.Reloads != 1 || st.Config.ReloadFailures != 0 {
@@ -74,7 +85,7 @@ func TestReloadAndInterfaceWatch(t *testing.T) {
 	}
 
 	// A bad file: nothing changes, the failure is counted and explained.
-	d.writeConfig("interfaces: [a0]\nports:\n  ike: 70000\nbogus: 1\n")
+	d.writeConfig("interfaces: [a0]\nports:\n  ike: 70000\nbogus: 1\n" + keys)
 	d.reload()
 	st = d.status()
 	if got := attachedNames(st); !slices.Equal(got, []string{"a0", "b0"}) {
@@ -94,7 +105,7 @@ func TestReloadAndInterfaceWatch(t *testing.T) {
 	}
 
 	// A key the running BPF maps cannot change waits for a restart.
-	d.writeConfig("interfaces: [a0, b0, \"dyn*\"]\nobserve:\n  train_map_size: 1024\n")
+	d.writeConfig("interfaces: [a0, b0, \"dyn*\"]\nobserve:\n  train_map_size: 1024\n" + keys)
 	d.reload()
 	st = d.status()
 	if !slices.Equal(st.Config.RestartPending, []string{"observe.train_map_size"}) || st.Config.LastError != "" {
