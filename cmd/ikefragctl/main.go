@@ -48,5 +48,6 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newDecodeCmd(), newAnalyzeCmd(), newPMTUCmd())
+	root.AddCommand(newDaemonCmds()...)
 	return root
 }
