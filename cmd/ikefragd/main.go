@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -137,7 +138,23 @@ func printProblems(w io.Writer, path string, err error) {
 // addresses only: key material never appears in the configuration.
 func dumpConfig(w io.Writer, c Config) {
 	fmt.Fprintln(w, "# effective configuration: file, then IKEFRAG_* environment, then defaults")
-	b, err := yaml.Marshal(c)
+	// Built from the decoding keys, so the dump reads back as the same
+	// configuration.
+	doc := map[string]any{}
+	for k, v := range flatten(c) {
+		m := doc
+		parts := strings.Split(k, ".")
+		for _, p := range parts[:len(parts)-1] {
+			sub, ok := m[p].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+				m[p] = sub
+			}
+			m = sub
+		}
+		m[parts[len(parts)-1]] = v
+	}
+	b, err := yaml.Marshal(doc)
 	if err != nil {
 		fmt.Fprintln(w, "# cannot print:", err)
 		return

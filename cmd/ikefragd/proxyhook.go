@@ -7,17 +7,13 @@ import (
 
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/keys"
+	"github.com/ikefrag/ikefrag/proxy"
 )
 
 // proxyDeps is what the daemon hands the proxy.
 type proxyDeps struct {
-	Config ProxyConfig
-	// Listen, Backends and Overrides are the validated proxy.* addresses
-	// (Listen empty means ports.ike and ports.natt on every address).
-	Listen    []netip.AddrPort
-	Backends  []netip.AddrPort
-	Overrides []netip.Prefix
-	Ports     PortsConfig
+	// Config is the validated proxy section.
+	Config proxy.Config
 	// Keys is the key store when keys.* names a source, else nil.
 	Keys keys.Source
 	// Peer returns the diagnosis engine's path-MTU estimate for a client.
