@@ -83,6 +83,11 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 		wg.Add(1)
 		go func() { defer wg.Done(); f() }()
 	}
+	// Signals from now on: a reload or stop asked for while the programs
+	// load waits for the start to finish instead of killing the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 
 	if err := d.startKeys(ctx, goRun); err != nil {
 		return err
@@ -152,9 +157,6 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	d.notify(sd.SdNotifyReady, "STATUS="+d.statusLine())
 	goRun(func() { d.notifyLoop(ctx) })
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	for {
 		select {
 		case <-ctx.Done():

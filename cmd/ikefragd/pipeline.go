@@ -197,33 +197,25 @@ func (p *pipeline) tick() {
 func (p *pipeline) judge(now time.Time) {
 	p.gen++
 	for _, s := range p.eng.Sessions() {
+		settled := now.Sub(s.Last) >= p.settle
 		m := p.marks[s.ID]
 		if m == nil {
-			m = &mark{}
+			m = &mark{seen: map[verdictKey]struct{}{}}
 			p.marks[s.ID] = m
-		}
-		m.gen = p.gen
-		settled := now.Sub(s.Last) >= p.settle
-		if m.seen != nil && s.Last.Equal(m.last) && m.settled == settled {
+		} else if s.Last.Equal(m.last) && m.settled == settled {
+			m.gen = p.gen
 			continue
 		}
-		m.last, m.settled = s.Last, settled
+		m.gen, m.last, m.settled = p.gen, s.Last, settled
 		for _, v := range p.eng.Evaluate(s, false) {
 			k := verdictKey{code: v.Code, dir: v.Direction, exchange: v.Exchange}
 			if v.MessageID != nil {
 				k.mid = *v.MessageID
 			}
-			if m.seen == nil {
-				m.seen = map[verdictKey]struct{}{}
+			if _, ok := m.seen[k]; !ok {
+				m.seen[k] = struct{}{}
+				p.report(now, v)
 			}
-			if _, ok := m.seen[k]; ok {
-				continue
-			}
-			m.seen[k] = struct{}{}
-			p.report(now, v)
-		}
-		if m.seen == nil {
-			m.seen = map[verdictKey]struct{}{}
 		}
 	}
 	// Forget sessions the engine expired or evicted.
