@@ -19,6 +19,7 @@ import (
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/ebpf"
+	"github.com/ikefrag/ikefrag/proxy"
 )
 
 // newDaemonCmds returns the subcommands that ask a running ikefragd over
@@ -27,8 +28,7 @@ func newDaemonCmds() []*cobra.Command {
 	return []*cobra.Command{
 		daemonCmd("status", "Show the daemon's state: interfaces, configuration, sessions, verdict counts", control.MethodStatus,
 			func() any { return &control.Status{} }, func(w io.Writer, v any) error { writeStatus(w, v.(*control.Status)); return nil }),
-		daemonCmd("peers", "Show path-MTU estimates per peer, with their evidence", control.MethodPeers,
-			func() any { return &[]diag.PMTUEstimate{} }, func(w io.Writer, v any) error { writePeers(w, *v.(*[]diag.PMTUEstimate)); return nil }),
+		newPeersCmd(),
 		daemonCmd("sessions", "List the IKE sessions the daemon follows", control.MethodSessions,
 			func() any { return &[]diag.SessionReport{} }, func(w io.Writer, v any) error { writeSessions(w, *v.(*[]diag.SessionReport)); return nil }),
 		daemonCmd("verdicts", "Show live verdicts: ladder diagrams, findings and fixes (--json: the analyze --json schema)", control.MethodVerdicts,
@@ -234,6 +234,60 @@ func codeCounts(m map[diag.Code]int) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, " ")
+}
+
+// peersResult is `ikefragctl peers --json`: the path-MTU estimates the
+// observer's evidence gives, and the proxy's clients when it runs.
+type peersResult struct {
+	Observed []diag.PMTUEstimate `json:"observed"`
+	Proxy    []proxy.PeerInfo    `json:"proxy"`
+}
+
+func newPeersCmd() *cobra.Command {
+	var socket string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "peers [--json] [--socket PATH]",
+		Short: "Show path-MTU estimates per peer with their evidence, and the proxy's clients",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), control.Timeout)
+			defer cancel()
+			res := peersResult{Observed: []diag.PMTUEstimate{}, Proxy: []proxy.PeerInfo{}}
+			if err := control.Call(ctx, socket, control.MethodPeers, &res.Observed); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if err := control.Call(ctx, socket, control.MethodProxyPeers, &res.Proxy); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			writePeers(out, res.Observed)
+			if len(res.Proxy) > 0 {
+				fmt.Fprintln(out)
+				writeProxyPeers(out, res.Proxy)
+			}
+			return nil
+		},
+	}
+	socketFlag(cmd, &socket)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func writeProxyPeers(w io.Writer, peers []proxy.PeerInfo) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROXY CLIENT	BACKEND	PATH MTU	SOURCE	ROUTE MTU	FLOWS	IN	OUT	RE-FRAGMENTED	FRAGMENTS	REPLAYS	KEY MISSES	STEP-DOWNS")
+	for _, p := range peers {
+		c := p.Counters
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Client, p.Backend, orDash(p.PMTU.MTU), p.PMTU.Source,
+			orDash(p.RouteMTU), len(p.Flows), c.DatagramsIn, c.DatagramsOut, c.Refragmented, c.FragmentsEmitted, c.Replays, c.KeyMisses, c.StepDowns)
+	}
+	tw.Flush()
 }
 
 func writePeers(w io.Writer, peers []diag.PMTUEstimate) {

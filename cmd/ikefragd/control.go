@@ -9,6 +9,7 @@ import (
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/ebpf"
+	"github.com/ikefrag/ikefrag/proxy"
 )
 
 // controlHandler answers the control socket. Engine data comes from the
@@ -34,6 +35,11 @@ func (h controlHandler) Call(ctx context.Context, method string) (any, error) {
 			return nil, err
 		}
 		return out, nil
+	case control.MethodProxyPeers:
+		if d.proxy == nil {
+			return []proxy.PeerInfo{}, nil
+		}
+		return d.proxy.Peers(), nil
 	case control.MethodSessions:
 		var out []diag.SessionReport
 		if err := d.pipe.query(ctx, func(e *diag.Engine) { out = e.Report(false).Sessions }); err != nil {
@@ -47,7 +53,7 @@ func (h controlHandler) Call(ctx context.Context, method string) (any, error) {
 		}
 		return out, nil
 	}
-	return nil, fmt.Errorf("unknown method %q (status, peers, sessions, verdicts, stats, events)", method)
+	return nil, fmt.Errorf("unknown method %q (status, peers, proxy-peers, sessions, verdicts, stats, events)", method)
 }
 
 func (h controlHandler) Events(ctx context.Context, follow bool, send func(control.Event) error) error {

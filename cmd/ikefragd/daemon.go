@@ -218,6 +218,7 @@ func (d *daemon) startProxy(ctx context.Context) error {
 		return &startError{err: fmt.Errorf("starting the proxy: %w", err)}
 	}
 	d.proxy = p
+	d.m.reg.MustRegister(p.Collector())
 	return nil
 }
 

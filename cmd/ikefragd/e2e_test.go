@@ -229,8 +229,10 @@ func checkOperatorViews(t *testing.T, d *daemonProc, want diag.Code, ifaces ...s
 	if got := strings.Count(d.stderr.String(), "code="+string(want)+" "); got != 1 {
 		t.Errorf("%s logged %d times, want once:\n%s", want, got, d.stderr)
 	}
-	var peers []diag.PMTUEstimate
-	if d.ctlJSON(&peers, "peers"); len(peers) < 2 {
+	var peers struct {
+		Observed []diag.PMTUEstimate `json:"observed"`
+	}
+	if d.ctlJSON(&peers, "peers"); len(peers.Observed) < 2 {
 		t.Errorf("peers: %+v", peers)
 	}
 	var ss []diag.SessionReport

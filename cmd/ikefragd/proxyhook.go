@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/keys"
 	"github.com/ikefrag/ikefrag/proxy"
@@ -25,10 +27,13 @@ type proxyDeps struct {
 type proxyRunner interface {
 	// Status is one line for `ikefragctl status`.
 	Status() string
+	// Peers is the per-client state for `ikefragctl peers`.
+	Peers() []proxy.PeerInfo
+	// Collector exports the proxy's counters on /metrics.
+	Collector() prometheus.Collector
 	Close() error
 }
 
-// proxyStarter starts the re-fragmenting proxy. It stays nil until the
-// proxy package is wired in; with proxy.enabled: true and no starter the
-// configuration is refused (exit status 2).
+// proxyStarter starts the re-fragmenting proxy (set in proxy.go). A build
+// without it refuses proxy.enabled: true with exit status 2.
 var proxyStarter func(ctx context.Context, deps proxyDeps) (proxyRunner, error)

@@ -35,12 +35,14 @@ const MaxLine = 4096
 
 // The methods.
 const (
-	MethodStatus   = "status"
-	MethodPeers    = "peers"
-	MethodSessions = "sessions"
-	MethodVerdicts = "verdicts"
-	MethodStats    = "stats"
-	MethodEvents   = "events"
+	MethodStatus = "status"
+	MethodPeers  = "peers"
+	// MethodProxyPeers returns the proxy's per-client state ([]proxy.PeerInfo).
+	MethodProxyPeers = "proxy-peers"
+	MethodSessions   = "sessions"
+	MethodVerdicts   = "verdicts"
+	MethodStats      = "stats"
+	MethodEvents     = "events"
 )
 
 // Request is one line from the client.
