@@ -4,6 +4,7 @@
 package diag
 
 import (
+	"container/list"
 	"hash/maphash"
 	"net/netip"
 	"sort"
@@ -105,13 +106,16 @@ type Engine struct {
 	opt      Options
 	seed     maphash.Seed
 	sessions map[sessionKey]*Session
-	nextID   int
-	peers    map[netip.Addr]*Peer
-	orphans  map[[2]netip.Addr]*orphanTrains
-	drops    []*obs.Drop
-	now      time.Time
-	stats    Stats
-	dec      *Decryptor
+	// lru orders sessions by last activity, least recent first, so that
+	// eviction and expiry cost O(1) per session under a flood.
+	lru     *list.List
+	nextID  int
+	peers   map[netip.Addr]*Peer
+	orphans map[[2]netip.Addr]*orphanTrains
+	drops   []*obs.Drop
+	now     time.Time
+	stats   Stats
+	dec     *Decryptor
 }
 
 // orphanTrains counts incomplete fragment trains between two addresses
@@ -128,6 +132,7 @@ func New(opt Options) *Engine {
 		opt:      opt.withDefaults(),
 		seed:     maphash.MakeSeed(),
 		sessions: make(map[sessionKey]*Session),
+		lru:      list.New(),
 		peers:    make(map[netip.Addr]*Peer),
 		orphans:  make(map[[2]netip.Addr]*orphanTrains),
 	}
@@ -286,11 +291,14 @@ func (e *Engine) session(g *Datagram) *Session {
 			e.evictOldest()
 		}
 		e.nextID++
-		s = &Session{ID: e.nextID, SPIi: h.SPIi, IKEv1: h.IsIKEv1(), First: g.Time, seen: make(map[sig]*Datagram)}
+		s = &Session{ID: e.nextID, SPIi: h.SPIi, IKEv1: h.IsIKEv1(), First: g.Time, seen: make(map[sig]*Datagram), key: k}
 		if h.IsIKEv1() {
 			s.Initiator, s.Responder = g.Src, g.Dst
 		}
 		e.sessions[k] = s
+		s.elem = e.lru.PushBack(s)
+	} else {
+		e.lru.MoveToBack(s.elem)
 	}
 	if !h.IsIKEv1() {
 		s.Initiator, s.Responder = init, resp
@@ -304,18 +312,17 @@ func (e *Engine) session(g *Datagram) *Session {
 	return s
 }
 
+// evictOldest forgets the least recently active session.
 func (e *Engine) evictOldest() {
-	var oldK sessionKey
-	var old *Session
-	for k, s := range e.sessions {
-		if old == nil || s.Last.Before(old.Last) {
-			oldK, old = k, s
-		}
-	}
-	if old != nil {
-		delete(e.sessions, oldK)
+	if f := e.lru.Front(); f != nil {
+		e.forget(f.Value.(*Session))
 		e.stats.Evicted++
 	}
+}
+
+func (e *Engine) forget(s *Session) {
+	delete(e.sessions, s.key)
+	e.lru.Remove(s.elem)
 }
 
 // place files a datagram under its exchange as a new transmission, as part
@@ -471,11 +478,16 @@ func (e *Engine) Sessions() []*Session {
 // Expire forgets sessions idle for longer than Options.Idle at time now.
 func (e *Engine) Expire(now time.Time) int {
 	n := 0
-	for k, s := range e.sessions {
-		if now.Sub(s.Last) > e.opt.Idle {
-			delete(e.sessions, k)
+	// Activity order is arrival order; captures may carry timestamps that
+	// go backwards, so test each session rather than stop at the first
+	// recent one.
+	for el := e.lru.Front(); el != nil; {
+		next := el.Next()
+		if s := el.Value.(*Session); now.Sub(s.Last) > e.opt.Idle {
+			e.forget(s)
 			n++
 		}
+		el = next
 	}
 	for k, o := range e.orphans {
 		if now.Sub(o.Last) > e.opt.Idle {

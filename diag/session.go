@@ -1,6 +1,7 @@
 package diag
 
 import (
+	"container/list"
 	"net/netip"
 	"time"
 
@@ -109,6 +110,8 @@ type Session struct {
 	ChildChosen *ike.Proposal
 	// dropped counts transmissions not kept once a limit was reached.
 	dropped int
+	key     sessionKey
+	elem    *list.Element // in Engine.lru
 	// seen maps a datagram signature to the datagram, for telling copies
 	// from retransmissions.
 	seen map[sig]*Datagram
