@@ -166,7 +166,8 @@ func checkKeyed(t *testing.T, r *proxyLab) {
 		}
 	}
 
-	m := scrape(t, nsHTTP(t, r.l.Gw.Name), "127.0.0.1:9717")
+	c := nsHTTP(t, r.l.Gw.Name)
+	m := scrape(t, c, "127.0.0.1:9717")
 	if n := sumMetric(m, "ikefrag_proxy_refragmented_messages_total"); n <= 0 {
 		t.Errorf("ikefrag_proxy_refragmented_messages_total = %v, want > 0", n)
 	}
@@ -176,9 +177,21 @@ func checkKeyed(t *testing.T, r *proxyLab) {
 
 	// The proxy's cut must fit the 1280-byte link: nothing left for mid's
 	// filter to drop.
-	if c, err := r.l.DropCounters(); err != nil || c.Total() != 0 {
-		t.Errorf("mid dropped IP fragments (%+v, %v); the proxy's fragments should fit", c, err)
+	if dc, err := r.l.DropCounters(); err != nil || dc.Total() != 0 {
+		t.Errorf("mid dropped IP fragments (%+v, %v); the proxy's fragments should fit", dc, err)
 	}
+
+	if st := r.d.status(); st.Proxy == "" || st.Proxy == "disabled" {
+		t.Errorf("status proxy %q, want the running proxy's line", st.Proxy)
+	}
+	// The proxy decrypts with srv's keys: none may reach the log or any
+	// answer an operator can read.
+	var answers string
+	for _, sub := range []string{"status", "peers", "sessions", "verdicts"} {
+		out, _ := r.d.ctl(sub, "--json")
+		answers += out
+	}
+	checkNoKeys(t, r.srv, r.d, answers+scrapeText(t, c, "127.0.0.1:9717"))
 }
 
 func checkKeyless(t *testing.T, r *proxyLab) {
