@@ -17,6 +17,12 @@ const (
 	RefragmentOff  = "off"  // relay every datagram unchanged
 )
 
+// ESP fast path modes (proxy.fast_path).
+const (
+	FastPathAuto = "auto" // relay ESP-in-UDP of NAT-T flows in the kernel where the program loads
+	FastPathOff  = "off"  // relay everything in user space
+)
+
 // Config is the proxy section of the daemon's configuration. The
 // mapstructure tags are the keys under "proxy". Zero values select the
 // defaults documented on each field.
@@ -54,6 +60,15 @@ type Config struct {
 	// each client whose path MTU is known to be smaller than the route's,
 	// in RouteTable, so the kernel fragments once at the client's size.
 	RouteMTU bool `mapstructure:"route_mtu"`
+	// FastPath is "auto" (default) or "off". With auto the proxy loads the
+	// ESP fast path (an eBPF tc program, see docs/esp-fastpath.md), attaches
+	// it to the interfaces of its routes toward the backends and, as
+	// clients appear, toward them, and hands it each NAT-T flow once the
+	// backend has answered: the kernel then relays the flow's ESP-in-UDP
+	// and the proxy keeps IKE, keepalives and everything else. When the
+	// program cannot load or an interface is not Ethernet, that traffic is
+	// relayed in user space, with one log line and a counter (Stats.FastPath).
+	FastPath string `mapstructure:"fast_path"`
 
 	// The keys below are additions to the documented contract; the
 	// defaults suit production.
@@ -89,6 +104,10 @@ type Config struct {
 	// MetricsPerClient adds per-client series to the Prometheus collector
 	// (bounded by MaxClients). Default off: per-backend series only.
 	MetricsPerClient bool `mapstructure:"metrics_per_client"`
+	// FastPathMaxFlows is the number of flows the fast path holds at once;
+	// NAT-T flows beyond it stay in user space (counted as map_full) and
+	// move to the kernel when room appears. Default max_clients.
+	FastPathMaxFlows int `mapstructure:"fast_path_max_flows"`
 }
 
 // Defaults.
@@ -103,6 +122,9 @@ const (
 	DefaultBatch            = 64
 	DefaultHealthFailures   = 3
 	DefaultHealthHold       = 30 * time.Second
+
+	// maxFastPathFlows is the fast path's own limit (fastpath.Options).
+	maxFastPathFlows = 1 << 21
 )
 
 // Backend is a parsed backend address.
@@ -143,6 +165,9 @@ func (c Config) withDefaults() Config {
 	if c.Refragment == "" {
 		c.Refragment = RefragmentAuto
 	}
+	if c.FastPath == "" {
+		c.FastPath = FastPathAuto
+	}
 	if c.PMTUDefault <= 0 {
 		c.PMTUDefault = DefaultPMTU
 	}
@@ -169,6 +194,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RoutePriority <= 0 {
 		c.RoutePriority = DefaultRoutePriority
+	}
+	if c.FastPathMaxFlows <= 0 {
+		c.FastPathMaxFlows = min(c.MaxClients, maxFastPathFlows)
 	}
 	if c.Batch <= 0 {
 		c.Batch = DefaultBatch
@@ -199,6 +227,14 @@ func (c Config) parse() (*settings, error) {
 	case RefragmentAuto, RefragmentOff:
 	default:
 		errs = append(errs, fmt.Errorf("proxy.refragment %q: want auto or off", c.Refragment))
+	}
+	switch c.FastPath {
+	case FastPathAuto, FastPathOff:
+	default:
+		errs = append(errs, fmt.Errorf("proxy.fast_path %q: want auto or off", c.FastPath))
+	}
+	if c.FastPathMaxFlows > maxFastPathFlows {
+		errs = append(errs, fmt.Errorf("proxy.fast_path_max_flows %d: at most %d", c.FastPathMaxFlows, maxFastPathFlows))
 	}
 	if c.IKEPort > 65535 || c.NATTPort > 65535 || c.IKEPort == c.NATTPort {
 		errs = append(errs, fmt.Errorf("proxy ports %d/%d: want two different ports", c.IKEPort, c.NATTPort))

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ikefrag/ikefrag/ebpf/fastpath"
 )
 
 // flowKey is a client flow as the client sees it: its own address and
@@ -38,7 +40,16 @@ type Flow struct {
 	replied atomic.Bool  // the backend answered at least once
 	closed  atomic.Bool
 
-	pktsIn, pktsOut atomic.Uint64
+	pktsIn, pktsOut atomic.Uint64 // every datagram, the fast path's included
+	espIn, espOut   atomic.Uint64 // ESP relayed in user space
+	fpIn, fpOut     atomic.Uint64 // ESP relayed by the fast path (read back)
+
+	// ESP fast path: fpMu orders Put, Delete and counter reads of this
+	// flow's mapping against each other and against close.
+	fpMu    sync.Mutex
+	fpState atomic.Uint32         // fp*; written under fpMu
+	fpFlow  fastpath.Flow         // what was put
+	fpSeen  fastpath.FlowCounters // counters already added to the proxy's
 }
 
 // FlowInfo describes one flow by its two 5-tuples (UDP): client ↔ proxy
@@ -53,15 +64,29 @@ type FlowInfo struct {
 	Replied  bool           `json:"replied"`
 	Created  time.Time      `json:"created"`
 	LastSeen time.Time      `json:"last_seen"`
-	PktsIn   uint64         `json:"datagrams_in"`
-	PktsOut  uint64         `json:"datagrams_out"`
+	// PktsIn and PktsOut count every datagram, whichever path carried it.
+	PktsIn  uint64 `json:"datagrams_in"`
+	PktsOut uint64 `json:"datagrams_out"`
+	// ESPIn and ESPOut are the ESP datagrams relayed in user space,
+	// ESPFastPathIn and ESPFastPathOut those relayed by the ESP fast path
+	// (as of the last read, at most a janitor period old).
+	ESPIn          uint64 `json:"esp_in"`
+	ESPOut         uint64 `json:"esp_out"`
+	ESPFastPathIn  uint64 `json:"esp_fastpath_in"`
+	ESPFastPathOut uint64 `json:"esp_fastpath_out"`
+	// FastPath is the flow's fast path state: "mapped", "full" (waiting
+	// for room), "user_space" (cannot be carried), or empty when it was
+	// never offered (IKE port flows, no reply yet, fast path off).
+	FastPath string `json:"fast_path,omitempty"`
 }
 
 // Info returns the flow's 5-tuples and counters.
 func (f *Flow) Info() FlowInfo {
 	return FlowInfo{Client: f.key.client, Local: f.key.local, Upstream: f.up.addr, Backend: f.backendAddr(),
 		NATT: f.natt, Replied: f.replied.Load(), Created: f.created,
-		LastSeen: time.Unix(0, f.last.Load()), PktsIn: f.pktsIn.Load(), PktsOut: f.pktsOut.Load()}
+		LastSeen: time.Unix(0, f.last.Load()), PktsIn: f.pktsIn.Load(), PktsOut: f.pktsOut.Load(),
+		ESPIn: f.espIn.Load(), ESPOut: f.espOut.Load(), ESPFastPathIn: f.fpIn.Load(), ESPFastPathOut: f.fpOut.Load(),
+		FastPath: fpStateNames[f.fpState.Load()]}
 }
 
 func (f *Flow) backendAddr() netip.AddrPort {
@@ -155,4 +180,11 @@ type client struct {
 	mu       sync.Mutex
 	backend  *backend // backend of its latest IKE SA, for ESP on a new flow
 	routeMTU int      // installed route MTU (route_mtu), 0 when none
+}
+
+// mtu is the client's installed route MTU, 0 when none.
+func (c *client) mtu() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.routeMTU
 }

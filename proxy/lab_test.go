@@ -134,6 +134,11 @@ type proxyCase struct {
 	capture    bool             // tcpdump on mid; the check finds the file in pcap
 	pcap       *lab.Pcap
 	check      func(t *testing.T, l *lab.Lab, g *gwProxy, cli, srv *lab.Daemon)
+	// fastPath is proxy.fast_path ("": the default, auto). With traffic
+	// the tunnel also carries large pings and a bulk TCP transfer, and
+	// the ESP accounting of both peers and the proxy is compared.
+	fastPath string
+	traffic  bool
 }
 
 func (c *proxyCase) run(t *testing.T) {
@@ -155,6 +160,9 @@ func (c *proxyCase) run(t *testing.T) {
 	cli, srv := l.StartPair(cliCfg, srvCfg)
 	cfg := fmt.Sprintf("proxy:\n  enabled: true\n  listen: [%q]\n  backends: [%q]\n  refragment: %s\n  pmtu_step_down: %v\n",
 		gwAddr, srvAddr, c.refragment, c.stepDown)
+	if c.fastPath != "" {
+		cfg += "  fast_path: " + c.fastPath + "\n"
+	}
 	if c.overrides != "" {
 		cfg += "  pmtu_overrides:\n" + c.overrides
 	}
@@ -185,6 +193,10 @@ func (c *proxyCase) run(t *testing.T) {
 		if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
 			t.Errorf("ping through the tunnel: %v", err)
 		}
+		if c.traffic {
+			tunnelTraffic(t, l)
+			checkESPAccounting(t, g, cli, srv, c.fastPath != proxy.FastPathOff)
+		}
 	}
 	if c.pcap != nil {
 		if err := c.pcap.Stop(); err != nil {
@@ -213,10 +225,12 @@ func TestLabRefragment(t *testing.T) {
 				t.Errorf("want IP fragments dropped on mid")
 			}
 		}},
-		{name: "auto_aes_cbc", refragment: "auto", keys: true, wantOK: true, check: checkRecut},
+		{name: "auto_aes_cbc", refragment: "auto", keys: true, wantOK: true, check: checkRecut, traffic: true},
+		{name: "auto_fast_path_off", refragment: "auto", keys: true, wantOK: true, check: checkRecut, traffic: true,
+			fastPath: proxy.FastPathOff},
 		{name: "auto_aes_gcm16", refragment: "auto", keys: true, wantOK: true,
 			proposals: "aes256gcm16-prfsha256-ecp256", esp: "aes256gcm16", check: checkRecut},
-		{name: "auto_ipv6", ipv6: true, refragment: "auto", keys: true, wantOK: true, check: checkRecut},
+		{name: "auto_ipv6", ipv6: true, refragment: "auto", keys: true, wantOK: true, check: checkRecut, traffic: true},
 		{name: "auto_without_keys_fails", refragment: "auto", keys: false, capture: true},
 	}
 	for i := range cases {

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ikefrag/ikefrag/ebpf/fastpath"
 )
 
 // Collector exports the proxy's counters to Prometheus. Per-client series
@@ -37,13 +39,31 @@ var (
 	descICMP          = prometheus.NewDesc(ns+"icmp_errors_total", "ICMP errors received on client-facing sockets.", nil, nil)
 	descClientPMTU    = prometheus.NewDesc(ns+"client_pmtu_bytes", "Path MTU estimate toward a client.", []string{"client", "source"}, nil)
 	descClientCtr     = prometheus.NewDesc(ns+"client_events_total", "Per-client counters (metrics_per_client).", []string{"client", "event"}, nil)
+	descESP           = prometheus.NewDesc(ns+"esp_datagrams_total", "ESP-in-UDP datagrams relayed, by backend, direction and path (user_space: the proxy's sockets; fast_path: the kernel), included in datagrams_total.", []string{"backend", "direction", "path"}, nil)
+	descESPBytes      = prometheus.NewDesc(ns+"esp_bytes_total", "UDP payload bytes of ESP-in-UDP relayed, by backend, direction and path, included in bytes_total.", []string{"backend", "direction", "path"}, nil)
+
+	descFPActive     = prometheus.NewDesc(fpns+"active", "1 when the ESP fast path is loaded and attached (proxy.fast_path auto).", nil, nil)
+	descFPFlows      = prometheus.NewDesc(fpns+"flows", "NAT-T flows mapped in the ESP fast path.", nil, nil)
+	descFPMax        = prometheus.NewDesc(fpns+"max_flows", "Flows the ESP fast path can map at once.", nil, nil)
+	descFPRedirected = prometheus.NewDesc(fpns+"redirected_total", "ESP datagrams relayed by the fast path.", nil, nil)
+	descFPPassed     = prometheus.NewDesc(fpns+"passed_total", "Datagrams the fast path left to the stack, by reason.", []string{"reason"}, nil)
+	descFPDropped    = prometheus.NewDesc(fpns+"dropped_total", "Datagrams the fast path dropped half way through a rewrite.", nil, nil)
+	descFPMapFull    = prometheus.NewDesc(fpns+"map_full_total", "Flows refused for lack of room (relayed in user space).", nil, nil)
+	descFPPutErrors  = prometheus.NewDesc(fpns+"put_errors_total", "Flows refused for another reason (relayed in user space).", nil, nil)
+	descFPUnmapped   = prometheus.NewDesc(fpns+"unmapped_flows_total", "NAT-T flows left in user space when offered to the fast path.", nil, nil)
+	descFPAttach     = prometheus.NewDesc(fpns+"attach_failures_total", "Interfaces the fast path could not be attached to.", nil, nil)
+	descFPLoad       = prometheus.NewDesc(fpns+"load_failures_total", "Failed loads of the fast path program.", nil, nil)
 )
+
+const fpns = "ikefrag_fastpath_"
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDatagrams, descBytes, descRefrag, descFragments, descReplays,
 		descKeyMisses, descNotNeg, descOversize, descStepDowns, descRetransmits, descDropped, descDroppedGlobal,
-		descUp, descFlows, descClients, descSAs, descRoutes, descICMP, descClientPMTU, descClientCtr} {
+		descUp, descFlows, descClients, descSAs, descRoutes, descICMP, descClientPMTU, descClientCtr, descESP, descESPBytes,
+		descFPActive, descFPFlows, descFPMax, descFPRedirected, descFPPassed, descFPDropped, descFPMapFull, descFPPutErrors,
+		descFPUnmapped, descFPAttach, descFPLoad} {
 		ch <- d
 	}
 }
@@ -72,6 +92,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descOversize, k.Oversize, b.Name)
 		counter(descStepDowns, k.StepDowns, b.Name)
 		counter(descRetransmits, k.ClientRetransmits, b.Name)
+		for _, e := range []struct {
+			dir, path   string
+			pkts, bytes uint64
+		}{{"in", "user_space", k.ESPIn, k.ESPBytesIn}, {"out", "user_space", k.ESPOut, k.ESPBytesOut},
+			{"in", "fast_path", k.ESPFastPathIn, k.ESPFastPathBytesIn}, {"out", "fast_path", k.ESPFastPathOut, k.ESPFastPathBytesOut}} {
+			counter(descESP, e.pkts, b.Name, e.dir, e.path)
+			counter(descESPBytes, e.bytes, b.Name, e.dir, e.path)
+		}
 		for r := DropReason(0); r < numDropReasons; r++ {
 			counter(descDropped, k.Dropped[r.String()], b.Name, r.String())
 			placed[r.String()] += k.Dropped[r.String()]
@@ -90,6 +118,24 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descSAs, float64(st.IKESAs))
 	gauge(descRoutes, float64(st.Routes))
 	counter(descICMP, st.ICMPErrors)
+	fp := st.FastPath
+	active := 0.0
+	if fp.Active {
+		active = 1
+	}
+	gauge(descFPActive, active)
+	gauge(descFPFlows, float64(fp.Flows))
+	gauge(descFPMax, float64(fp.MaxFlows))
+	counter(descFPRedirected, fp.Redirected)
+	for _, r := range fastpath.PassReasons() {
+		counter(descFPPassed, fp.Passed[r.String()], r.String())
+	}
+	counter(descFPDropped, fp.Dropped)
+	counter(descFPMapFull, fp.MapFull)
+	counter(descFPPutErrors, fp.PutErrors)
+	counter(descFPUnmapped, fp.Unmapped)
+	counter(descFPAttach, fp.AttachFailures)
+	counter(descFPLoad, fp.LoadFailures)
 	if !c.p.s.MetricsPerClient {
 		return
 	}
@@ -102,7 +148,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			v uint64
 		}{{"datagrams_in", k.DatagramsIn}, {"datagrams_out", k.DatagramsOut}, {"refragmented", k.Refragmented},
 			{"fragments_emitted", k.FragmentsEmitted}, {"replays", k.Replays}, {"key_misses", k.KeyMisses},
-			{"step_downs", k.StepDowns}, {"oversize_relayed", k.Oversize}} {
+			{"step_downs", k.StepDowns}, {"oversize_relayed", k.Oversize},
+			{"esp_in", k.ESPIn}, {"esp_out", k.ESPOut}, {"esp_fastpath_in", k.ESPFastPathIn}, {"esp_fastpath_out", k.ESPFastPathOut}} {
 			counter(descClientCtr, e.v, a, e.n)
 		}
 	}

@@ -65,6 +65,11 @@ type Proxy struct {
 	frag      *sk.Fragmenter
 	routes    *netcfg.MTURoutes
 
+	// ESP fast path (fast_path auto); nil when off or unavailable.
+	fpx              *fastPath
+	fpReason         string // why fpx is nil
+	fpAttachFailures uint64 // of a fast path given up at start
+
 	clientsMu sync.Mutex
 	clients   map[netip.Addr]*client
 
@@ -143,6 +148,8 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		}
 		p.routes = r
 	}
+	// last: nothing after it can fail, so New never has to undo it
+	p.startFastPath()
 	return p, nil
 }
 
@@ -173,7 +180,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return errors.New("proxy: Run called twice")
 	}
 	p.log.Info("proxy running", "listen", p.listenStrings(), "backends", len(p.backends),
-		"refragment", p.s.Refragment, "keyed", p.keyed, "pmtu_step_down", p.s.stepDown, "route_mtu", p.s.RouteMTU)
+		"refragment", p.s.Refragment, "keyed", p.keyed, "pmtu_step_down", p.s.stepDown, "route_mtu", p.s.RouteMTU,
+		"fast_path", p.fpx != nil)
 	for _, l := range p.listeners {
 		p.wg.Add(1)
 		go l.run()
@@ -195,9 +203,15 @@ func (p *Proxy) Close() error {
 			p.closeFlow(f)
 		}
 		p.wg.Wait()
-		if p.routes != nil {
-			p.closeErr = p.routes.Close()
+		var errs []error
+		if p.fpx != nil {
+			// every mapping went with its flow; this detaches the program
+			errs = append(errs, p.fpx.close())
 		}
+		if p.routes != nil {
+			errs = append(errs, p.routes.Close())
+		}
+		p.closeErr = errors.Join(errs...)
 	})
 	return p.closeErr
 }
@@ -560,9 +574,17 @@ func (p *Proxy) fromClient(f *Flow, payload []byte, rx rxInfo, now time.Time) bo
 	}
 	n := uint64(len(payload))
 	f.pktsIn.Add(1)
+	esp := fr.Kind == ike.KindESP
+	if esp {
+		f.espIn.Add(1)
+	}
 	for _, c := range []*counters{&p.total, &f.be.ctr, &f.cl.ctr} {
 		c.pktsIn.Add(1)
 		c.bytesIn.Add(n)
+		if esp {
+			c.espIn.Add(1)
+			c.espBytesIn.Add(n)
+		}
 	}
 	if rx.fragSize > 0 {
 		f.cl.pmtu.mu.Lock()
@@ -579,6 +601,12 @@ func (p *Proxy) fromClient(f *Flow, payload []byte, rx rxInfo, now time.Time) bo
 		p.clientIKE(f, fr, now)
 	}
 	return true
+}
+
+// isESP reports a NAT-T payload that is ESP: a non-zero first word (RFC
+// 3948); the marker is zero and a keepalive is one byte.
+func isESP(d []byte) bool {
+	return len(d) >= 4 && d[0]|d[1]|d[2]|d[3] != 0
 }
 
 func ipOverhead(a netip.Addr) int {
@@ -615,7 +643,8 @@ func (f *Flow) readLoop() {
 		}
 		now := p.now()
 		f.last.Store(now.UnixNano())
-		if !f.replied.Swap(true) {
+		first := !f.replied.Swap(true)
+		if first {
 			f.be.replied(now)
 		}
 		for i := 0; i < k; i++ {
@@ -625,6 +654,16 @@ func (f *Flow) readLoop() {
 				continue
 			}
 			p.fromBackend(f, b, m.Buffers[0][:m.N], now)
+		}
+		if first && f.natt && p.fpx != nil {
+			// Mapped before the backend's first reply reaches the client:
+			// on a new NAT-T flow that reply ends IKE_AUTH, and only then
+			// can the client send ESP, so the tunnel's ESP never crosses
+			// user space. It costs this flow's reader, once, two route
+			// lookups and the map updates (tens of microseconds; the first
+			// flow through an interface also attaches the program), and
+			// it sees a route MTU set while this batch was judged.
+			p.fpMap(f)
 		}
 		p.sendClient(f, b.out)
 		b.reset()
@@ -692,14 +731,21 @@ func (p *Proxy) sendClient(f *Flow, ms []message) {
 			p.drop(f, DropSendError, 1)
 			n = 1
 		} else {
-			var bytes uint64
+			var bytes, esp, espBytes uint64
 			for i := 0; i < n; i++ {
 				bytes += uint64(ms[i].N)
+				if f.natt && isESP(ms[i].Buffers[0]) {
+					esp++
+					espBytes += uint64(ms[i].N)
+				}
 			}
 			f.pktsOut.Add(uint64(n))
+			f.espOut.Add(esp)
 			for _, c := range []*counters{&p.total, &f.be.ctr, &f.cl.ctr} {
 				c.pktsOut.Add(uint64(n))
 				c.bytesOut.Add(bytes)
+				c.espOut.Add(esp)
+				c.espBytesOut.Add(espBytes)
 			}
 		}
 		ms = ms[n:]
@@ -711,6 +757,7 @@ func (p *Proxy) closeFlow(f *Flow) {
 		return
 	}
 	p.flows.remove(f)
+	p.fpUnmap(f)
 	f.up.Close()
 	f.be.flows.Add(-1)
 	if f.cl != nil {
@@ -735,12 +782,22 @@ func (p *Proxy) janitor() {
 }
 
 func (p *Proxy) sweep(now time.Time) {
-	for _, f := range p.flows.all() {
-		idle := now.Sub(time.Unix(0, f.last.Load()))
+	// The fast path's ESP does not pass through the flows: its last
+	// datagram counts as the flow's activity.
+	esp := p.fpSync()
+	flows := p.flows.all()
+	for _, f := range flows {
+		last := f.last.Load()
+		if t, ok := esp[f.key]; ok && t.UnixNano() > last {
+			last = t.UnixNano()
+			f.last.Store(last)
+		}
+		idle := now.Sub(time.Unix(0, last))
 		if idle > p.s.IdleTimeout || (!f.replied.Load() && now.Sub(f.created) > p.s.UnrepliedTimeout) {
 			p.closeFlow(f)
 		}
 	}
+	p.fpSweep(flows)
 	for _, s := range p.sas.pendingInits(now, initUnanswered) {
 		p.backendFailed(s.be, "IKE_SA_INIT unanswered")
 	}
@@ -785,6 +842,7 @@ type PeerInfo struct {
 
 // Peers returns the state of every client, sorted by address.
 func (p *Proxy) Peers() []PeerInfo {
+	p.fpSync()
 	now := p.now()
 	byClient := map[netip.Addr][]FlowInfo{}
 	for _, fi := range p.flows.Snapshot() {
@@ -814,10 +872,14 @@ func (p *Proxy) Peers() []PeerInfo {
 }
 
 // Flows returns the flow table's 5-tuples (the seam for an ESP fast path).
-func (p *Proxy) Flows() []FlowInfo { return p.flows.Snapshot() }
+func (p *Proxy) Flows() []FlowInfo {
+	p.fpSync()
+	return p.flows.Snapshot()
+}
 
 // Stats returns the counters and table sizes.
 func (p *Proxy) Stats() Stats {
+	p.fpSync()
 	st := Stats{Flows: p.flows.Len(), IKESAs: p.sas.len(), Total: p.total.snapshot(),
 		Reassembler: p.reasm.Stats(), Fragmenter: p.frag.Stats(), ICMPErrors: p.icmpErrors.Load(),
 		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings()}
@@ -837,5 +899,6 @@ func (p *Proxy) Stats() Stats {
 		b.mu.Unlock()
 		st.Backends = append(st.Backends, bs)
 	}
+	st.FastPath = p.fastPathStats()
 	return st
 }

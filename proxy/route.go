@@ -19,6 +19,7 @@ func (p *Proxy) route(c *client, mtu int) {
 	c.routeMTU = mtu
 	c.mu.Unlock()
 	p.log.Info("proxy: host route with locked MTU", "client", c.addr, "mtu", mtu)
+	p.fpClientMTU(c)
 }
 
 func (p *Proxy) unroute(c *client) {
@@ -32,6 +33,7 @@ func (p *Proxy) unroute(c *client) {
 	if err := p.routes.Remove(c.addr); err != nil {
 		p.log.Warn("proxy: route_mtu", "client", c.addr, "err", err)
 	}
+	p.fpClientMTU(c)
 }
 
 // refreshRoutes follows the estimates: a route whose client's path MTU

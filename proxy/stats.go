@@ -44,6 +44,11 @@ type counters struct {
 	stepDowns         atomic.Uint64 // responses cut again smaller after a client retransmission
 	clientRetransmits atomic.Uint64 // client requests seen again (same message ID and bytes)
 	drops             [numDropReasons]atomic.Uint64
+
+	// ESP-in-UDP, also counted in pkts and bytes above: relayed in user
+	// space, and relayed by the fast path (added from its counters).
+	espIn, espBytesIn, espOut, espBytesOut atomic.Uint64
+	fpIn, fpBytesIn, fpOut, fpBytesOut     atomic.Uint64
 }
 
 // Counters is a snapshot of counters.
@@ -61,6 +66,18 @@ type Counters struct {
 	StepDowns         uint64            `json:"step_downs"`
 	ClientRetransmits uint64            `json:"client_retransmits"`
 	Dropped           map[string]uint64 `json:"dropped,omitempty"`
+	// ESP-in-UDP datagrams and their UDP payload bytes, included in the
+	// totals above: relayed by the proxy's sockets (ESPIn, ESPOut), and
+	// relayed in the kernel by the ESP fast path (ESPFastPath*, read back
+	// once per janitor period and on every Stats or Peers call).
+	ESPIn               uint64 `json:"esp_in"`
+	ESPBytesIn          uint64 `json:"esp_bytes_in"`
+	ESPOut              uint64 `json:"esp_out"`
+	ESPBytesOut         uint64 `json:"esp_bytes_out"`
+	ESPFastPathIn       uint64 `json:"esp_fastpath_in"`
+	ESPFastPathBytesIn  uint64 `json:"esp_fastpath_bytes_in"`
+	ESPFastPathOut      uint64 `json:"esp_fastpath_out"`
+	ESPFastPathBytesOut uint64 `json:"esp_fastpath_bytes_out"`
 }
 
 func (c *counters) snapshot() Counters {
@@ -70,6 +87,9 @@ func (c *counters) snapshot() Counters {
 		Refragmented: c.refragmented.Load(), FragmentsEmitted: c.fragments.Load(),
 		Replays: c.replays.Load(), KeyMisses: c.keyMisses.Load(), NotNegotiated: c.notNegotiated.Load(),
 		Oversize: c.oversize.Load(), StepDowns: c.stepDowns.Load(), ClientRetransmits: c.clientRetransmits.Load(),
+		ESPIn: c.espIn.Load(), ESPBytesIn: c.espBytesIn.Load(), ESPOut: c.espOut.Load(), ESPBytesOut: c.espBytesOut.Load(),
+		ESPFastPathIn: c.fpIn.Load(), ESPFastPathBytesIn: c.fpBytesIn.Load(),
+		ESPFastPathOut: c.fpOut.Load(), ESPFastPathBytesOut: c.fpBytesOut.Load(),
 	}
 	for i := range c.drops {
 		if n := c.drops[i].Load(); n != 0 {
@@ -108,4 +128,36 @@ type Stats struct {
 	Keyed       bool                `json:"keyed"`
 	Refragment  string              `json:"refragment"`
 	Listeners   []string            `json:"listeners"`
+	FastPath    FastPathStats       `json:"fast_path"`
+}
+
+// FastPathStats describe the ESP fast path (proxy.fast_path).
+type FastPathStats struct {
+	// Mode is the configured proxy.fast_path: auto or off.
+	Mode string `json:"mode"`
+	// Active: the program is loaded and attached for at least one backend.
+	Active bool `json:"active"`
+	// Reason says why it is not active, or what failed last.
+	Reason string `json:"reason,omitempty"`
+	// Interfaces it is attached to, with the attach mode (tcx or tc).
+	Interfaces map[string]string `json:"interfaces,omitempty"`
+	// Flows are mapped now, of at most MaxFlows.
+	Flows    int `json:"flows"`
+	MaxFlows int `json:"max_flows"`
+	// Redirected counts the datagrams the program relayed, Passed those
+	// it left to the stack by reason, Dropped those lost half way (zero).
+	Redirected uint64            `json:"redirected"`
+	Passed     map[string]uint64 `json:"passed,omitempty"`
+	Dropped    uint64            `json:"dropped"`
+	// MapFull counts flows refused for lack of room, PutErrors flows
+	// refused for another reason; Unmapped counts the NAT-T flows that
+	// stayed in user space when offered (those two, and interfaces or
+	// routes the program cannot use).
+	MapFull   uint64 `json:"map_full"`
+	PutErrors uint64 `json:"put_errors"`
+	Unmapped  uint64 `json:"flows_unmapped"`
+	// AttachFailures counts interfaces the program could not be attached
+	// to; LoadFailures counts failed loads of the program in this process.
+	AttachFailures uint64 `json:"attach_failures"`
+	LoadFailures   uint64 `json:"load_failures"`
 }
