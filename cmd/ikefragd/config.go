@@ -117,6 +117,7 @@ func defaultConfig() Config {
 		Log:     LogConfig{Level: "info", Format: "auto"},
 		Proxy: proxy.Config{
 			Refragment:       proxy.RefragmentAuto,
+			FastPath:         proxy.FastPathAuto,
 			PMTUDefault:      proxy.DefaultPMTU,
 			PMTUStepDown:     false,
 			IKEPort:          500,
