@@ -304,10 +304,17 @@ func (d *daemonProc) stop() {
 		if d.err != nil {
 			d.t.Errorf("ikefragd exited with %v after SIGTERM\n%s", d.err, d.stderr)
 		}
-	case <-time.After(15 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.waited
-		d.t.Errorf("ikefragd did not stop within 15 s of SIGTERM\n%s", d.stderr)
+	case <-time.After(30 * time.Second):
+		// SIGQUIT makes the Go runtime print every goroutine's stack: the
+		// log then shows where the shutdown waits.
+		_ = d.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-d.waited:
+		case <-time.After(5 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.waited
+		}
+		d.t.Errorf("ikefragd did not stop within 30 s of SIGTERM\n%s", d.stderr)
 	}
 	if d.t.Failed() {
 		d.t.Logf("ikefragd log:\n%s", d.stderr)
