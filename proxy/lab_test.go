@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -60,15 +61,17 @@ type gwProxy struct {
 }
 
 // startProxy runs the proxy in node n with the YAML configuration cfg
-// (proxy and keys sections, as the daemon reads them).
-func startProxy(t *testing.T, l *lab.Lab, n *lab.Node, cfg string) *gwProxy {
+// (proxy and keys sections, as the daemon reads them). wrap, when given,
+// is a command line the proxy runs under (e.g. setpriv).
+func startProxy(t *testing.T, l *lab.Lab, n *lab.Node, cfg string, wrap ...string) *gwProxy {
 	t.Helper()
 	path := filepath.Join(l.Dir, fmt.Sprintf("proxy-%s.yaml", n.Role))
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctl := filepath.Join(l.Dir, fmt.Sprintf("proxy-%s.ctl", n.Role))
-	p := n.Start(t, "ready", runnerBin(t), "-config", path, "-ctl", ctl, "-log", "debug")
+	args := append(slices.Clone(wrap), runnerBin(t), "-config", path, "-ctl", ctl, "-log", "debug")
+	p := n.Start(t, "ready", args[0], args[1:]...)
 	return &gwProxy{proc: p, ctl: ctl}
 }
 
