@@ -28,7 +28,9 @@ proxy:
     "2001:db8:1::/48": 1280
   pmtu_step_down: true
   route_mtu: true
+  fast_path: off
   idle_timeout: 90s
+  fast_path_max_flows: 64
 keys:
   strongswan_table: /run/ikefrag/ikev2_decryption_table
   socket: /run/ikefrag/keys.sock
@@ -49,7 +51,8 @@ keys:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.Enabled || !s.RouteMTU || !s.stepDown || s.PMTUDefault != 1400 || s.IdleTimeout != 90*time.Second {
+	if !s.Enabled || !s.RouteMTU || !s.stepDown || s.PMTUDefault != 1400 || s.IdleTimeout != 90*time.Second ||
+		s.FastPath != FastPathOff || s.FastPathMaxFlows != 64 {
 		t.Errorf("settings %+v", s.Config)
 	}
 	if cfg.Keys.StrongswanTable != "/run/ikefrag/ikev2_decryption_table" || cfg.Keys.Socket != "/run/ikefrag/keys.sock" {
@@ -98,7 +101,8 @@ func TestConfigForms(t *testing.T) {
 	}
 	// defaults: every address, both ports, step-down off
 	c = Config{Backends: []string{"127.0.0.2"}}
-	if s, err = c.parse(); err != nil || len(s.listen) != 4 || s.stepDown || s.PMTUDefault != DefaultPMTU {
+	if s, err = c.parse(); err != nil || len(s.listen) != 4 || s.stepDown || s.PMTUDefault != DefaultPMTU ||
+		s.FastPath != FastPathAuto || s.FastPathMaxFlows != DefaultMaxClients {
 		t.Errorf("defaults: %v %+v", err, s)
 	}
 	bad := []Config{
@@ -114,6 +118,8 @@ func TestConfigForms(t *testing.T) {
 		{Listen: []string{"127.0.0.1"}, Backends: []string{"127.0.0.2"}, PMTUStepDown: []any{1000, 1200}},
 		{Listen: []string{"127.0.0.1"}, Backends: []string{"127.0.0.2"}, PMTUStepDown: "maybe"},
 		{Listen: []string{"127.0.0.1"}, Backends: []string{"127.0.0.2"}, IKEPort: 4500},
+		{Listen: []string{"127.0.0.1"}, Backends: []string{"127.0.0.2"}, FastPath: "on"},
+		{Listen: []string{"127.0.0.1"}, Backends: []string{"127.0.0.2"}, FastPathMaxFlows: 1 << 22},
 	}
 	for i, c := range bad {
 		if err := c.Validate(); err == nil {

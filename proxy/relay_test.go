@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ikefrag/ikefrag/ebpf/fastpath"
 	"github.com/ikefrag/ikefrag/ike"
 )
 
@@ -283,6 +284,20 @@ func TestCollector(t *testing.T) {
 	series := map[string]int{}
 	for _, mf := range mfs {
 		series[mf.GetName()] = len(mf.GetMetric())
+		if mf.GetName() == "ikefrag_proxy_esp_datagrams_total" {
+			// the ESP-shaped round trip crossed user space; the backend
+			// is local, so no fast path
+			for _, m := range mf.GetMetric() {
+				l := m.GetLabel()
+				want := 0.0
+				if l[2].GetName() == "path" && l[2].GetValue() == "user_space" {
+					want = 1
+				}
+				if m.GetCounter().GetValue() != want {
+					t.Errorf("ESP metric %v", m)
+				}
+			}
+		}
 		if mf.GetName() == "ikefrag_proxy_client_pmtu_bytes" {
 			m := mf.GetMetric()[0]
 			if m.GetGauge().GetValue() != 1400 || len(m.GetLabel()) != 2 || m.GetLabel()[0].GetValue() != "127.0.0.1" ||
@@ -292,7 +307,9 @@ func TestCollector(t *testing.T) {
 		}
 	}
 	if series["ikefrag_proxy_datagrams_total"] != 2 || series["ikefrag_proxy_dropped_total"] != int(numDropReasons) ||
-		series["ikefrag_proxy_backend_up"] != 1 || series["ikefrag_proxy_client_pmtu_bytes"] != 1 {
+		series["ikefrag_proxy_backend_up"] != 1 || series["ikefrag_proxy_client_pmtu_bytes"] != 1 ||
+		series["ikefrag_proxy_esp_datagrams_total"] != 4 || series["ikefrag_fastpath_passed_total"] != len(fastpath.PassReasons()) ||
+		series["ikefrag_fastpath_active"] != 1 {
 		t.Errorf("series %v", series)
 	}
 	if s := p.Status(); !strings.Contains(s, "1/1 backends up") {
