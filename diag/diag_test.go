@@ -3,6 +3,7 @@ package diag_test
 import (
 	"errors"
 	"io"
+	"net/netip"
 	"testing"
 
 	"github.com/ikefrag/ikefrag/diag"
@@ -193,5 +194,19 @@ func TestLabVerdicts(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("d: no fragment_size = 1280 remedy: %+v", r.Sessions[0].Verdicts)
+	}
+}
+
+// A proxy on the observing host re-initiates each client's IKE toward the
+// backend: that leg is shown but judged only on the client's session.
+func TestRelayLegIsNotJudged(t *testing.T) {
+	proxyAddr := netip.MustParseAddr("10.99.1.2") // the initiator in b.pcap
+	r := analyzeWith(t, shared.LabPcap(t, "b.pcap"), diag.Options{RelayLeg: func(a netip.Addr) bool { return a == proxyAddr }})
+	if len(r.Sessions) != 1 || !r.Sessions[0].RelayLeg || len(r.Sessions[0].Verdicts) != 0 {
+		t.Errorf("sessions %+v, want one relay leg without verdicts", r.Sessions)
+	}
+	r = analyzeWith(t, shared.LabPcap(t, "b.pcap"), diag.Options{RelayLeg: func(netip.Addr) bool { return false }})
+	if len(r.Sessions) != 1 || r.Sessions[0].RelayLeg || len(r.Sessions[0].Verdicts) == 0 {
+		t.Errorf("sessions %+v, want the client's session judged", r.Sessions)
 	}
 }

@@ -33,6 +33,12 @@ type Options struct {
 	// MaxExchanges and MaxTransmissions cap what one session keeps.
 	MaxExchanges     int
 	MaxTransmissions int
+	// RelayLeg, when set, names the addresses from which this host's own
+	// proxy initiates toward its backends. A session initiated from one of
+	// them is the proxy's relayed copy of a client's session: it is kept
+	// and shown, but judged only on the client's side, so that one loss
+	// does not give two verdicts.
+	RelayLeg func(netip.Addr) bool
 	// Keys, when set, opens SK and SKF messages of the IKE SAs it has keys
 	// for: inner notifies such as AUTHENTICATION_FAILED and the CHILD SA
 	// proposal become visible.
@@ -292,6 +298,7 @@ func (e *Engine) session(g *Datagram) *Session {
 		}
 		e.nextID++
 		s = &Session{ID: e.nextID, SPIi: h.SPIi, IKEv1: h.IsIKEv1(), First: g.Time, seen: make(map[sig]*Datagram), key: k}
+		s.RelayLeg = e.opt.RelayLeg != nil && !h.IsIKEv1() && e.opt.RelayLeg(init.Addr())
 		if h.IsIKEv1() {
 			s.Initiator, s.Responder = g.Src, g.Dst
 		}

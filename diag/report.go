@@ -27,6 +27,7 @@ type SessionReport struct {
 	SPIi                   string        `json:"spi_i"`
 	SPIr                   string        `json:"spi_r"`
 	IKEVersion             int           `json:"ike_version"`
+	RelayLeg               bool          `json:"relay_leg,omitempty"` // this host's proxy toward a backend; judged on the client's session
 	Start                  time.Time     `json:"start"`
 	End                    time.Time     `json:"end"`
 	Established            bool          `json:"established"`
@@ -97,7 +98,7 @@ func (e *Engine) Report(final bool) Report {
 func (e *Engine) SessionReport(s *Session, final bool) SessionReport {
 	sr := SessionReport{
 		ID: s.ID, Client: s.Initiator.String(), Server: s.Responder.String(),
-		SPIi: s.SPIi.String(), SPIr: s.SPIr.String(), IKEVersion: 2,
+		SPIi: s.SPIi.String(), SPIr: s.SPIr.String(), IKEVersion: 2, RelayLeg: s.RelayLeg,
 		Start: s.First, End: s.Last,
 		FragmentationSupported: FragSupport{s.FragSupported.Initiator, s.FragSupported.Responder},
 		Verdicts:               e.Evaluate(s, final),

@@ -93,6 +93,8 @@ type Session struct {
 	ID         int
 	SPIi, SPIr ike.SPI
 	IKEv1      bool
+	// RelayLeg marks the proxy's own leg toward a backend (Options.RelayLeg).
+	RelayLeg bool
 	// Initiator and Responder are the peers' addresses as last seen (ports
 	// change when NAT-T moves the SA from 500 to 4500).
 	Initiator, Responder netip.AddrPort

@@ -74,6 +74,9 @@ func (e *Engine) Verdicts(final bool) []Verdict {
 
 // Evaluate returns the verdicts for one session.
 func (e *Engine) Evaluate(s *Session, final bool) []Verdict {
+	if s.RelayLeg {
+		return nil
+	}
 	ev := evaluator{e: e, s: s, settled: final || e.now.Sub(s.Last) >= e.opt.Settle}
 	return ev.run()
 }

@@ -112,6 +112,11 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	if d.store != nil {
 		opt.Keys = d.store
 	}
+	if cfg.Proxy.Enabled {
+		// The proxy re-initiates every client's IKE toward a backend from
+		// this host: those sessions are judged on the client's side.
+		opt.RelayLeg = localAddrs()
+	}
 	d.pipe = newPipeline(opt, cfg.Diag.VerdictLogRate, log.With("component", "diag"), d.events, d.m)
 	goRun(func() { d.pipe.run(ctx, d.obs.Records()) })
 
