@@ -149,6 +149,20 @@ func (g *gwProxy) natt(t *testing.T, port uint16) (proxy.FlowInfo, bool) {
 	return proxy.FlowInfo{}, false
 }
 
+// nattWhen polls the flow until cond holds (2 s at most): the proxy
+// counts a datagram to the client after sendmmsg returns, which can be
+// after the client has it.
+func (g *gwProxy) nattWhen(t *testing.T, port uint16, cond func(proxy.FlowInfo) bool) (proxy.FlowInfo, bool) {
+	t.Helper()
+	var f proxy.FlowInfo
+	var ok bool
+	waitFor(2*time.Second, func() bool {
+		f, ok = g.natt(t, port)
+		return ok && cond(f)
+	})
+	return f, ok
+}
+
 func logLines(t *testing.T, g *gwProxy, s string) int {
 	t.Helper()
 	b, err := os.ReadFile(g.proc.Log)
@@ -196,9 +210,9 @@ func TestLabFastPathFullAndExpiry(t *testing.T) {
 			b.ike()
 			b.esp(20)
 			c.ike()
+			fa, _ := g.nattWhen(t, a.port(), func(f proxy.FlowInfo) bool { return f.ESPFastPathOut == 20 })
+			fb, _ := g.nattWhen(t, b.port(), func(f proxy.FlowInfo) bool { return f.ESPOut == 20 })
 			st := g.stats(t)
-			fa, _ := g.natt(t, a.port())
-			fb, _ := g.natt(t, b.port())
 			t.Logf("A %+v\nB %+v\nfast path %+v", fa, fb, st.FastPath)
 			if fa.FastPath != "mapped" || fa.ESPFastPathIn != 20 || fa.ESPFastPathOut != 20 || fa.ESPIn != 0 || fa.ESPOut != 0 {
 				t.Errorf("first flow: want its 20 ESP each way in the kernel: %+v", fa)
@@ -239,7 +253,7 @@ func TestLabFastPathFullAndExpiry(t *testing.T) {
 				t.Fatalf("A did not expire or B was not mapped: B %+v, fast path %+v", fb2, g.stats(t).FastPath)
 			}
 			b.esp(20)
-			fb3, _ := g.natt(t, b.port())
+			fb3, _ := g.nattWhen(t, b.port(), func(f proxy.FlowInfo) bool { return f.ESPFastPathOut-fb2.ESPFastPathOut >= 20 })
 			if fb3.ESPFastPathIn-fb2.ESPFastPathIn != 20 || fb3.ESPFastPathOut-fb2.ESPFastPathOut != 20 ||
 				fb3.ESPIn != fb2.ESPIn || fb3.ESPOut != fb2.ESPOut {
 				t.Errorf("B after it was mapped: want its next 20 ESP in the kernel: before %+v, after %+v", fb2, fb3)
@@ -249,15 +263,18 @@ func TestLabFastPathFullAndExpiry(t *testing.T) {
 			// reaches the proxy and makes a new flow (left in user space:
 			// B holds the only room).
 			a.esp(1)
-			fa2, ok := g.natt(t, a.port())
+			fa2, ok := g.nattWhen(t, a.port(), func(f proxy.FlowInfo) bool { return f.ESPOut == 1 })
 			if !ok || fa2.ESPIn != 1 || fa2.ESPOut != 1 || fa2.FastPath != "full" {
 				t.Errorf("A again: want a new flow with its ESP in user space: %v %+v", ok, fa2)
 			}
 
 			// Every ESP datagram is accounted once, on one path, the
 			// expired mapping's included.
-			st = g.stats(t)
 			sent := uint64(a.sent + b.sent + c.sent)
+			waitFor(2*time.Second, func() bool {
+				st = g.stats(t)
+				return st.Total.ESPOut+st.Total.ESPFastPathOut >= sent
+			})
 			k := st.Total
 			t.Logf("ESP sent by the clients %d; proxy user space in %d out %d, fast path in %d out %d; fast path %+v",
 				sent, k.ESPIn, k.ESPOut, k.ESPFastPathIn, k.ESPFastPathOut, st.FastPath)
@@ -293,8 +310,8 @@ func TestLabFastPathCannotLoad(t *testing.T) {
 	a := newGenFlow(t, l, netip.AddrPortFrom(gwAddr, 4500), 0xa0000001)
 	a.ike()
 	a.esp(20)
+	fa, _ := g.nattWhen(t, a.port(), func(f proxy.FlowInfo) bool { return f.ESPOut == 20 })
 	st := g.stats(t)
-	fa, _ := g.natt(t, a.port())
 	t.Logf("fast path %+v; flow %+v", st.FastPath, fa)
 	if st.FastPath.Active || st.FastPath.LoadFailures != 1 || !strings.Contains(st.FastPath.Reason, "not loaded") {
 		t.Errorf("want an inactive fast path with one load failure: %+v", st.FastPath)

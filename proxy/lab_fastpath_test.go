@@ -138,7 +138,12 @@ func checkESPAccounting(t *testing.T, g *gwProxy, cli, srv *lab.Daemon, fastPath
 	t.Helper()
 	cliIn, cliOut := childPackets(t, cli)
 	srvIn, srvOut := childPackets(t, srv)
-	st := g.stats(t)
+	var st proxy.Stats
+	// the proxy counts a datagram to the client after sendmmsg returns
+	waitFor(2*time.Second, func() bool {
+		st = g.stats(t)
+		return st.Total.ESPOut+st.Total.ESPFastPathOut >= srvOut
+	})
 	k := st.Total
 	t.Logf("ESP packets: cli out %d in %d, srv in %d out %d; proxy user space in %d out %d, fast path in %d out %d; fast path %+v",
 		cliOut, cliIn, srvIn, srvOut, k.ESPIn, k.ESPOut, k.ESPFastPathIn, k.ESPFastPathOut, st.FastPath)

@@ -285,9 +285,16 @@ func (p *Proxy) Status() string {
 	if st.Keyed {
 		mode = "keyed"
 	}
-	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows, %d re-fragmented, %d replays, %d step-downs, %d key misses",
+	fp := "off"
+	switch {
+	case st.FastPath.Active:
+		fp = fmt.Sprintf("%d flows", st.FastPath.Flows)
+	case st.FastPath.Mode != FastPathOff:
+		fp = "unavailable"
+	}
+	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows, %d re-fragmented, %d replays, %d step-downs, %d key misses, ESP fast path %s",
 		mode, st.Refragment, up, len(st.Backends), st.Clients, st.Flows, st.Total.Refragmented, st.Total.Replays,
-		st.Total.StepDowns, st.Total.KeyMisses)
+		st.Total.StepDowns, st.Total.KeyMisses, fp)
 }
 
 // PMTU returns the path-MTU estimate toward a client.

@@ -275,6 +275,11 @@ func TestCollector(t *testing.T) {
 	}
 	defer c.Close()
 	roundTrip(t, c, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(nattPort)), []byte{0xc0, 0, 0, 1, 0, 0, 0, 1})
+	// the reply is counted once sendmmsg returns, which can be after the
+	// client has it
+	for end := time.Now().Add(2 * time.Second); p.Stats().Total.ESPOut == 0 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(p.Collector())
 	mfs, err := reg.Gather()
