@@ -17,9 +17,8 @@
 // ESP and keepalives follow their flow, or on a new flow the client's latest
 // SA. A backend is marked down after consecutive failures (ICMP
 // unreachable on its sockets, IKE_SA_INIT left unanswered) and tried again
-// after a hold time. The FlowTable's 5-tuples are the seam for an ESP fast
-// path. Backends on an IKE port other than 500 get the non-ESP marker the
-// way strongSwan expects it there.
+// after a hold time. Backends on an IKE port other than 500 get the non-ESP
+// marker the way strongSwan expects it there.
 //
 // # Path MTU per client
 //
@@ -75,6 +74,31 @@
 // diagnosis engine tells the operator which server setting fixes the cause
 // (IKE_FRAGMENTS_EXCEED_PMTU: strongSwan charon.fragment_size, RRAS
 // EnableServerFragmentation).
+//
+// # ESP fast path (proxy.fast_path)
+//
+// With fast_path auto (the default) the proxy loads ebpf/fastpath and
+// attaches it to the interfaces of its routes toward the backends at
+// start, and to the interface of the route toward each client when the
+// first flow through it is mapped. A NAT-T flow is mapped while the
+// proxy handles the backend's first reply on it, before relaying that
+// reply: on a new flow it ends IKE_AUTH, so the client's ESP, and the
+// server's in answer, cross the kernel only. A flow that starts with ESP
+// (after a NAT rebinding) has its datagrams before that reply relayed
+// here. The proxy keeps every socket and relays whatever reaches them:
+// IKE, keepalives, IP fragments, and ESP above the client's route MTU
+// (route_mtu; the mapping is given that MTU and updated with it). ESP is
+// counted per path: esp_in and esp_out in user space, esp_fastpath_in and
+// esp_fastpath_out from the program's per-flow counters, read once per
+// janitor sweep and on every Stats, Peers and Flows call; both are
+// included in the datagram and byte totals.
+// The janitor takes a flow's last fast-path datagram as activity; a
+// closing flow is unmapped before its upstream socket closes, and its
+// final counters are kept. A full map leaves new flows in user space
+// (logged once, counted) and they are mapped when room appears; a
+// program that cannot load, or a backend or client interface without an
+// Ethernet header, leaves that traffic in user space with one log line
+// and a counter (Stats.FastPath).
 //
 // # Bounds and secrets
 //
