@@ -175,6 +175,7 @@ func (p *Proxy) fpMap(f *Flow) {
 	c, _ := x.fp.Counters(fl.Key())
 	f.fpSeen = fastpath.FlowCounters{Key: fl.Key(), Mapped: c.Mapped}
 	f.fpFlow = fl
+	f.fpMTU.Store(int32(fl.ClientMTU))
 	f.fpState.Store(fpMapped)
 	x.mapped.Add(1)
 	// A route MTU set while the Put ran is caught here; later ones by
@@ -199,6 +200,7 @@ func (p *Proxy) fpRemapLocked(f *Flow, mtu int) {
 		return
 	}
 	f.fpFlow = fl
+	f.fpMTU.Store(int32(mtu))
 }
 
 // fpClientMTU follows a change of a client's route MTU (route_mtu): the
@@ -237,6 +239,7 @@ func (p *Proxy) fpUnmapLocked(f *Flow) {
 	if f.fpState.Load() != fpMapped {
 		return
 	}
+	f.fpMTU.Store(0)
 	c, err := p.fpx.fp.Delete(f.fpFlow.Key())
 	if err == nil {
 		p.fpAbsorbLocked(f, c)

@@ -48,6 +48,7 @@ type Flow struct {
 	// flow's mapping against each other and against close.
 	fpMu    sync.Mutex
 	fpState atomic.Uint32         // fp*; written under fpMu
+	fpMTU   atomic.Int32          // the mapping's ClientMTU, for Info
 	fpFlow  fastpath.Flow         // what was put
 	fpSeen  fastpath.FlowCounters // counters already added to the proxy's
 }
@@ -78,6 +79,10 @@ type FlowInfo struct {
 	// for room), "user_space" (cannot be carried), or empty when it was
 	// never offered (IKE port flows, no reply yet, fast path off).
 	FastPath string `json:"fast_path,omitempty"`
+	// FastPathMTU is the largest ESP datagram (IP bytes) the mapping
+	// sends toward the client: the client's route MTU (route_mtu), 0 when
+	// only the interface's MTU limits it.
+	FastPathMTU int `json:"fast_path_mtu,omitempty"`
 }
 
 // Info returns the flow's 5-tuples and counters.
@@ -86,7 +91,7 @@ func (f *Flow) Info() FlowInfo {
 		NATT: f.natt, Replied: f.replied.Load(), Created: f.created,
 		LastSeen: time.Unix(0, f.last.Load()), PktsIn: f.pktsIn.Load(), PktsOut: f.pktsOut.Load(),
 		ESPIn: f.espIn.Load(), ESPOut: f.espOut.Load(), ESPFastPathIn: f.fpIn.Load(), ESPFastPathOut: f.fpOut.Load(),
-		FastPath: fpStateNames[f.fpState.Load()]}
+		FastPath: fpStateNames[f.fpState.Load()], FastPathMTU: int(f.fpMTU.Load())}
 }
 
 func (f *Flow) backendAddr() netip.AddrPort {

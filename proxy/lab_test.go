@@ -408,6 +408,7 @@ func TestLabRouteMTU(t *testing.T) {
 			if !strings.Contains(rt, l.Cli.Addr4.String()) || !strings.Contains(rt, "mtu lock 1000") {
 				t.Errorf("gw table 4500: %s", rt)
 			}
+			checkRouteMTUFastPath(t, l, g)
 			if err := g.proc.Stop(); err != nil {
 				t.Errorf("proxy exit: %v", err)
 			}
