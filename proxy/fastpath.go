@@ -211,7 +211,9 @@ func (p *Proxy) fpClientMTU(c *client) {
 	}
 	mtu := c.mtu()
 	for _, f := range p.flows.all() {
-		if f.cl != c || f.fpState.Load() != fpMapped {
+		// state first: a mapped flow's client was set before its reader
+		// started, a flow being created may not have one yet
+		if f.fpState.Load() != fpMapped || f.cl != c {
 			continue
 		}
 		f.fpMu.Lock()
