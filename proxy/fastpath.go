@@ -62,15 +62,19 @@ func (p *Proxy) startFastPath() {
 	}
 	x := &fastPath{fp: fp, max: p.s.FastPathMaxFlows, ifaces: map[int]*fpIface{}}
 	var errs []string
-	ok := 0
+	ok, later := 0, 0
 	for _, b := range p.backends {
 		if _, _, err := x.iface(b.cfg.NATT.Addr()); err != nil {
 			errs = append(errs, fmt.Sprintf("backend %s: %v", b.cfg.Name, err))
+			if errors.Is(err, fastpath.ErrNoRoute) {
+				// the route may appear later; flows attach as they come
+				later++
+			}
 			continue
 		}
 		ok++
 	}
-	if ok == 0 {
+	if ok == 0 && later == 0 {
 		_ = fp.Close()
 		p.fpReason = "no backend route through an interface that can carry it: " + strings.Join(errs, "; ")
 		p.fpAttachFailures = x.attachFailures.Load()
@@ -78,7 +82,8 @@ func (p *Proxy) startFastPath() {
 		return
 	}
 	if len(errs) > 0 {
-		p.log.Warn("proxy: ESP fast path not attached for some backends; their ESP is relayed in user space", "errors", strings.Join(errs, "; "))
+		p.log.Warn("proxy: ESP fast path not attached for some backends; their ESP is relayed in user space until a route through an interface it can use appears",
+			"errors", strings.Join(errs, "; "))
 	}
 	p.fpx = x
 	p.log.Info("proxy: ESP fast path on", "interfaces", x.names(), "max_flows", x.max)

@@ -102,6 +102,9 @@ func TestFastPathInterfaces(t *testing.T) {
 		{name: "veth_and_tun", backends: []string{"10.99.62.2", "10.99.61.2"}, active: true, ifaces: []string{"va"}, attachFail: 1,
 			warn: "ESP fast path not attached for some backends"},
 		{name: "veth", backends: []string{"10.99.61.2"}, active: true, ifaces: []string{"va"}},
+		// no route yet: kept loaded, flows attach their interfaces later
+		{name: "no_route", backends: []string{"10.99.63.2"}, active: true,
+			warn: "ESP fast path not attached for some backends"},
 		{name: "off", backends: []string{"10.99.61.2"}, fastPath: FastPathOff},
 	}
 	for _, c := range cases {

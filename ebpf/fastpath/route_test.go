@@ -31,10 +31,11 @@ func TestRouteInterface(t *testing.T) {
 		{"fd00:201:2::2", "pb", nil},
 		{"::ffff:10.201.2.2", "pb", nil},
 		{"10.201.1.1", "", ErrUnsupported}, // the proxy's own address
-		{"192.0.2.1", "", ErrUnsupported},  // no route in px
+		{"192.0.2.1", "", ErrNoRoute},      // no route in px (also ErrUnsupported)
 	} {
 		idx, name, err := fp.RouteInterface(netip.MustParseAddr(c.dst))
-		if !errors.Is(err, c.err) || name != c.name || (c.err == nil) != (idx > 0) {
+		if !errors.Is(err, c.err) || name != c.name || (c.err == nil) != (idx > 0) ||
+			c.err != nil && !errors.Is(err, ErrUnsupported) || c.err == ErrUnsupported && errors.Is(err, ErrNoRoute) {
 			t.Errorf("%s: %d %q %v, want %q %v", c.dst, idx, name, err, c.name, c.err)
 		}
 	}
