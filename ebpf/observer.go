@@ -322,7 +322,10 @@ func (o *Observer) attachHooks(ifc *iface, l netlink.Link) error {
 		var err error
 		for i, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
 			var lk link.Link
-			lk, err = link.AttachTCX(link.TCXOptions{Interface: ifc.ifindex, Program: progs[i], Attach: at})
+			// At the head: the observer only watches, so it must see every
+			// packet before a program that redirects it (the ESP fast path)
+			// whatever the order of attachment.
+			lk, err = link.AttachTCX(link.TCXOptions{Interface: ifc.ifindex, Program: progs[i], Attach: at, Anchor: link.Head()})
 			if err != nil {
 				break
 			}

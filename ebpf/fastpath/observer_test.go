@@ -82,6 +82,20 @@ func runWithObserver(t *testing.T, mode AttachMode) {
 	if espIn != n {
 		t.Errorf("observer counted %d ESP datagrams on pc ingress, want %d", espIn, n)
 	}
+	// The observer attached to pb after the fast path still sees the
+	// backend's ESP before it is redirected: it runs first (tcx head, or
+	// tc priority 1) whatever the order of attachment.
+	send(t, back, f.Upstream, ps...)
+	recvN(t, cl, n, "client")
+	snap, err = o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ic := range snap.Interfaces {
+		if ic.Name == "pb" && ic.Ingress[obsebpf.CounterESPInUDP].Packets != n {
+			t.Errorf("observer counted %d ESP datagrams on pb ingress, want %d", ic.Ingress[obsebpf.CounterESPInUDP].Packets, n)
+		}
+	}
 	if mode == AttachTC {
 		var names []string
 		l.do("px", func() {
