@@ -281,11 +281,12 @@ func newPeersCmd() *cobra.Command {
 
 func writeProxyPeers(w io.Writer, peers []proxy.PeerInfo) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROXY CLIENT	BACKEND	PATH MTU	SOURCE	ROUTE MTU	FLOWS	IN	OUT	RE-FRAGMENTED	FRAGMENTS	REPLAYS	KEY MISSES	STEP-DOWNS")
+	fmt.Fprintln(tw, "PROXY CLIENT\tBACKEND\tPATH MTU\tSOURCE\tROUTE MTU\tFLOWS\tIN\tOUT\tESP USER IN/OUT\tESP FAST PATH IN/OUT\tRE-FRAGMENTED\tFRAGMENTS\tREPLAYS\tKEY MISSES\tSTEP-DOWNS")
 	for _, p := range peers {
 		c := p.Counters
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Client, p.Backend, orDash(p.PMTU.MTU), p.PMTU.Source,
-			orDash(p.RouteMTU), len(p.Flows), c.DatagramsIn, c.DatagramsOut, c.Refragmented, c.FragmentsEmitted, c.Replays, c.KeyMisses, c.StepDowns)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d/%d\t%d/%d\t%d\t%d\t%d\t%d\t%d\n", p.Client, p.Backend, orDash(p.PMTU.MTU), p.PMTU.Source,
+			orDash(p.RouteMTU), len(p.Flows), c.DatagramsIn, c.DatagramsOut, c.ESPIn, c.ESPOut, c.ESPFastPathIn, c.ESPFastPathOut,
+			c.Refragmented, c.FragmentsEmitted, c.Replays, c.KeyMisses, c.StepDowns)
 	}
 	tw.Flush()
 }
