@@ -475,27 +475,9 @@ func fragLens(t *Transmission) string {
 
 // suiteString renders a proposal as its transforms' names.
 func suiteString(p *ike.Proposal) string {
-	var parts []string
-	for _, t := range p.Transforms {
-		parts = append(parts, transformString(&t))
+	parts := make([]string, 0, len(p.Transforms))
+	for i := range p.Transforms {
+		parts = append(parts, p.Transforms[i].String())
 	}
 	return strings.Join(parts, "/")
-}
-
-func transformString(t *ike.Transform) string {
-	switch t.Type {
-	case ike.TransformENCR:
-		s := ike.EncrID(t.ID).String()
-		if kl, ok := t.KeyLength(); ok {
-			s += fmt.Sprintf("-%d", kl)
-		}
-		return s
-	case ike.TransformPRF:
-		return ike.PRFID(t.ID).String()
-	case ike.TransformINTEG:
-		return ike.IntegID(t.ID).String()
-	case ike.TransformDH:
-		return ike.DHGroup(t.ID).String()
-	}
-	return fmt.Sprintf("%s:%d", t.Type, t.ID)
 }

@@ -82,25 +82,9 @@ func describeInner(d diag.Decryption) *innerInfo {
 }
 
 func proposalString(p *ike.Proposal) string {
-	var parts []string
+	parts := make([]string, 0, len(p.Transforms))
 	for i := range p.Transforms {
-		t := &p.Transforms[i]
-		switch t.Type {
-		case ike.TransformENCR:
-			s := ike.EncrID(t.ID).String()
-			if kl, ok := t.KeyLength(); ok {
-				s += fmt.Sprintf("-%d", kl)
-			}
-			parts = append(parts, s)
-		case ike.TransformPRF:
-			parts = append(parts, ike.PRFID(t.ID).String())
-		case ike.TransformINTEG:
-			parts = append(parts, ike.IntegID(t.ID).String())
-		case ike.TransformDH:
-			parts = append(parts, ike.DHGroup(t.ID).String())
-		case ike.TransformESN:
-			parts = append(parts, ike.ESNID(t.ID).String())
-		}
+		parts = append(parts, p.Transforms[i].String())
 	}
 	return p.Protocol.String() + ":" + strings.Join(parts, "/")
 }
