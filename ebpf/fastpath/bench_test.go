@@ -24,6 +24,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/ikefrag/ikefrag/test/netns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
@@ -174,7 +175,7 @@ func BenchmarkESPRelay(b *testing.B) {
 		b.Skip("set IKEFRAG_BENCH=1 to run the relay benchmark (root, nginx with the stream module, nftables)")
 	}
 	requireBPF(b)
-	requireTools(b, "ip", "nft", "nginx")
+	netns.RequireTools(b, "ip", "nft", "nginx")
 	if _, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_module.so"); err != nil {
 		b.Skip("needs nginx's stream module (apt-get install nginx-light libnginx-mod-stream)")
 	}

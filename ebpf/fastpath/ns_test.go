@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ikefrag/ikefrag/netcfg"
+	"github.com/ikefrag/ikefrag/test/netns"
 )
 
 // nsAddrs are the lab's addresses of one family: client, proxy client
@@ -163,11 +164,11 @@ func runNamespace(t *testing.T, mode AttachMode, v6 bool, csum csumMode) {
 	l := proxyLab(t)
 	switch csum {
 	case csumFull:
-		requireTools(t, "ethtool")
+		netns.RequireTools(t, "ethtool")
 		l.in("cli", "ethtool", "-K", "c0", "tx", "off")
 		l.in("bk", "ethtool", "-K", "b0", "tx", "off")
 	case csumPartial:
-		requireTools(t, "ethtool")
+		netns.RequireTools(t, "ethtool")
 		l.in("px", "ethtool", "-K", "pc", "tx", "off")
 		l.in("px", "ethtool", "-K", "pb", "tx", "off")
 	}
