@@ -86,8 +86,10 @@ func (b *echoBackend) sources() map[netip.AddrPort]int {
 }
 
 // testPorts returns an IKE and a NAT-T port unlikely to be in use.
+// testPorts picks a port pair for a proxy on loopback, below the kernel's
+// ephemeral range (32768 and up) so that no client socket can hold it.
 func testPorts() (int, int) {
-	base := 20000 + rand.IntN(20000)
+	base := 20000 + 2*rand.IntN(4999)
 	return base, base + 1
 }
 
