@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/diag/capture"
+	"github.com/ikefrag/ikefrag/diag/obs"
 	"github.com/ikefrag/ikefrag/ike"
 )
 
@@ -71,21 +71,25 @@ Exit status: 0 when no verdict of severity error was found, 1 otherwise,
 
 // feed reads one capture into the engine.
 func feed(e *diag.Engine, path string) error {
+	return readCapture(path, func(rec obs.Record) error { e.Add(rec); return nil })
+}
+
+// readCapture calls fn for every record of a capture file, in order.
+func readCapture(path string, fn func(obs.Record) error) error {
 	r, err := capture.Open(path, capture.Options{})
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	for {
-		rec, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
+	for rec, err := range r.All() {
 		if err != nil {
 			return err
 		}
-		e.Add(rec)
+		if err := fn(rec); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 // writeReport prints ladder diagrams, verdicts and a summary line.

@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"slices"
 
 	"strings"
@@ -13,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ikefrag/ikefrag/diag"
-	"github.com/ikefrag/ikefrag/diag/capture"
 	"github.com/ikefrag/ikefrag/diag/obs"
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/keys"
@@ -111,34 +108,22 @@ NAT-T keepalives and IKEv1 are labelled as such.`,
 // decodeFile reads one capture and calls emit for every datagram on the IKE
 // ports and every plain ESP datagram.
 func decodeFile(path string, ports ike.Ports, src keys.Source, emit func(*decodeLine) error) error {
-	r, err := capture.Open(path, capture.Options{})
-	if err != nil {
-		return err
-	}
-	defer r.Close()
 	var dec *diag.Decryptor
 	var now time.Time
 	if src != nil {
 		dec = diag.NewDecryptor(src, func() time.Time { return now })
 	}
-	for {
-		rec, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+	return readCapture(path, func(rec obs.Record) error {
 		d := rec.Datagram
 		if d == nil {
-			continue
+			return nil
 		}
 		if d.Time.After(now) {
 			now = d.Time
 		}
 		l := describe(d, ports)
 		if l == nil {
-			continue
+			return nil
 		}
 		if dec != nil && l.Kind == "IKEv2" && l.Error == "" && (l.SKF != nil || slices.Contains(l.Payloads, "SK")) {
 			fr := ports.Classify(d.Src.Port(), d.Dst.Port(), d.Payload)
@@ -146,10 +131,8 @@ func decodeFile(path string, ports ike.Ports, src keys.Source, emit func(*decode
 				l.Inner = describeInner(dec.Open(h, fr.IKE))
 			}
 		}
-		if err := emit(l); err != nil {
-			return err
-		}
-	}
+		return emit(l)
+	})
 }
 
 const protoUDP, protoESP = 17, 50
