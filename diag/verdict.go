@@ -282,10 +282,18 @@ func (v *evaluator) auth(x *Exchange) {
 	// The responder answered, yet the initiator kept retransmitting: the
 	// response does not arrive.
 	ev := []string{v.sendsString(x.Requests), "responses: " + v.sendsString(x.Responses), "the initiator retransmitted after the response was sent: the response does not arrive"}
+	pmtu := v.pathMTU(s.Initiator.Addr())
 	switch {
 	case anySKF(x.Responses) && anyFragmented(x.Responses):
 		v.add(IKEFragmentsExceedPMTU, Error, TowardClient, x,
 			sprintf("the responder's IKE fragments of %s exceed the client's path MTU and are IP-fragmented again", name),
+			ev, v.frames(x)).Remedy = v.fragSizeFor(s.Initiator.Addr())
+	case anySKF(x.Responses) && pmtu > 0 && largest(x.Responses) > pmtu:
+		// Sent whole with DF, larger than the path: a router refused them
+		// (ICMP too big) rather than fragmenting them.
+		ev = append(ev, sprintf("the largest IKE fragment datagram is %d bytes; the path toward the client carries %d", largest(x.Responses), pmtu))
+		v.add(IKEFragmentsExceedPMTU, Error, TowardClient, x,
+			sprintf("the responder's IKE fragments of %s exceed the client's path MTU", name),
 			ev, v.frames(x)).Remedy = v.fragSizeFor(s.Initiator.Addr())
 	case anyFragmented(x.Responses):
 		ev = append(ev, v.fragFacts(negotiated)...)
@@ -376,6 +384,25 @@ func (v *evaluator) fragSizeFor(peer netip.Addr) []string {
 		mtu = p.Estimate().MTU
 	}
 	return fragSizeRemedy(mtu)
+}
+
+// pathMTU is the estimated path MTU toward a peer, 0 when unknown.
+func (v *evaluator) pathMTU(a netip.Addr) int {
+	if p := v.e.peers[a]; p != nil {
+		return p.Estimate().MTU
+	}
+	return 0
+}
+
+// largest returns the largest IP packet of the transmissions' datagrams.
+func largest(ts []*Transmission) int {
+	n := 0
+	datagrams(ts, func(d *Datagram) {
+		for _, l := range d.FragLens {
+			n = max(n, l)
+		}
+	})
+	return n
 }
 
 func lastResponse(x *Exchange) *Datagram {
