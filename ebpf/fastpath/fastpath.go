@@ -280,19 +280,27 @@ func (fp *FastPath) Delete(key FlowKey) (FlowCounters, error) {
 	if fp == nil {
 		return FlowCounters{}, ErrDisabled
 	}
-	key = key.normalize()
 	fp.mu.Lock()
 	defer fp.mu.Unlock()
-	if fp.closed {
-		return FlowCounters{}, ErrClosed
-	}
-	e := fp.flows[key]
-	if e == nil {
-		return FlowCounters{}, ErrNotFound
+	e, err := fp.entryLocked(key)
+	if err != nil {
+		return FlowCounters{}, err
 	}
 	c, _ := fp.readLocked(e)
 	fp.removeLocked(e)
 	return c, nil
+}
+
+// entryLocked finds a mapped flow; fp.mu must be held.
+func (fp *FastPath) entryLocked(key FlowKey) (*entry, error) {
+	if fp.closed {
+		return nil, ErrClosed
+	}
+	e := fp.flows[key.normalize()]
+	if e == nil {
+		return nil, ErrNotFound
+	}
+	return e, nil
 }
 
 func (fp *FastPath) removeLocked(e *entry) {
@@ -324,15 +332,11 @@ func (fp *FastPath) Counters(key FlowKey) (FlowCounters, error) {
 	if fp == nil {
 		return FlowCounters{}, ErrDisabled
 	}
-	key = key.normalize()
 	fp.mu.Lock()
 	defer fp.mu.Unlock()
-	if fp.closed {
-		return FlowCounters{}, ErrClosed
-	}
-	e := fp.flows[key]
-	if e == nil {
-		return FlowCounters{}, ErrNotFound
+	e, err := fp.entryLocked(key)
+	if err != nil {
+		return FlowCounters{}, err
 	}
 	return fp.readLocked(e)
 }
