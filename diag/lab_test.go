@@ -2,12 +2,9 @@ package diag_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/ikefrag/ikefrag/diag"
-	"github.com/ikefrag/ikefrag/keys"
 	"github.com/ikefrag/ikefrag/test/lab"
 )
 
@@ -86,18 +83,7 @@ func TestLiveAuthenticationFailed(t *testing.T) {
 		t.Errorf("AUTHENTICATION_FAILED without keys: %v", without)
 	}
 
-	b, err := os.ReadFile(cli.KeysFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := filepath.Join(t.TempDir(), keys.SaveKeysTable)
-	if err := os.WriteFile(table, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	store := keys.NewStore(keys.StoreConfig{})
-	if _, err := keys.NewSaveKeys(store, keys.SaveKeysConfig{Path: table}); err != nil {
-		t.Fatal(err)
-	}
+	store := lab.KeyStore(t, cli.KeysFile())
 	with := verdictsOf(analyzeWith(t, pcap.Path, diag.Options{Keys: store}))
 	if with[verdict{diag.AuthenticationFailed, diag.TowardClient}] != 1 || with[verdict{diag.OK, ""}] != 0 {
 		t.Errorf("with keys: %v, want AUTHENTICATION_FAILED toward the client and no OK", with)

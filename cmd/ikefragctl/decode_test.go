@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ikefrag/ikefrag/test/lab"
 	"github.com/ikefrag/ikefrag/test/shared"
 )
 
@@ -192,21 +193,6 @@ func TestDecodeBadInput(t *testing.T) {
 
 func writeFile(p string, b []byte) error { return os.WriteFile(p, b, 0o644) }
 
-// privateCopy copies a shared key table into a 0600 file: key files must
-// not be readable by others.
-func privateCopy(t *testing.T, src string) string {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "ikev2_decryption_table")
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestDecodeWithKeys(t *testing.T) {
 	for _, c := range []struct {
 		pcap, keys string
@@ -216,7 +202,7 @@ func TestDecodeWithKeys(t *testing.T) {
 		{"a.pcap", "a-keys.txt", "decrypted"},   // whole SK, IP-fragmented
 	} {
 		t.Run(c.pcap, func(t *testing.T) {
-			keys := privateCopy(t, shared.LabResult(t, c.keys))
+			keys := lab.PrivateCopy(t, shared.LabResult(t, c.keys))
 			out, code := runCtl(t, "decode", "--json", "--keys", keys, shared.LabPcap(t, c.pcap))
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, out)
@@ -250,14 +236,14 @@ func TestDecodeWithKeys(t *testing.T) {
 		})
 	}
 	t.Run("other SA's keys", func(t *testing.T) {
-		keys := privateCopy(t, shared.LabResult(t, "a-keys.txt"))
+		keys := lab.PrivateCopy(t, shared.LabResult(t, "a-keys.txt"))
 		out, _ := runCtl(t, "decode", "--keys", keys, shared.LabPcap(t, "c.pcap"))
 		if !strings.Contains(out, "[no keys for this SA]") {
 			t.Errorf("no 'no keys for this SA' in:\n%s", out)
 		}
 	})
 	t.Run("world-readable key file refused", func(t *testing.T) {
-		keys := privateCopy(t, shared.LabResult(t, "c-keys.txt"))
+		keys := lab.PrivateCopy(t, shared.LabResult(t, "c-keys.txt"))
 		if err := os.Chmod(keys, 0o644); err != nil {
 			t.Fatal(err)
 		}

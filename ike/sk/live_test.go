@@ -4,15 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ikefrag/ikefrag/diag/capture"
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/ike/sk"
-	"github.com/ikefrag/ikefrag/keys"
 	"github.com/ikefrag/ikefrag/test/lab"
 )
 
@@ -47,18 +44,7 @@ func TestLiveStrongSwan(t *testing.T) {
 			}
 			pcap.Stop()
 
-			b, err := os.ReadFile(cli.KeysFile())
-			if err != nil {
-				t.Fatal(err)
-			}
-			table := filepath.Join(t.TempDir(), keys.SaveKeysTable)
-			if err := os.WriteFile(table, b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			store := keys.NewStore(keys.StoreConfig{})
-			if _, err := keys.NewSaveKeys(store, keys.SaveKeysConfig{Path: table}); err != nil {
-				t.Fatal(err)
-			}
+			store := lab.KeyStore(t, cli.KeysFile())
 
 			r, err := capture.Open(pcap.Path, capture.Options{})
 			if err != nil {

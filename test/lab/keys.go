@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"testing"
+
+	"github.com/ikefrag/ikefrag/keys"
 )
 
 // IKEKeys is one line of save-keys' ikev2_decryption_table: the keys of one
@@ -68,4 +72,30 @@ func FindKeys(keys []IKEKeys, spii, spir string) (IKEKeys, bool) {
 		}
 	}
 	return IKEKeys{}, false
+}
+
+// PrivateCopy copies a key table into a 0600 file of the test's own: the
+// key sources refuse files others could read, such as the shared lab's.
+func PrivateCopy(t testing.TB, src string) string {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), keys.SaveKeysTable)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// KeyStore loads a save-keys table (through a private copy) into a key
+// store, as ikefragd does with keys.strongswan_table.
+func KeyStore(t testing.TB, table string) *keys.Store {
+	t.Helper()
+	store := keys.NewStore(keys.StoreConfig{})
+	if _, err := keys.NewSaveKeys(store, keys.SaveKeysConfig{Path: PrivateCopy(t, table)}); err != nil {
+		t.Fatal(err)
+	}
+	return store
 }
