@@ -7,6 +7,7 @@
  * are declared here and relocated against the running kernel (CO-RE). */
 
 #include "common.h"
+#include "hdr.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 
@@ -52,28 +53,6 @@ struct {
 	__type(value, struct drop_counters);
 } drop_stats SEC(".maps");
 
-struct ip4 {
-	__u8 vihl;
-	__u8 tos;
-	__be16 tot_len;
-	__be16 id;
-	__be16 frag_off;
-	__u8 ttl;
-	__u8 proto;
-	__u16 check;
-	__be32 saddr;
-	__be32 daddr;
-};
-
-struct ip6 {
-	__be32 vtcfl;
-	__be16 plen;
-	__u8 nexthdr;
-	__u8 hlim;
-	__u8 saddr[16];
-	__u8 daddr[16];
-};
-
 struct ip6_ext {
 	__u8 nexthdr;
 	__u8 len;
@@ -106,7 +85,7 @@ int BPF_PROG(ikefrag_kfree_skb, struct sk_buff *skb, void *location, enum skb_dr
 	int has_l4 = 0;
 
 	if (proto == ETH_P_IP_BE) {
-		struct ip4 ip;
+		struct ipv4_hdr ip;
 		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
 			goto unreadable;
 		if ((ip.vihl >> 4) != 4)
@@ -128,7 +107,7 @@ int BPF_PROG(ikefrag_kfree_skb, struct sk_buff *skb, void *location, enum skb_dr
 		l4 = (ip.vihl & 0x0f) * 4;
 		has_l4 = ip.proto == 17 && !(fo & 0x1fff);
 	} else {
-		struct ip6 ip6;
+		struct ipv6_hdr ip6;
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3))
 			goto unreadable;
 		ev.family = 6;

@@ -7,28 +7,7 @@
 
 #include "common.h"
 #include "config.h"
-
-struct ipv4_hdr {
-	__u8 vihl;
-	__u8 tos;
-	__be16 tot_len;
-	__be16 id;
-	__be16 frag_off;
-	__u8 ttl;
-	__u8 proto;
-	__u16 check;
-	__be32 saddr;
-	__be32 daddr;
-};
-
-struct ipv6_hdr {
-	__be32 vtcfl;
-	__be16 plen;
-	__u8 nexthdr;
-	__u8 hlim;
-	__u8 saddr[16];
-	__u8 daddr[16];
-};
+#include "hdr.h"
 
 struct ipv6_opt_hdr {
 	__u8 nexthdr;
@@ -40,13 +19,6 @@ struct ipv6_frag_hdr {
 	__u8 reserved;
 	__be16 frag_off;
 	__be32 id;
-};
-
-struct udp_hdr {
-	__be16 sport;
-	__be16 dport;
-	__be16 len;
-	__u16 check;
 };
 
 /* Extension headers walked before giving up; real IKE traffic carries at

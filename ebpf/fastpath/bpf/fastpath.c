@@ -18,6 +18,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "fastpath.h"
+#include "../../bpf/hdr.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -47,35 +48,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } stats SEC(".maps");
-
-struct ip4_hdr {
-	__u8 vihl;
-	__u8 tos;
-	__be16 tot_len;
-	__be16 id;
-	__be16 frag_off;
-	__u8 ttl;
-	__u8 proto;
-	__u16 check;
-	__be32 saddr;
-	__be32 daddr;
-};
-
-struct ip6_hdr {
-	__be32 vtcfl;
-	__be16 plen;
-	__u8 nexthdr;
-	__u8 hlim;
-	__u8 saddr[16];
-	__u8 daddr[16];
-};
-
-struct udp_hdr {
-	__be16 sport;
-	__be16 dport;
-	__be16 len;
-	__u16 check;
-};
 
 /* Copies *(dst) from packet offset off: from the linear data when the
  * bytes are there, otherwise with bpf_skb_load_bytes. Non-zero on failure. */
@@ -228,7 +200,7 @@ drop:
 
 static __always_inline int fast4(struct __sk_buff *skb)
 {
-	struct ip4_hdr ip;
+	struct ipv4_hdr ip;
 	struct udp_hdr uh;
 	const __u32 l3 = ETH_HLEN, l4 = ETH_HLEN + sizeof(ip);
 
@@ -262,7 +234,7 @@ static __always_inline int fast4(struct __sk_buff *skb)
 
 static __always_inline int fast6(struct __sk_buff *skb)
 {
-	struct ip6_hdr ip;
+	struct ipv6_hdr ip;
 	struct udp_hdr uh;
 	const __u32 l3 = ETH_HLEN, l4 = ETH_HLEN + sizeof(ip);
 
