@@ -31,7 +31,8 @@ type Process struct {
 // Start runs a program in the node's namespace. When ready is not empty it
 // waits (15 s at most) until a line of the program's standard output
 // contains it. The program is stopped in t.Cleanup (SIGTERM, SIGKILL after
-// 5 s); when the test failed the end of its log is printed first.
+// 5 s); when the test failed the end of its log is printed first and, for
+// the Go programs of this module, where their goroutines were waiting.
 func (n *Node) Start(t testing.TB, ready, name string, args ...string) *Process {
 	t.Helper()
 	p, err := n.start(ready, name, args...)
@@ -39,6 +40,10 @@ func (n *Node) Start(t testing.TB, ready, name string, args ...string) *Process 
 		t.Cleanup(func() {
 			if t.Failed() {
 				t.Logf("lab: last lines of %s (%s):\n%s", filepath.Base(name), p.Log, tail(p.Log, 60))
+				stacks := p.stacks()
+				if stacks != "" {
+					t.Logf("lab: goroutines of %s in this module:\n%s", filepath.Base(name), stacks)
+				}
 			}
 			if err := p.Stop(); err != nil {
 				t.Logf("lab: stopping %s: %v", filepath.Base(name), err)
@@ -123,6 +128,61 @@ func (p *Process) Exited() bool {
 	default:
 		return false
 	}
+}
+
+// stacks makes a running Go program print its goroutines (SIGQUIT) and
+// returns the ones with a frame in this module, a few frames each: when a
+// test fails because a program stopped doing its work, this says where it
+// waits. The log up to the signal is kept as it was.
+func (p *Process) stacks() string {
+	if p.Exited() {
+		return ""
+	}
+	before, err := os.ReadFile(p.Log)
+	if err != nil {
+		return ""
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.done:
+	case <-time.After(3 * time.Second):
+		return ""
+	}
+	all, err := os.ReadFile(p.Log)
+	if err != nil || len(all) < len(before) {
+		return ""
+	}
+	_ = os.WriteFile(p.Log+".stacks", all[len(before):], 0o600)
+	var out strings.Builder
+	for _, g := range strings.Split(string(all[len(before):]), "\n\n") {
+		if !strings.HasPrefix(g, "goroutine ") || !strings.Contains(g, "github.com/ikefrag/ikefrag/") {
+			continue
+		}
+		out.WriteString(frames(g, 8))
+		out.WriteString("\n")
+	}
+	return out.String()
+}
+
+// frames shortens one goroutine of a Go traceback to its header and at
+// most n frames outside the runtime, a line each.
+func frames(g string, n int) string {
+	lines := strings.Split(g, "\n")
+	out := []string{lines[0]}
+	for i := 1; i+1 < len(lines) && len(out) <= n; i += 2 {
+		fn, at := lines[i], strings.TrimSpace(lines[i+1])
+		if strings.HasPrefix(fn, "runtime.") || strings.HasPrefix(fn, "internal/") || strings.HasPrefix(fn, "created by ") {
+			continue
+		}
+		if j := strings.Index(at, " fp="); j > 0 {
+			at = at[:j]
+		}
+		if j := strings.LastIndex(fn, "("); j > 0 {
+			fn = fn[:j]
+		}
+		out = append(out, "  "+fn+"  "+at)
+	}
+	return strings.Join(out, "\n")
 }
 
 // Stop ends the program (SIGTERM, SIGKILL after 5 s) and waits for it; a
