@@ -189,15 +189,21 @@ func (e sockErr) MTU() int {
 	return 0
 }
 
-// drainErrors reads the socket error queue (bounded per call).
+// drainErrors reads the socket error queue (bounded per call). It goes
+// through Control, not Read: a listener's reader holds the descriptor's
+// read lock while it waits for datagrams, and a flow's writer that drains
+// the listener's errors must never wait for the next client datagram.
+// MSG_ERRQUEUE with MSG_DONTWAIT never blocks and takes nothing from the
+// receive queue, so it may run beside that reader.
 func (s *udpSock) drainErrors(fn func(sockErr)) {
 	var buf [256]byte
 	var oob [256]byte
-	_ = s.raw.Read(func(fd uintptr) bool {
+	var errs []sockErr
+	_ = s.raw.Control(func(fd uintptr) {
 		for i := 0; i < 64; i++ {
 			_, oobn, _, from, e := unix.Recvmsg(int(fd), buf[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
 			if e != nil {
-				return true
+				return
 			}
 			se, ok := parseErrCmsg(oob[:oobn])
 			if !ok {
@@ -209,10 +215,12 @@ func (s *udpSock) drainErrors(fn func(sockErr)) {
 			case *unix.SockaddrInet6:
 				se.Dst = netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
 			}
-			fn(se)
+			errs = append(errs, se)
 		}
-		return true
 	})
+	for _, se := range errs {
+		fn(se)
+	}
 }
 
 const sizeofSockExtendedErr = 16

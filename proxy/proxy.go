@@ -471,6 +471,7 @@ func (l *listener) sockError(e sockErr) {
 
 // sendUp writes datagrams of one flow to its backend.
 func (p *Proxy) sendUp(f *Flow, ms []message) {
+	retried := false
 	for len(ms) > 0 {
 		n, err := f.up.b.WriteBatch(ms, 0)
 		if err != nil {
@@ -478,13 +479,20 @@ func (p *Proxy) sendUp(f *Flow, ms []message) {
 				p.drop(f, DropClosed, len(ms))
 				return
 			}
-			p.drop(f, DropSendError, 1)
-			p.log.Debug("proxy: send to backend", "backend", f.be.cfg.Name, "err", err)
 			if errnoOf(err) == unix.ECONNREFUSED {
 				p.backendFailed(f.be, "connection refused (ICMP port unreachable)")
 			}
+			if !retried {
+				// The error may be an earlier datagram's ICMP error,
+				// reported by this send instead of sending: try once more.
+				retried = true
+				continue
+			}
+			p.drop(f, DropSendError, 1)
+			p.log.Debug("proxy: send to backend", "backend", f.be.cfg.Name, "err", err)
 			n = 1
 		}
+		retried = false
 		ms = ms[n:]
 	}
 }
@@ -729,11 +737,19 @@ func (p *Proxy) fromBackend(f *Flow, b *upBufs, payload []byte, now time.Time) {
 
 // sendClient writes datagrams to the client from the address it used.
 func (p *Proxy) sendClient(f *Flow, ms []message) {
+	retried := false
 	for len(ms) > 0 {
 		n, err := f.ln.sock.b.WriteBatch(ms, 0)
 		if err != nil {
 			if errnoOf(err) == unix.EMSGSIZE {
 				f.ln.sock.drainErrors(f.ln.sockError)
+			}
+			if !retried {
+				// A send reports an earlier datagram's ICMP error (the
+				// router's "fragmentation needed") instead of sending:
+				// send it again, once; the kernel now knows the path MTU.
+				retried = true
+				continue
 			}
 			p.drop(f, DropSendError, 1)
 			n = 1
@@ -755,6 +771,7 @@ func (p *Proxy) sendClient(f *Flow, ms []message) {
 				c.espBytesOut.Add(espBytes)
 			}
 		}
+		retried = false
 		ms = ms[n:]
 	}
 }

@@ -1,0 +1,73 @@
+package proxy
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestDrainErrorsBesideReader: a flow's writer drains the listener's ICMP
+// errors while the listener's reader waits for datagrams with the
+// descriptor's read side held; the drain must not wait for the next client
+// datagram (it once did, and a client's IKE_AUTH response stalled there).
+func TestDrainErrorsBesideReader(t *testing.T) {
+	s, err := listenUDP(netip.MustParseAddrPort("127.0.0.1:0"), sockOpts{recvErr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	la := s.c.LocalAddr().String()
+	s.addr = netip.MustParseAddrPort(la)
+
+	// A port nobody listens on: the kernel answers with ICMP port
+	// unreachable, which IP_RECVERR queues on s.
+	closed, err := listenUDP(netip.MustParseAddrPort("127.0.0.1:0"), sockOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.MustParseAddrPort(closed.c.LocalAddr().String())
+	closed.Close()
+	if _, err := s.c.WriteToUDPAddrPort([]byte("x"), dst); err != nil {
+		t.Fatal(err)
+	}
+
+	// Hold the read side the way a parked ReadBatch does.
+	release := make(chan struct{})
+	held := make(chan struct{})
+	go func() {
+		_ = s.raw.Read(func(uintptr) bool {
+			select {
+			case <-held:
+			default:
+				close(held)
+			}
+			<-release
+			return true
+		})
+	}()
+	<-held
+	defer close(release)
+
+	got := make(chan []sockErr, 1)
+	go func() {
+		var errs []sockErr
+		// the ICMP error is queued asynchronously: look a few times
+		for i := 0; i < 50 && len(errs) == 0; i++ {
+			s.drainErrors(func(e sockErr) { errs = append(errs, e) })
+			if len(errs) == 0 {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		got <- errs
+	}()
+	select {
+	case errs := <-got:
+		if len(errs) != 1 || errs[0].Errno != unix.ECONNREFUSED || errs[0].Dst != dst {
+			t.Fatalf("drained %+v, want one ECONNREFUSED for %v", errs, dst)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("drainErrors waited for the reader's read lock")
+	}
+}
