@@ -14,7 +14,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/ikefrag/ikefrag/diag/obs"
@@ -64,10 +63,7 @@ type iface struct {
 	name    string
 	slot    int
 	coll    *ebpf.Collection
-	links   []link.Link // tcx
-	tc      netlink.Link
-	tcNS    netns.NsHandle // namespace of tc, for removal from any thread
-	clsact  bool           // the qdisc was added by us
+	tc      *netcfg.TCAttachment
 	mode    AttachMode
 }
 
@@ -317,92 +313,25 @@ func (o *Observer) attachLink(l netlink.Link) error {
 }
 
 func (o *Observer) attachHooks(ifc *iface, l netlink.Link) error {
-	progs := [2]*ebpf.Program{ifc.coll.Programs[tcProgIkefragIngress], ifc.coll.Programs[tcProgIkefragEgress]}
-	if o.opts.AttachMode != AttachTC {
-		var err error
-		for i, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
-			var lk link.Link
-			// At the head: the observer only watches, so it must see every
-			// packet before a program that redirects it (the ESP fast path)
-			// whatever the order of attachment.
-			lk, err = link.AttachTCX(link.TCXOptions{Interface: ifc.ifindex, Program: progs[i], Attach: at, Anchor: link.Head()})
-			if err != nil {
-				break
-			}
-			ifc.links = append(ifc.links, lk)
-		}
-		if err == nil {
-			ifc.mode = AttachTCX
-			return nil
-		}
-		for _, lk := range ifc.links {
-			lk.Close()
-		}
-		ifc.links = nil
-		if o.opts.AttachMode == AttachTCX || !errors.Is(err, ebpf.ErrNotSupported) {
-			return fmt.Errorf("attach tcx to %s: %w", ifc.name, err)
-		}
-		if !o.tcxWarned {
-			o.tcxWarned = true
-			o.opts.Logger.Info("tcx links are not supported by this kernel; using clsact and cls_bpf filters", "err", err)
-		}
-	}
-	// Legacy tc: filters outlive the process, so remove any a crashed run
-	// left behind before adding ours.
-	for _, d := range []netcfg.Dir{netcfg.Ingress, netcfg.Egress} {
-		n, err := netcfg.RemoveBPF(l, d, FilterPrefix)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			o.opts.Logger.Info("removed stale tc filters", "interface", ifc.name, "hook", d.String(), "count", n)
-		}
-	}
-	created, err := netcfg.EnsureClsact(l)
+	// At the head with tcx, and at priority 1 with tc: the observer only
+	// watches, so it must see every packet before a program that
+	// redirects it (the ESP fast path), whatever the order of attachment.
+	at, err := netcfg.AttachTC(l, []netcfg.TCProgram{
+		{Dir: netcfg.Ingress, Prog: ifc.coll.Programs[tcProgIkefragIngress], Name: FilterPrefix + "-ingress"},
+		{Dir: netcfg.Egress, Prog: ifc.coll.Programs[tcProgIkefragEgress], Name: FilterPrefix + "-egress"},
+	}, netcfg.TCOptions{Mode: netcfg.TCMode(o.opts.AttachMode), Head: true, Prefix: FilterPrefix})
 	if err != nil {
 		return err
 	}
-	ns, err := netcfg.CurrentNS()
-	if err != nil {
-		return err
+	if at.Fallback != nil && !o.tcxWarned {
+		o.tcxWarned = true
+		o.opts.Logger.Info("tcx links are not supported by this kernel; using clsact and cls_bpf filters", "err", at.Fallback)
 	}
-	ifc.tc, ifc.tcNS, ifc.clsact = l, ns, created
-	for i, d := range []netcfg.Dir{netcfg.Ingress, netcfg.Egress} {
-		if err := netcfg.AttachBPF(l, d, progs[i].FD(), FilterPrefix+"-"+d.String()); err != nil {
-			o.removeTC(ifc)
-			return err
-		}
+	if at.Stale > 0 {
+		o.opts.Logger.Info("removed stale tc filters", "interface", ifc.name, "count", at.Stale)
 	}
-	ifc.mode = AttachTC
+	ifc.tc, ifc.mode = at, AttachMode(at.Mode)
 	return nil
-}
-
-func (o *Observer) removeTC(ifc *iface) {
-	if ifc.tc == nil {
-		return
-	}
-	// Filters are not owned by a file descriptor: remove them in the
-	// namespace they were added in, whichever thread closes.
-	err := netcfg.Do(ifc.tcNS, func() error {
-		for _, d := range []netcfg.Dir{netcfg.Ingress, netcfg.Egress} {
-			if _, err := netcfg.RemoveBPF(ifc.tc, d, FilterPrefix); err != nil {
-				return err
-			}
-		}
-		if ifc.clsact {
-			in, _ := netcfg.BPFFilters(ifc.tc, netcfg.Ingress)
-			eg, _ := netcfg.BPFFilters(ifc.tc, netcfg.Egress)
-			if len(in) == 0 && len(eg) == 0 {
-				return netcfg.DeleteClsact(ifc.tc)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		o.opts.Logger.Warn("removing tc filters failed", "interface", ifc.name, "err", err)
-	}
-	ifc.tcNS.Close()
-	ifc.tc = nil
 }
 
 // AttachedMode reports how the interface with index ifindex is attached,
@@ -429,10 +358,9 @@ func (o *Observer) Detach(ifindex int) error {
 }
 
 func (o *Observer) detachLocked(ifc *iface) {
-	for _, lk := range ifc.links {
-		lk.Close()
+	if err := ifc.tc.Close(); err != nil {
+		o.opts.Logger.Warn("detaching the tc programs failed", "interface", ifc.name, "err", err)
 	}
-	o.removeTC(ifc)
 	ifc.coll.Close()
 	delete(o.ifaces, ifc.ifindex)
 	o.slots[ifc.slot] = nil

@@ -1,11 +1,7 @@
 package fastpath
 
 import (
-	"errors"
 	"fmt"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/ikefrag/ikefrag/netcfg"
 )
@@ -53,56 +49,20 @@ func (fp *FastPath) attach(name string) (*iface, error) {
 	if l.Attrs().EncapType != "ether" {
 		return nil, fmt.Errorf("fastpath: attach %s: link type %q has no Ethernet header for the neighbour redirect", name, l.Attrs().EncapType)
 	}
-	ifc := &iface{name: name, ifindex: l.Attrs().Index}
-	prog := fp.objs.EspFastpath
-	if fp.opts.AttachMode != AttachTC {
-		lk, err := link.AttachTCX(link.TCXOptions{Interface: ifc.ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
-		if err == nil {
-			ifc.link, ifc.mode = lk, AttachTCX
-			return ifc, nil
-		}
-		if fp.opts.AttachMode == AttachTCX || !errors.Is(err, ebpf.ErrNotSupported) {
-			return nil, fmt.Errorf("fastpath: attach tcx to %s: %w", name, err)
-		}
-		if !fp.tcxNote {
-			fp.tcxNote = true
-			fp.opts.Logger.Info("tcx links are not supported by this kernel; the ESP fast path uses a clsact qdisc and a cls_bpf filter", "err", err)
-		}
-	}
-	// Legacy filters outlive the process: remove what a crashed run left.
-	n, err := netcfg.RemoveBPF(l, netcfg.Ingress, FilterPrefix)
+	at, err := netcfg.AttachTC(l, []netcfg.TCProgram{
+		{Dir: netcfg.Ingress, Prog: fp.objs.EspFastpath, Name: FilterPrefix + "-ingress"},
+	}, netcfg.TCOptions{Mode: netcfg.TCMode(fp.opts.AttachMode), Priority: FilterPriority, Prefix: FilterPrefix})
 	if err != nil {
 		return nil, fmt.Errorf("fastpath: %w", err)
 	}
-	if n > 0 {
-		fp.opts.Logger.Info("removed stale ESP fast path tc filters", "interface", name, "count", n)
+	if at.Fallback != nil && !fp.tcxNote {
+		fp.tcxNote = true
+		fp.opts.Logger.Info("tcx links are not supported by this kernel; the ESP fast path uses a clsact qdisc and a cls_bpf filter", "err", at.Fallback)
 	}
-	created, err := netcfg.EnsureClsact(l)
-	if err != nil {
-		return nil, fmt.Errorf("fastpath: %w", err)
+	if at.Stale > 0 {
+		fp.opts.Logger.Info("removed stale ESP fast path tc filters", "interface", name, "count", at.Stale)
 	}
-	ifc.tc, ifc.clsact = l, created
-	if err := netcfg.AttachBPFPriority(l, netcfg.Ingress, prog.FD(), FilterPrefix+"-ingress", FilterPriority); err != nil {
-		_ = fp.removeTC(ifc)
-		return nil, fmt.Errorf("fastpath: %w", err)
-	}
-	ifc.mode = AttachTC
-	return ifc, nil
-}
-
-// removeTC runs on a thread in fp.ns.
-func (fp *FastPath) removeTC(ifc *iface) error {
-	if _, err := netcfg.RemoveBPF(ifc.tc, netcfg.Ingress, FilterPrefix); err != nil {
-		return err
-	}
-	if ifc.clsact {
-		in, _ := netcfg.BPFFilters(ifc.tc, netcfg.Ingress)
-		eg, _ := netcfg.BPFFilters(ifc.tc, netcfg.Egress)
-		if len(in) == 0 && len(eg) == 0 {
-			return netcfg.DeleteClsact(ifc.tc)
-		}
-	}
-	return nil
+	return &iface{name: name, ifindex: l.Attrs().Index, mode: AttachMode(at.Mode), tc: at}, nil
 }
 
 // AttachedMode reports how the interface called name is attached, or ""
@@ -139,16 +99,7 @@ func (fp *FastPath) Detach(name string) error {
 
 func (fp *FastPath) detachLocked(ifc *iface) error {
 	delete(fp.ifaces, ifc.name)
-	if ifc.link != nil {
-		return ifc.link.Close()
-	}
-	if ifc.tc == nil {
-		return nil
-	}
-	// Filters are not owned by a file descriptor: remove them in the
-	// namespace they were added in, whichever thread closes.
-	err := netcfg.Do(fp.ns, func() error { return fp.removeTC(ifc) })
-	if err != nil {
+	if err := ifc.tc.Close(); err != nil {
 		return fmt.Errorf("fastpath: detach %s: %w", ifc.name, err)
 	}
 	return nil

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -56,9 +55,7 @@ type iface struct {
 	name    string
 	ifindex int
 	mode    AttachMode
-	link    link.Link    // tcx
-	tc      netlink.Link // legacy tc
-	clsact  bool         // the qdisc was added by us
+	tc      *netcfg.TCAttachment
 }
 
 // New loads the program and creates its maps; nothing is attached yet.
