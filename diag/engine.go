@@ -322,7 +322,9 @@ func (e *Engine) session(g *Datagram) *Session {
 // evictOldest forgets the least recently active session.
 func (e *Engine) evictOldest() {
 	if f := e.lru.Front(); f != nil {
-		e.forget(f.Value.(*Session))
+		s := f.Value.(*Session)
+		e.settle(s, e.now.Sub(s.Last) >= e.opt.Settle)
+		e.forget(s)
 		e.stats.Evicted++
 	}
 }
@@ -397,6 +399,7 @@ func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 		e.stats.Retransmits++
 	}
 	*list = append(*list, t)
+	e.delivered(s, x, t)
 	e.learn(s, x, g)
 	e.open(s, x, g, raw)
 }
@@ -491,6 +494,8 @@ func (e *Engine) Expire(now time.Time) int {
 	for el := e.lru.Front(); el != nil; {
 		next := el.Next()
 		if s := el.Value.(*Session); now.Sub(s.Last) > e.opt.Idle {
+			// Fold what it proves into its peers' evidence first.
+			e.settle(s, now.Sub(s.Last) >= e.opt.Settle)
 			e.forget(s)
 			n++
 		}

@@ -72,9 +72,11 @@ type Summary struct {
 
 // Report builds the report of everything seen so far.
 func (e *Engine) Report(final bool) Report {
+	ss := e.Sessions()
+	e.settleAll(ss, final)
 	r := Report{Schema: "ikefrag.report", Version: SchemaVersion, Sessions: []SessionReport{}, Peers: e.Peers(),
 		Summary: Summary{Verdicts: map[Code]int{}}}
-	for _, s := range e.Sessions() {
+	for _, s := range ss {
 		sr := e.SessionReport(s, final)
 		r.Sessions = append(r.Sessions, sr)
 		r.Summary.Sessions++

@@ -66,18 +66,38 @@ func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
 // end of a capture): unanswered requests are then judged even if recent.
 func (e *Engine) Verdicts(final bool) []Verdict {
 	var out []Verdict
-	for _, s := range e.Sessions() {
+	ss := e.Sessions()
+	e.settleAll(ss, final)
+	for _, s := range ss {
 		out = append(out, e.Evaluate(s, final)...)
 	}
 	return out
 }
 
-// Evaluate returns the verdicts for one session.
+// settled reports whether a session is judged as a whole: the observation
+// is over, or the session has been quiet for Options.Settle.
+func (e *Engine) settled(s *Session, final bool) bool {
+	return final || e.now.Sub(s.Last) >= e.opt.Settle
+}
+
+// settleAll folds what every session proves into the peers' evidence, so
+// that verdicts, which read path-MTU estimates, do not depend on the order
+// in which sessions are judged.
+func (e *Engine) settleAll(ss []*Session, final bool) {
+	for _, s := range ss {
+		e.settle(s, e.settled(s, final))
+	}
+}
+
+// Evaluate returns the verdicts for one session. It also folds what the
+// session proves arrived into its peers' path-MTU evidence.
 func (e *Engine) Evaluate(s *Session, final bool) []Verdict {
+	settled := e.settled(s, final)
+	e.settle(s, settled)
 	if s.RelayLeg {
 		return nil
 	}
-	ev := evaluator{e: e, s: s, settled: final || e.now.Sub(s.Last) >= e.opt.Settle}
+	ev := evaluator{e: e, s: s, settled: settled}
 	return ev.run()
 }
 
@@ -282,16 +302,21 @@ func (v *evaluator) auth(x *Exchange) {
 	// The responder answered, yet the initiator kept retransmitting: the
 	// response does not arrive.
 	ev := []string{v.sendsString(x.Requests), "responses: " + v.sendsString(x.Responses), "the initiator retransmitted after the response was sent: the response does not arrive"}
-	pmtu := v.pathMTU(s.Initiator.Addr())
+	limit, lost := v.pathLimit(s.Initiator.Addr())
 	switch {
 	case anySKF(x.Responses) && anyFragmented(x.Responses):
 		v.add(IKEFragmentsExceedPMTU, Error, TowardClient, x,
 			sprintf("the responder's IKE fragments of %s exceed the client's path MTU and are IP-fragmented again", name),
 			ev, v.frames(x)).Remedy = v.fragSizeFor(s.Initiator.Addr())
-	case anySKF(x.Responses) && pmtu > 0 && largest(x.Responses) > pmtu:
+	case anySKF(x.Responses) && limit > 0 && largest(x.Responses) > limit:
 		// Sent whole with DF, larger than the path: a router refused them
-		// (ICMP too big) rather than fragmenting them.
-		ev = append(ev, sprintf("the largest IKE fragment datagram is %d bytes; the path toward the client carries %d", largest(x.Responses), pmtu))
+		// (ICMP too big) or dropped them silently, rather than fragmenting
+		// them.
+		if lost > 0 {
+			ev = append(ev, sprintf("the largest IKE fragment datagram is %d bytes; %d-byte datagrams toward the client went unanswered while smaller ones were answered", largest(x.Responses), lost))
+		} else {
+			ev = append(ev, sprintf("the largest IKE fragment datagram is %d bytes; the path toward the client carries %d", largest(x.Responses), limit))
+		}
 		v.add(IKEFragmentsExceedPMTU, Error, TowardClient, x,
 			sprintf("the responder's IKE fragments of %s exceed the client's path MTU", name),
 			ev, v.frames(x)).Remedy = v.fragSizeFor(s.Initiator.Addr())
@@ -386,12 +411,23 @@ func (v *evaluator) fragSizeFor(peer netip.Addr) []string {
 	return fragSizeRemedy(mtu)
 }
 
-// pathMTU is the estimated path MTU toward a peer, 0 when unknown.
-func (v *evaluator) pathMTU(a netip.Addr) int {
-	if p := v.e.peers[a]; p != nil {
-		return p.Estimate().MTU
+// pathLimit is the largest size the path toward a peer may carry, when
+// evidence says larger ones do not pass: the MTU of an ICMP too-big
+// message, or one less than the passive upper bound (returned as lost). 0
+// when nothing bounds the path from above: the lower bound alone says
+// nothing about larger sizes.
+func (v *evaluator) pathLimit(a netip.Addr) (limit, lost int) {
+	p := v.e.peers[a]
+	if p == nil {
+		return 0, 0
 	}
-	return 0
+	if p.TooBig > 0 {
+		return p.TooBig, 0
+	}
+	if u := p.Estimate().Upper; u > 0 {
+		return u - 1, u
+	}
+	return 0, 0
 }
 
 // largest returns the largest IP packet of the transmissions' datagrams.
