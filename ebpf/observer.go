@@ -319,7 +319,7 @@ func (o *Observer) attachHooks(ifc *iface, l netlink.Link) error {
 	at, err := netcfg.AttachTC(l, []netcfg.TCProgram{
 		{Dir: netcfg.Ingress, Prog: ifc.coll.Programs[tcProgIkefragIngress], Name: FilterPrefix + "-ingress"},
 		{Dir: netcfg.Egress, Prog: ifc.coll.Programs[tcProgIkefragEgress], Name: FilterPrefix + "-egress"},
-	}, netcfg.TCOptions{Mode: netcfg.TCMode(o.opts.AttachMode), Head: true, Prefix: FilterPrefix})
+	}, netcfg.TCOptions{Mode: o.opts.AttachMode, Head: true, Prefix: FilterPrefix})
 	if err != nil {
 		return err
 	}
@@ -330,7 +330,7 @@ func (o *Observer) attachHooks(ifc *iface, l netlink.Link) error {
 	if at.Stale > 0 {
 		o.opts.Logger.Info("removed stale tc filters", "interface", ifc.name, "count", at.Stale)
 	}
-	ifc.tc, ifc.mode = at, AttachMode(at.Mode)
+	ifc.tc, ifc.mode = at, at.Mode
 	return nil
 }
 

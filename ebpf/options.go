@@ -7,21 +7,21 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ikefrag/ikefrag/netcfg"
 )
 
-// AttachMode selects how the tc programs are attached.
-type AttachMode string
+// AttachMode selects how the tc programs are attached: tcx links where
+// the kernel has them (6.6 and later; the kernel removes them when the
+// process dies), or a clsact qdisc with cls_bpf filters named with
+// FilterPrefix, which outlive the process and whose stale copies are
+// removed at attach time.
+type AttachMode = netcfg.TCMode
 
 const (
-	// AttachAuto uses tcx links where the kernel has them (6.6 and later)
-	// and falls back to a clsact qdisc with cls_bpf filters.
-	AttachAuto AttachMode = "auto"
-	// AttachTCX requires tcx links; they are owned by file descriptors, so
-	// the kernel removes them when the process dies.
-	AttachTCX AttachMode = "tcx"
-	// AttachTC uses clsact + cls_bpf filters named with FilterPrefix.
-	// They outlive the process; stale ones are removed at attach time.
-	AttachTC AttachMode = "tc"
+	AttachAuto = netcfg.TCAuto   // tcx, else tc
+	AttachTCX  = netcfg.TCX      // tcx only
+	AttachTC   = netcfg.TCLegacy // clsact + cls_bpf
 )
 
 // FilterPrefix names the legacy tc filters this package installs, so

@@ -51,7 +51,7 @@ func (fp *FastPath) attach(name string) (*iface, error) {
 	}
 	at, err := netcfg.AttachTC(l, []netcfg.TCProgram{
 		{Dir: netcfg.Ingress, Prog: fp.objs.EspFastpath, Name: FilterPrefix + "-ingress"},
-	}, netcfg.TCOptions{Mode: netcfg.TCMode(fp.opts.AttachMode), Priority: FilterPriority, Prefix: FilterPrefix})
+	}, netcfg.TCOptions{Mode: fp.opts.AttachMode, Priority: FilterPriority, Prefix: FilterPrefix})
 	if err != nil {
 		return nil, fmt.Errorf("fastpath: %w", err)
 	}
@@ -62,7 +62,7 @@ func (fp *FastPath) attach(name string) (*iface, error) {
 	if at.Stale > 0 {
 		fp.opts.Logger.Info("removed stale ESP fast path tc filters", "interface", name, "count", at.Stale)
 	}
-	return &iface{name: name, ifindex: l.Attrs().Index, mode: AttachMode(at.Mode), tc: at}, nil
+	return &iface{name: name, ifindex: l.Attrs().Index, mode: at.Mode, tc: at}, nil
 }
 
 // AttachedMode reports how the interface called name is attached, or ""

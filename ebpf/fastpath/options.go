@@ -3,21 +3,20 @@ package fastpath
 import (
 	"fmt"
 	"log/slog"
+
+	"github.com/ikefrag/ikefrag/netcfg"
 )
 
-// AttachMode selects how the program is attached to an interface.
-type AttachMode string
+// AttachMode selects how the program is attached to an interface: a tcx
+// link where the kernel has them (6.6 and later), or a clsact qdisc with a
+// cls_bpf filter named with FilterPrefix at FilterPriority, whose stale
+// copies are removed at attach time.
+type AttachMode = netcfg.TCMode
 
 const (
-	// AttachAuto uses a tcx link where the kernel has them (6.6 and
-	// later) and falls back to a clsact qdisc with a cls_bpf filter.
-	AttachAuto AttachMode = "auto"
-	// AttachTCX requires tcx links, which the kernel removes when the
-	// process dies.
-	AttachTCX AttachMode = "tcx"
-	// AttachTC uses clsact + cls_bpf filters named with FilterPrefix at
-	// FilterPriority; stale ones are removed at attach time.
-	AttachTC AttachMode = "tc"
+	AttachAuto = netcfg.TCAuto   // tcx, else tc
+	AttachTCX  = netcfg.TCX      // tcx only
+	AttachTC   = netcfg.TCLegacy // clsact + cls_bpf
 )
 
 // FilterPrefix names the legacy tc filters of the fast path. It must not
