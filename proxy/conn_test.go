@@ -71,3 +71,28 @@ func TestDrainErrorsBesideReader(t *testing.T) {
 		t.Fatal("drainErrors waited for the reader's read lock")
 	}
 }
+
+// FuzzCmsg: the control-message parsers take what the kernel wrote, but a
+// length field they trust too far would read past the buffer; neither may
+// panic, and an IPv6 pktinfo message made by srcCmsg reads back as its
+// address (IPv4 sends in ipi_spec_dst and receives in ipi_addr).
+func FuzzCmsg(f *testing.F) {
+	for _, a := range []string{"192.0.2.1", "2001:db8::1"} {
+		f.Add(srcCmsg(netip.MustParseAddr(a)))
+	}
+	f.Add(append(srcCmsg(netip.MustParseAddr("192.0.2.1")), srcCmsg(netip.MustParseAddr("2001:db8::1"))...))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_ = parseRx(b)
+		_, _ = parseErrCmsg(b)
+		if len(b) >= 16 {
+			a := netip.AddrFrom16([16]byte(b[:16]))
+			if a.Is4In6() {
+				return
+			}
+			if got := parseRx(srcCmsg(a)).dst; got != a {
+				t.Fatalf("pktinfo %v read back as %v", a, got)
+			}
+		}
+	})
+}
