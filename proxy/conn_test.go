@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -95,4 +96,55 @@ func FuzzCmsg(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSendClientAfterICMPError: an ICMP error for one client makes the
+// next send on the shared socket fail with it instead of sending; that
+// datagram, for another client, must still go out and count as sent.
+func TestSendClientAfterICMPError(t *testing.T) {
+	s, err := listenUDP(netip.MustParseAddrPort("127.0.0.1:0"), sockOpts{recvErr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	closed, err := listenUDP(netip.MustParseAddrPort("127.0.0.1:0"), sockOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := netip.MustParseAddrPort(closed.c.LocalAddr().String())
+	closed.Close()
+	if _, err := s.c.WriteToUDPAddrPort([]byte("x"), gone); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the port unreachable is pending (POLLERR), without
+	// taking it.
+	pending := false
+	_ = s.raw.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLERR}}
+		n, err := unix.Poll(pfd, 2000)
+		pending = err == nil && n == 1 && pfd[0].Revents&unix.POLLERR != 0
+	})
+	if !pending {
+		t.Fatal("no ICMP error pending on the socket")
+	}
+
+	rcv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rcv.Close()
+	p := &Proxy{}
+	f := &Flow{p: p, ln: &listener{p: p, sock: s}, be: &backend{}, cl: &client{}}
+	p.sendClient(f, []message{{Buffers: [][]byte{[]byte("IKE_AUTH response")}, Addr: rcv.LocalAddr()}})
+
+	_ = rcv.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 64)
+	n, _, err := rcv.ReadFromUDP(buf)
+	if err != nil || string(buf[:n]) != "IKE_AUTH response" {
+		t.Fatalf("client got %q, %v", buf[:n], err)
+	}
+	st := p.total.snapshot()
+	if st.DatagramsOut != 1 || len(st.Dropped) != 0 {
+		t.Fatalf("counters: %+v", st)
+	}
 }
