@@ -24,8 +24,8 @@ import (
 //
 // Datagrams sent again and again and never answered, in a session where
 // every answered datagram toward the same peer was smaller, bound the path
-// from above. IKEv1 has no request/response flag to pair on: its sizes stay
-// unconfirmed.
+// from above. IKEv1 has no request/response flag to pair on; its exchanges
+// are lock-step instead (deliveredV1), and give no upper bound.
 
 // sizeOf returns the largest unfragmented IP packet of a transmission (0
 // when all were IP-fragmented) and whether none of them was fragmented.
@@ -115,6 +115,7 @@ func movedOn(s *Session, x *Exchange) time.Time {
 // during a handshake already rest on answered sizes.
 func (e *Engine) delivered(s *Session, x *Exchange, t *Transmission) {
 	if s.IKEv1 {
+		e.deliveredV1(x, t)
 		return
 	}
 	if t.Datagrams[0].Header.Flags.Response() {
@@ -135,6 +136,27 @@ func (e *Engine) delivered(s *Session, x *Exchange, t *Transmission) {
 			}
 		}
 	}
+}
+
+// deliveredV1 credits what a new IKEv1 message proves. ISAKMP exchanges
+// (Main, Aggressive and Quick Mode) are lock-step under one Message ID: a
+// peer sends its next message only after it received the other's, so a
+// new message from a peer proves that the message sent to it last before,
+// in the same exchange, arrived. A resend proves nothing; a new message the
+// same length as an earlier one is taken for a resend, which only ever
+// credits less.
+func (e *Engine) deliveredV1(x *Exchange, t *Transmission) {
+	if t.Retransmission {
+		return
+	}
+	from := t.Datagrams[0].Src.Addr()
+	var last *Transmission
+	for _, u := range x.Requests {
+		if u != t && u.Datagrams[0].Dst.Addr() == from && !u.Time.After(t.Time) && (last == nil || !u.Time.Before(last.Time)) {
+			last = u
+		}
+	}
+	e.credit(last)
 }
 
 // exchangeDelivery is what one exchange shows about the datagrams toward

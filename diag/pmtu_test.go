@@ -263,3 +263,54 @@ func TestPMTURefragmentedResendIsNoAnswer(t *testing.T) {
 		t.Errorf("client: lower %d, want 300 (the 1380-byte responses were followed by a resend): %v", est.Lower, est.Evidence)
 	}
 }
+
+// sendV1 feeds one unfragmented IKEv1 Main Mode datagram of ipLen bytes;
+// the same arguments give the same bytes (a resend).
+func (h *handshake) sendV1(at time.Duration, fromClient bool, ipLen int) {
+	h.t.Helper()
+	hdr := ike.Header{NextPayload: 13, MajorVersion: 1, Exchange: 2, Length: uint32(ipLen - 28)}
+	binary.BigEndian.PutUint64(hdr.SPIi[:], h.spi)
+	binary.BigEndian.PutUint64(hdr.SPIr[:], 0x2222)
+	payload := hdr.AppendTo(make([]byte, 0, ipLen-28))
+	body := ipLen - 28 - len(payload)
+	payload = append(payload, 0, 0, byte(body>>8), byte(body))
+	payload = append(payload, make([]byte, body-4)...)
+	src, dst := netip.AddrPortFrom(cliAddr, 500), netip.AddrPortFrom(srvAddr, 500)
+	if !fromClient {
+		src, dst = dst, src
+	}
+	h.e.Add(obs.Record{Datagram: &obs.Datagram{Time: h.t0.Add(at), IPVersion: 4, Proto: 17, Src: src, Dst: dst,
+		Length: len(payload), Payload: payload, Complete: true, TotalLen: -1}})
+}
+
+// IKEv1 exchanges are lock-step: a peer's next new message confirms the one
+// sent to it before; its resend confirms nothing.
+func TestPMTUIKEv1LockStep(t *testing.T) {
+	ms := time.Millisecond
+	h := newHandshake(t)
+	h.sendV1(0, true, 300)
+	h.sendV1(10*ms, false, 250)
+	h.sendV1(20*ms, true, 400)
+	h.sendV1(30*ms, false, 350)
+	h.sendV1(40*ms, true, 1200)
+	h.sendV1(50*ms, false, 100) // confirms the 1200 toward the server
+	if est := h.estimate(srvAddr); est.Lower != 1200 {
+		t.Errorf("toward the server: lower %d, want 1200 (%v)", est.Lower, est.Evidence)
+	}
+	if est := h.estimate(cliAddr); est.Lower != 350 {
+		t.Errorf("toward the client: lower %d, want 350, the last message it answered (%v)", est.Lower, est.Evidence)
+	}
+
+	// The client resends message 3 instead of answering a 1400-byte
+	// message 4: that one did not arrive.
+	h = newHandshake(t)
+	h.sendV1(0, true, 300)
+	h.sendV1(10*ms, false, 250)
+	h.sendV1(20*ms, true, 400)
+	h.sendV1(30*ms, false, 1400)
+	h.sendV1(1030*ms, true, 400)
+	h.sendV1(2030*ms, true, 400)
+	if est := h.estimate(cliAddr); est.Lower != 250 {
+		t.Errorf("toward the client after resends: lower %d, want 250 (%v)", est.Lower, est.Evidence)
+	}
+}
