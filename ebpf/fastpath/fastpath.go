@@ -1,12 +1,14 @@
 package fastpath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -41,6 +43,8 @@ type FastPath struct {
 	tcxNote bool // the tcx fallback line was logged
 
 	mapFull, putErrors, expired, attachFailures atomic.Uint64
+
+	mem *ebpf.Memory // the counters map, mapped; nil: read by lookups
 }
 
 // entry is one mapped flow.
@@ -85,6 +89,9 @@ func newFastPath(opts Options) (*FastPath, error) {
 	}
 	spec.Maps[fastpathMapFlows].MaxEntries = uint32(2 * opts.MaxFlows)
 	spec.Maps[fastpathMapCounters].MaxEntries = uint32(2 * opts.MaxFlows)
+	// Memory-mapped, the counters of every flow are read without a
+	// syscall: the proxy reads all of them once a second.
+	spec.Maps[fastpathMapCounters].Flags |= unix.BPF_F_MMAPABLE
 	fp := &FastPath{
 		opts:   opts,
 		clock:  coarseNow,
@@ -113,6 +120,11 @@ func newFastPath(opts Options) (*FastPath, error) {
 		return nil, fmt.Errorf("fastpath: netlink: %w", err)
 	}
 	fp.base = time.Now().Add(-time.Duration(fp.clock()))
+	if mem, err := fp.objs.Counters.Memory(); err == nil {
+		fp.mem = mem
+	} else {
+		opts.Logger.Debug("fastpath: counters read by syscall", "err", err)
+	}
 	return fp, nil
 }
 
@@ -315,13 +327,36 @@ func (fp *FastPath) removeLocked(e *entry) {
 func (fp *FastPath) readLocked(e *entry) (FlowCounters, error) {
 	c := FlowCounters{Key: e.flow.Key(), Mapped: fp.wall(e.mapped)}
 	for i, dst := range []*DirCounters{&c.Up, &c.Down} {
-		var v fastpathFpCounters
-		if err := fp.objs.Counters.Lookup(e.slots[i], &v); err != nil {
+		v, err := fp.slot(e.slots[i])
+		if err != nil {
 			return c, fmt.Errorf("fastpath: read %v: %w", c.Key, err)
 		}
 		*dst = DirCounters{Packets: v.Packets, Bytes: v.Bytes, LastSeen: fp.wall(v.LastNs)}
 	}
 	return c, nil
+}
+
+// counterSize is the size of one fp_counters element in the mapped array
+// (value size rounded up to 8 bytes, which it already is).
+const counterSize = int64(unsafe.Sizeof(fastpathFpCounters{}))
+
+// slot reads one counters element: from the mapped array when there is
+// one, else by a map lookup. Either way the program may be adding to it;
+// the copy moves aligned words, so each field is one value it held.
+func (fp *FastPath) slot(i uint32) (fastpathFpCounters, error) {
+	var v fastpathFpCounters
+	if fp.mem == nil {
+		err := fp.objs.Counters.Lookup(i, &v)
+		return v, err
+	}
+	var b [counterSize]byte
+	if _, err := fp.mem.ReadAt(b[:], int64(i)*counterSize); err != nil {
+		return v, err
+	}
+	v.Packets = binary.NativeEndian.Uint64(b[0:8])
+	v.Bytes = binary.NativeEndian.Uint64(b[8:16])
+	v.LastNs = binary.NativeEndian.Uint64(b[16:24])
+	return v, nil
 }
 
 // Counters returns the counters of one mapped flow.
@@ -338,8 +373,9 @@ func (fp *FastPath) Counters(key FlowKey) (FlowCounters, error) {
 	return fp.readLocked(e)
 }
 
-// All returns the counters of every mapped flow (two map lookups per
-// flow).
+// All returns the counters of every mapped flow, read from the mapped
+// counters array without a syscall (two map lookups per flow where the
+// kernel cannot map it).
 func (fp *FastPath) All() ([]FlowCounters, error) {
 	if fp == nil {
 		return nil, ErrDisabled
