@@ -314,3 +314,16 @@ func TestPMTUIKEv1LockStep(t *testing.T) {
 		t.Errorf("toward the client after resends: lower %d, want 250 (%v)", est.Lower, est.Evidence)
 	}
 }
+
+// An IKE_AUTH response whose request was never seen (observation started
+// in the middle of the exchange) is judged without one; it once made the
+// engine index an empty request list.
+func TestResponseWithoutRequest(t *testing.T) {
+	h := newHandshake(t)
+	h.init()
+	h.send(20*time.Millisecond, false, true, ike.ExchangeIKEAuth, 1, 900)
+	h.e.Report(true)
+	if est := h.estimate(cliAddr); est.Lower != 300 {
+		t.Errorf("toward the client: lower %d, want 300 (%v)", est.Lower, est.Evidence)
+	}
+}

@@ -176,7 +176,9 @@ func (s *Session) Established() bool {
 // responseLost reports whether the requester kept retransmitting after a
 // response was seen, with nothing later in the session to show it arrived.
 func responseLost(s *Session, x *Exchange) bool {
-	if !x.Answered() {
+	// Without its request in view (observation started after it), there
+	// is no retransmission to judge by.
+	if !x.Answered() || len(x.Requests) == 0 {
 		return false
 	}
 	first := x.FirstResponse()
