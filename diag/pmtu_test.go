@@ -54,6 +54,12 @@ func (h *handshake) sendPayload(at time.Duration, fromClient, response bool, x i
 	if response {
 		hdr.Flags |= ike.FlagResponse
 	}
+	h.feed(at, fromClient, hdr, ipLen)
+}
+
+// feed sends a datagram of ipLen bytes with header hdr, its body one
+// payload filling the rest, between the client and the server on UDP 500.
+func (h *handshake) feed(at time.Duration, fromClient bool, hdr ike.Header, ipLen int) {
 	payload := hdr.AppendTo(make([]byte, 0, ipLen-28))
 	body := ipLen - 28 - len(payload)
 	payload = append(payload, 0, 0, byte(body>>8), byte(body))
@@ -271,16 +277,7 @@ func (h *handshake) sendV1(at time.Duration, fromClient bool, ipLen int) {
 	hdr := ike.Header{NextPayload: 13, MajorVersion: 1, Exchange: 2, Length: uint32(ipLen - 28)}
 	binary.BigEndian.PutUint64(hdr.SPIi[:], h.spi)
 	binary.BigEndian.PutUint64(hdr.SPIr[:], 0x2222)
-	payload := hdr.AppendTo(make([]byte, 0, ipLen-28))
-	body := ipLen - 28 - len(payload)
-	payload = append(payload, 0, 0, byte(body>>8), byte(body))
-	payload = append(payload, make([]byte, body-4)...)
-	src, dst := netip.AddrPortFrom(cliAddr, 500), netip.AddrPortFrom(srvAddr, 500)
-	if !fromClient {
-		src, dst = dst, src
-	}
-	h.e.Add(obs.Record{Datagram: &obs.Datagram{Time: h.t0.Add(at), IPVersion: 4, Proto: 17, Src: src, Dst: dst,
-		Length: len(payload), Payload: payload, Complete: true, TotalLen: -1}})
+	h.feed(at, fromClient, hdr, ipLen)
 }
 
 // IKEv1 exchanges are lock-step: a peer's next new message confirms the one
