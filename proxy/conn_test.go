@@ -9,21 +9,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestDrainErrorsBesideReader: a flow's writer drains the listener's ICMP
-// errors while the listener's reader waits for datagrams with the
-// descriptor's read side held; the drain must not wait for the next client
-// datagram (it once did, and a client's IKE_AUTH response stalled there).
-func TestDrainErrorsBesideReader(t *testing.T) {
+// refusedSocket returns a loopback socket with IP_RECVERR that has sent a
+// datagram to dst, a port nobody listens on: the kernel answers with ICMP
+// port unreachable, which the socket gets as a pending error.
+func refusedSocket(t *testing.T) (*udpSock, netip.AddrPort) {
+	t.Helper()
 	s, err := listenUDP(netip.MustParseAddrPort("127.0.0.1:0"), sockOpts{recvErr: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	la := s.c.LocalAddr().String()
-	s.addr = netip.MustParseAddrPort(la)
-
-	// A port nobody listens on: the kernel answers with ICMP port
-	// unreachable, which IP_RECVERR queues on s.
+	t.Cleanup(func() { s.Close() })
 	closed, err := listenUDP(netip.MustParseAddrPort("127.0.0.1:0"), sockOpts{})
 	if err != nil {
 		t.Fatal(err)
@@ -33,6 +28,15 @@ func TestDrainErrorsBesideReader(t *testing.T) {
 	if _, err := s.c.WriteToUDPAddrPort([]byte("x"), dst); err != nil {
 		t.Fatal(err)
 	}
+	return s, dst
+}
+
+// TestDrainErrorsBesideReader: a flow's writer drains the listener's ICMP
+// errors while the listener's reader waits for datagrams with the
+// descriptor's read side held; the drain must not wait for the next client
+// datagram (it once did, and a client's IKE_AUTH response stalled there).
+func TestDrainErrorsBesideReader(t *testing.T) {
+	s, dst := refusedSocket(t)
 
 	// Hold the read side the way a parked ReadBatch does.
 	release := make(chan struct{})
@@ -102,20 +106,7 @@ func FuzzCmsg(f *testing.F) {
 // next send on the shared socket fail with it instead of sending; that
 // datagram, for another client, must still go out and count as sent.
 func TestSendClientAfterICMPError(t *testing.T) {
-	s, err := listenUDP(netip.MustParseAddrPort("127.0.0.1:0"), sockOpts{recvErr: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	closed, err := listenUDP(netip.MustParseAddrPort("127.0.0.1:0"), sockOpts{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gone := netip.MustParseAddrPort(closed.c.LocalAddr().String())
-	closed.Close()
-	if _, err := s.c.WriteToUDPAddrPort([]byte("x"), gone); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := refusedSocket(t)
 	// Wait until the port unreachable is pending (POLLERR), without
 	// taking it.
 	pending := false
