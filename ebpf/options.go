@@ -117,12 +117,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.MaxInterfaces < 1 || o.MaxInterfaces > 255 {
 		return o, fmt.Errorf("max interfaces %d outside 1..255", o.MaxInterfaces)
 	}
-	switch o.AttachMode {
-	case "":
-		o.AttachMode = AttachAuto
-	case AttachAuto, AttachTCX, AttachTC:
-	default:
-		return o, fmt.Errorf("attach mode %q is not auto, tcx or tc", o.AttachMode)
+	var err error
+	if o.AttachMode, err = o.AttachMode.Resolve(); err != nil {
+		return o, err
 	}
 	if o.RecordQueue == 0 {
 		o.RecordQueue = 4096

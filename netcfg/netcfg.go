@@ -138,24 +138,10 @@ func DeleteClsact(l netlink.Link) error {
 }
 
 // AttachBPF adds a direct-action cls_bpf filter running the program fd on
-// hook d of l (which needs a clsact qdisc). name identifies the filter for
-// RemoveBPF.
+// hook d of l (which needs a clsact qdisc) at priority 1. name identifies
+// the filter for RemoveBPF.
 func AttachBPF(l netlink.Link, d Dir, fd int, name string) error {
-	f := &netlink.BpfFilter{
-		FilterAttrs: netlink.FilterAttrs{
-			LinkIndex: l.Attrs().Index,
-			Parent:    d.parent(),
-			Priority:  filterPriority,
-			Protocol:  unix.ETH_P_ALL,
-		},
-		Fd:           fd,
-		Name:         name,
-		DirectAction: true,
-	}
-	if err := netlink.FilterAdd(f); err != nil {
-		return fmt.Errorf("add %s filter %q to %s: %w", d, name, l.Attrs().Name, err)
-	}
-	return nil
+	return AttachBPFPriority(l, d, fd, name, filterPriority)
 }
 
 // BPFFilters lists the names of the cls_bpf filters on hook d of l.

@@ -25,6 +25,18 @@ const (
 	TCLegacy TCMode = "tc"
 )
 
+// Resolve returns the mode with the empty one meaning TCAuto, or an error
+// naming a value that is none of the three.
+func (m TCMode) Resolve() (TCMode, error) {
+	switch m {
+	case "":
+		return TCAuto, nil
+	case TCAuto, TCX, TCLegacy:
+		return m, nil
+	}
+	return m, fmt.Errorf("attach mode %q is not auto, tcx or tc", string(m))
+}
+
 // TCProgram is one program for one hook of an interface.
 type TCProgram struct {
 	Dir  Dir

@@ -56,12 +56,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.MaxFlows < 1 || o.MaxFlows > 1<<21 {
 		return o, fmt.Errorf("fastpath: max flows %d outside 1..%d", o.MaxFlows, 1<<21)
 	}
-	switch o.AttachMode {
-	case "":
-		o.AttachMode = AttachAuto
-	case AttachAuto, AttachTCX, AttachTC:
-	default:
-		return o, fmt.Errorf("fastpath: attach mode %q is not auto, tcx or tc", o.AttachMode)
+	var err error
+	if o.AttachMode, err = o.AttachMode.Resolve(); err != nil {
+		return o, fmt.Errorf("fastpath: %w", err)
 	}
 	if o.IKEPort == 0 {
 		o.IKEPort = 500
