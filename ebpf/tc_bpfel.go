@@ -62,6 +62,22 @@ type tcFragRec struct {
 	Pad   uint8
 }
 
+type tcPkt struct {
+	_       structs.HostLayout
+	DataOff uint32
+	L4Off   uint32
+	FragLen uint32
+	IpId    uint32
+	IpLen   uint16
+	FragOff uint16
+	Family  uint8
+	Proto   uint8
+	Flags   uint8
+	Pad     uint8
+	Saddr   [16]uint8
+	Daddr   [16]uint8
+}
+
 type tcTrain struct {
 	_       structs.HostLayout
 	FirstNs uint64
@@ -100,6 +116,7 @@ const (
 	tcMapCounters        = "counters"
 	tcMapDgramScratch    = "dgram_scratch"
 	tcMapEvents          = "events"
+	tcMapPktScratch      = "pkt_scratch"
 	tcMapTrainScratch    = "train_scratch"
 	tcMapTrains          = "trains"
 	tcProgIkefragEgress  = "ikefrag_egress"
@@ -166,6 +183,7 @@ type tcMapSpecs struct {
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	DgramScratch *ebpf.MapSpec `ebpf:"dgram_scratch"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	PktScratch   *ebpf.MapSpec `ebpf:"pkt_scratch"`
 	TrainScratch *ebpf.MapSpec `ebpf:"train_scratch"`
 	Trains       *ebpf.MapSpec `ebpf:"trains"`
 }
@@ -206,6 +224,7 @@ type tcMaps struct {
 	Counters     *ebpf.Map `ebpf:"counters"`
 	DgramScratch *ebpf.Map `ebpf:"dgram_scratch"`
 	Events       *ebpf.Map `ebpf:"events"`
+	PktScratch   *ebpf.Map `ebpf:"pkt_scratch"`
 	TrainScratch *ebpf.Map `ebpf:"train_scratch"`
 	Trains       *ebpf.Map `ebpf:"trains"`
 }
@@ -215,6 +234,7 @@ func (m *tcMaps) Close() error {
 		m.Counters,
 		m.DgramScratch,
 		m.Events,
+		m.PktScratch,
 		m.TrainScratch,
 		m.Trains,
 	)

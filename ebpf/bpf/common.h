@@ -30,6 +30,27 @@
 
 #define IKE_HDR_LEN	28
 
+/* Read-modify-write on map values that several CPUs update (fragment
+ * trains). The default build (-mcpu=v3) uses the fetching atomics of kernel
+ * 5.12 and later. The compat build for older kernels (IKEFRAG_COMPAT,
+ * -mcpu=v2) has only the non-fetching atomic add: there a fetch is a read
+ * followed by that add, and OR is a plain read-modify-write, so two
+ * fragments of one train handled at the same instant on two CPUs can share
+ * a record slot or report a train twice. The loader says which build runs. */
+#ifdef IKEFRAG_COMPAT
+#define ATOMIC_LOAD(p)		(*(volatile typeof(*(p)) *)(p))
+#define ATOMIC_ADD(p, v)	((void)__sync_fetch_and_add((p), (v)))
+#define ATOMIC_OR(p, v)		(*(p) |= (v))
+#define ATOMIC_FETCH_ADD(p, v)	({ typeof(*(p)) __o = ATOMIC_LOAD(p); ATOMIC_ADD((p), (v)); __o; })
+#define ATOMIC_FETCH_OR(p, v)	({ typeof(*(p)) __o = ATOMIC_LOAD(p); *(p) = __o | (v); __o; })
+#else
+#define ATOMIC_LOAD(p)		__sync_fetch_and_or((p), 0)
+#define ATOMIC_ADD(p, v)	((void)__sync_fetch_and_add((p), (v)))
+#define ATOMIC_OR(p, v)		((void)__sync_fetch_and_or((p), (v)))
+#define ATOMIC_FETCH_ADD(p, v)	__sync_fetch_and_add((p), (v))
+#define ATOMIC_FETCH_OR(p, v)	__sync_fetch_and_or((p), (v))
+#endif
+
 enum direction {
 	DIR_INGRESS = 0,
 	DIR_EGRESS = 1,

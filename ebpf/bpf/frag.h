@@ -108,7 +108,11 @@ static __always_inline void emit_datagram(struct __sk_buff *skb, __u32 dir, cons
 		cap = u->avail;
 	if (cap > CAPTURE_MAX)
 		cap = CAPTURE_MAX;
-	if (cap > 0 && cap <= CAPTURE_MAX) {
+	if (cap > 0) {
+		/* The same value, in a form every verifier bounds to
+		 * [1, CAPTURE_MAX]: 6.1 does not learn a lower bound from
+		 * "cap > 0" once the compiler has merged the two tests. */
+		cap = ((cap - 1) & (CAPTURE_MAX - 1)) + 1;
 		if (bpf_skb_load_bytes(skb, u->payload_off, b->data, cap))
 			cap = 0;
 	}
@@ -134,44 +138,6 @@ static __always_inline void emit_train(__u32 dir, const struct pkt *pk, struct t
 	e->h.udp_len = t->udp_len;
 	__builtin_memcpy(&e->t, t, sizeof(*t));
 	bpf_ringbuf_submit(e, 0);
-}
-
-/* Whether the recorded ranges cover [0, total): every range end below
- * total, and 0 itself, must lie inside some range. Only used after an
- * overlap, when the byte sum no longer tells. */
-static __always_inline int train_covered(struct train *t, __u32 total)
-{
-	__u32 n = t->nfrags;
-
-	if (n > TRAIN_MAX_FRAGS)
-		return 0;
-#pragma clang loop unroll(disable)
-	for (__u32 i = 0; i <= TRAIN_MAX_FRAGS; i++) {
-		__u32 p;
-
-		if (i == TRAIN_MAX_FRAGS || i >= n)
-			p = 0;
-		else
-			p = (__u32)t->frags[i].off + t->frags[i].len;
-		if (p >= total)
-			continue;
-		int inside = 0;
-#pragma clang loop unroll(disable)
-		for (__u32 j = 0; j < TRAIN_MAX_FRAGS; j++) {
-			if (j >= n)
-				break;
-			__u32 s = t->frags[j].off, e = s + t->frags[j].len;
-			if (s <= p && p < e) {
-				inside = 1;
-				break;
-			}
-		}
-		if (!inside)
-			return 0;
-		if (i >= n)
-			break;
-	}
-	return 1;
 }
 
 static __always_inline void handle_frag(struct __sk_buff *skb, __u32 dir, struct pkt *pk,
@@ -278,36 +244,39 @@ static __always_inline void handle_frag(struct __sk_buff *skb, __u32 dir, struct
 		return;
 	}
 
-	/* Compare with the recorded ranges: an identical one is a duplicate
-	 * (retransmission on the path, or a mirrored copy), a partial one an
-	 * overlap that makes the byte sum meaningless. */
+	/* Compare with the recorded ranges. A fragment inside a recorded one
+	 * (identical or contained) is a duplicate, as receivers treat it: a
+	 * retransmission on the path or a mirrored copy. A partial overlap makes
+	 * the train undeliverable: IPv6 receivers must discard the datagram
+	 * (RFC 5722) and Linux does the same for IPv4 since 4.19, so such a train
+	 * is flagged and never reported complete. The walk is unrolled: the
+	 * oldest verifiers refuse some loop layouts, and 16 short steps cost
+	 * less than a loop's bookkeeping. */
 	__u32 n = t->nfrags;
 	int dup = 0, overlap = 0;
-#pragma clang loop unroll(disable)
+#pragma unroll
 	for (__u32 i = 0; i < TRAIN_MAX_FRAGS; i++) {
-		if (i >= n)
-			break;
-		__u32 s = t->frags[i].off, e = s + t->frags[i].len;
-		if (start < e && s < end) {
-			if (s == start && e == end)
+		if (i < n) {
+			__u32 s = t->frags[i].off, e = s + t->frags[i].len;
+			if (s <= start && end <= e)
 				dup = 1;
-			else
+			else if (start < e && s < end)
 				overlap = 1;
 		}
 	}
 	if (dup) {
-		__sync_fetch_and_or(&t->flags, TF_DUP);
+		ATOMIC_OR(&t->flags, TF_DUP);
 		count(cs, C_TRAIN_DUP_FRAG, pk->ip_len);
 		return;
 	}
 	if (last && (t->flags & TF_HAVE_LAST) && t->total != end) {
-		__sync_fetch_and_or(&t->flags, TF_BAD);
+		ATOMIC_OR(&t->flags, TF_BAD);
 		count(cs, C_MALFORMED, pk->ip_len);
 		return;
 	}
 
 	/* The fetch-and-add claims a slot even when two CPUs race. */
-	__u32 idx = __sync_fetch_and_add(&t->nfrags, 1);
+	__u32 idx = ATOMIC_FETCH_ADD(&t->nfrags, 1);
 	if (idx < TRAIN_MAX_FRAGS) {
 		t->frags[idx & (TRAIN_MAX_FRAGS - 1)].off = start;
 		t->frags[idx & (TRAIN_MAX_FRAGS - 1)].len = len;
@@ -315,14 +284,14 @@ static __always_inline void handle_frag(struct __sk_buff *skb, __u32 dir, struct
 		t->frags[idx & (TRAIN_MAX_FRAGS - 1)].mf = !last;
 		t->frags[idx & (TRAIN_MAX_FRAGS - 1)].t_us = (now - t->first_ns) / 1000;
 	} else {
-		__sync_fetch_and_or(&t->flags, TF_LIST_FULL);
+		ATOMIC_OR(&t->flags, TF_LIST_FULL);
 		count(cs, C_TRAIN_LIST_FULL, 0);
 	}
 	if (overlap) {
-		__sync_fetch_and_or(&t->flags, TF_OVERLAP);
+		ATOMIC_OR(&t->flags, TF_OVERLAP);
 		count(cs, C_TRAIN_OVERLAP, pk->ip_len);
 	} else {
-		__sync_fetch_and_add(&t->bytes, len);
+		ATOMIC_ADD(&t->bytes, len);
 	}
 	if (end > t->end_max)
 		t->end_max = end;
@@ -333,28 +302,22 @@ static __always_inline void handle_frag(struct __sk_buff *skb, __u32 dir, struct
 		t->udp_len = u.udp_len;
 		t->kind = ours ? u.kind : KIND_NONE;
 		__builtin_memcpy(t->ike, u.ike, IKE_HDR_LEN);
-		__sync_fetch_and_or(&t->flags, first_flags);
+		ATOMIC_OR(&t->flags, first_flags);
 		if (is_ike)
 			emit_datagram(skb, dir, pk, &u, cs);
 	}
 	if (last) {
 		t->total = end;
-		__sync_fetch_and_or(&t->flags, TF_HAVE_LAST);
+		ATOMIC_OR(&t->flags, TF_HAVE_LAST);
 	}
 
 	/* Full barrier above; now read what every CPU has written. */
-	__u32 f = __sync_fetch_and_or(&t->flags, 0);
+	__u32 f = ATOMIC_LOAD(&t->flags);
 	if (!(f & TF_HAVE_LAST) || !(f & TF_HAVE_FIRST))
 		return;
-	__u32 total = t->total;
-	int complete;
-	if (f & TF_OVERLAP)
-		complete = !(f & TF_LIST_FULL) && train_covered(t, total);
-	else
-		complete = __sync_fetch_and_add(&t->bytes, 0) == total;
-	if (!complete)
+	if ((f & TF_OVERLAP) || ATOMIC_LOAD(&t->bytes) != t->total)
 		return;
-	__u32 old = __sync_fetch_and_or(&t->flags, TF_COMPLETE);
+	__u32 old = ATOMIC_FETCH_OR(&t->flags, TF_COMPLETE);
 	if (old & TF_COMPLETE)
 		return;
 	count(cs, C_TRAIN_COMPLETED, 0);

@@ -16,6 +16,26 @@
 
 #define TC_ACT_UNSPEC (-1)
 
+/* The parsed packet is handed to the handlers below through this per-CPU
+ * slot, so that each handler can be a global function: the verifier checks
+ * a global function once, on its own, instead of once for every path that
+ * reaches it. That keeps every kernel's verifier within its budget (6.12
+ * gave up on the inlined whole) and verification quick. Global functions
+ * take only the context and scalars on the oldest supported kernels. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pkt);
+} pkt_scratch SEC(".maps");
+
+static __always_inline struct pkt *pkt_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&pkt_scratch, &zero);
+}
+
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 static __always_inline void handle_udp(struct __sk_buff *skb, __u32 dir, struct pkt *pk,
@@ -100,6 +120,34 @@ static __always_inline int fast_path(struct __sk_buff *skb, __u32 dir)
 	return 1;
 }
 
+/* Global: verified once, on its own (see pkt_scratch). */
+__attribute__((noinline)) int ikefrag_on_frag(struct __sk_buff *skb, __u32 dir)
+{
+	struct pkt *pk = pkt_get();
+
+	if (pk && dir <= DIR_EGRESS)
+		handle_frag(skb, dir, pk, counters_get(dir));
+	return 0;
+}
+
+__attribute__((noinline)) int ikefrag_on_udp(struct __sk_buff *skb, __u32 dir)
+{
+	struct pkt *pk = pkt_get();
+
+	if (pk && dir <= DIR_EGRESS)
+		handle_udp(skb, dir, pk, counters_get(dir));
+	return 0;
+}
+
+__attribute__((noinline)) int ikefrag_on_icmp(struct __sk_buff *skb, __u32 dir)
+{
+	struct pkt *pk = pkt_get();
+
+	if (pk && dir <= DIR_EGRESS)
+		handle_icmp(skb, dir, pk, counters_get(dir));
+	return 0;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 {
 	if (fast_path(skb, dir))
@@ -109,8 +157,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	 * constant offset from the unmodified context pointer. */
 	asm volatile("" : "+r"(skb));
 
-	struct pkt pk = {};
-	int r = parse_ip(skb, &pk);
+	struct pkt *pk = pkt_get();
+	if (!pk)
+		return TC_ACT_UNSPEC;
+	int r = parse_ip(skb, pk);
 
 	if (r == PARSE_SKIP)
 		return TC_ACT_UNSPEC;
@@ -124,12 +174,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 		count(cs, C_EXT_HDR_LIMIT, skb->len);
 		return TC_ACT_UNSPEC;
 	}
-	if (pk.flags & IPF_FRAG)
-		handle_frag(skb, dir, &pk, cs);
-	else if (pk.proto == PROTO_UDP)
-		handle_udp(skb, dir, &pk, cs);
-	else if (pk.proto == PROTO_ICMP || pk.proto == PROTO_ICMPV6)
-		handle_icmp(skb, dir, &pk, cs);
+	if (pk->flags & IPF_FRAG)
+		ikefrag_on_frag(skb, dir);
+	else if (pk->proto == PROTO_UDP)
+		ikefrag_on_udp(skb, dir);
+	else if (pk->proto == PROTO_ICMP || pk->proto == PROTO_ICMPV6)
+		ikefrag_on_icmp(skb, dir);
 	return TC_ACT_UNSPEC;
 }
 
