@@ -1,6 +1,8 @@
 package ebpf
 
 import (
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"net"
 	"net/netip"
 	"strings"
@@ -92,6 +94,9 @@ func TestIntegrationPathDropsFragment(t *testing.T) {
 }
 
 func runPathLab(t *testing.T, mode AttachMode) {
+	if mode == AttachTCX {
+		kfeattest.Require(t, kfeat.TCX)
+	}
 	l := pathLab(t)
 	o, err := New(Options{AttachMode: mode, TrainTimeout: time.Second})
 	if err != nil {
@@ -192,6 +197,9 @@ func runPathLab(t *testing.T, mode AttachMode) {
 
 func checkNothingAttached(ifindex int) error {
 	for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+		if kfeat.TCX() != nil {
+			break
+		}
 		r, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: at})
 		if err != nil {
 			return err

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 	"github.com/ikefrag/ikefrag/netcfg"
 )
 
@@ -27,6 +28,7 @@ type Observer struct {
 	opts Options
 
 	tcSpec *ebpf.CollectionSpec
+	build  Build                // which variant tcSpec is
 	shared map[string]*ebpf.Map // maps every per-interface instance uses
 	// counters, trains and events are entries of shared.
 	counters, trains, events *ebpf.Map
@@ -35,6 +37,7 @@ type Observer struct {
 	dropLink  link.Link
 	dropStats *ebpf.Map
 	reasons   map[uint32]string
+	dropErr   error // why the drop reporter is off, when it is
 
 	rd      *ringbuf.Reader
 	clock   monoClock
@@ -108,6 +111,7 @@ func New(opts Options) (*Observer, error) {
 	}
 	if !opts.NoDrops {
 		if err := o.loadDrops(); err != nil {
+			o.dropErr = err
 			opts.Logger.Warn("kernel drop reasons are not reported: the kfree_skb tracepoint program cannot be used", "err", err)
 		}
 	}
@@ -143,10 +147,22 @@ func be16(port uint16) uint16 {
 }
 
 func (o *Observer) loadShared() error {
-	spec, err := loadTc()
+	if err := kfeat.Memlock(); err != nil {
+		return fmt.Errorf("lift RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w", err)
+	}
+	load, build := loadTc, BuildDefault
+	if err := kfeat.FetchAtomics(); err != nil {
+		if !kfeat.IsMissing(err) {
+			return err
+		}
+		load, build = loadTcCompat, BuildCompat
+		o.opts.Logger.Info("observer: compat BPF build", "reason", err.Error())
+	}
+	spec, err := load()
 	if err != nil {
 		return err
 	}
+	o.build = build
 	spec.Maps[tcMapCounters].MaxEntries = uint32(2 * o.opts.MaxInterfaces)
 	spec.Maps[tcMapTrains].MaxEntries = uint32(o.opts.TrainMapSize)
 	spec.Maps[tcMapEvents].MaxEntries = uint32(o.opts.RingBufferSize)
@@ -193,6 +209,9 @@ func (o *Observer) loadInstance(slot, ifindex int, noEth bool) (*ebpf.Collection
 }
 
 func (o *Observer) loadDrops() error {
+	if err := kfeat.DropReasons(); err != nil {
+		return err
+	}
 	spec, err := loadDrop()
 	if err != nil {
 		return err
@@ -242,6 +261,36 @@ func dropReasonNames() map[uint32]string {
 
 // DropsEnabled reports whether kernel drop reasons are being reported.
 func (o *Observer) DropsEnabled() bool { return o.dropLink != nil }
+
+// Build names the variant of the tc programs in use.
+type Build string
+
+const (
+	// BuildDefault uses the fetching atomics of kernel 5.12 and later.
+	BuildDefault Build = "default"
+	// BuildCompat is for older kernels: the same programs without them
+	// (see ATOMIC_* in bpf/common.h for what that costs).
+	BuildCompat Build = "compat"
+)
+
+// Features says what the observer runs with on this kernel: its program
+// build, and why drop reasons are off when they are.
+type Features struct {
+	Build       Build  `json:"build"`
+	DropReasons bool   `json:"drop_reasons"`
+	DropsWhy    string `json:"drops_why,omitempty"`
+}
+
+// Features reports the observer's choices on this kernel.
+func (o *Observer) Features() Features {
+	f := Features{Build: o.build, DropReasons: o.dropLink != nil}
+	if o.dropErr != nil {
+		f.DropsWhy = o.dropErr.Error()
+	} else if o.opts.NoDrops {
+		f.DropsWhy = "disabled by configuration"
+	}
+	return f
+}
 
 // Records is the observation stream. It is closed by Close.
 func (o *Observer) Records() <-chan obs.Record { return o.records }

@@ -3,6 +3,7 @@ package netcfg
 import (
 	"errors"
 	"fmt"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -85,21 +86,27 @@ type TCAttachment struct {
 func AttachTC(l netlink.Link, progs []TCProgram, o TCOptions) (*TCAttachment, error) {
 	a := &TCAttachment{l: l, prefix: o.Prefix}
 	name := l.Attrs().Name
-	if o.Mode != TCLegacy {
-		err := a.attachTCX(l, progs, o.Head)
-		if err == nil {
-			a.Mode = TCX
-			return a, nil
-		}
-		if o.Mode == TCX || !errors.Is(err, ebpf.ErrNotSupported) {
-			return nil, fmt.Errorf("attach tcx to %s: %w", name, err)
-		}
-		a.Fallback = err
-	}
 	for _, p := range progs {
 		if !containsDir(a.dirs, p.Dir) {
 			a.dirs = append(a.dirs, p.Dir)
 		}
+	}
+	if o.Mode != TCLegacy {
+		err := kfeat.TCX()
+		if err == nil {
+			err = a.attachTCX(l, progs, o.Head)
+		}
+		if err == nil {
+			a.Mode = TCX
+			// A run in legacy mode that crashed left its filters; they
+			// would see every packet twice beside the links.
+			a.Stale = removeStale(l, a.dirs, o.Prefix)
+			return a, nil
+		}
+		if o.Mode == TCX || !(errors.Is(err, ebpf.ErrNotSupported) || kfeat.IsMissing(err)) {
+			return nil, fmt.Errorf("attach tcx to %s: %w", name, err)
+		}
+		a.Fallback = err
 	}
 	for _, d := range a.dirs {
 		n, err := RemoveBPF(l, d, o.Prefix)
@@ -130,6 +137,22 @@ func AttachTC(l netlink.Link, progs []TCProgram, o TCOptions) (*TCAttachment, er
 		}
 	}
 	return a, nil
+}
+
+// removeStale removes legacy filters named with prefix where a clsact
+// qdisc exists; an interface without one has none to remove.
+func removeStale(l netlink.Link, dirs []Dir, prefix string) int {
+	if prefix == "" {
+		return 0
+	}
+	total := 0
+	for _, d := range dirs {
+		n, err := RemoveBPF(l, d, prefix)
+		if err == nil {
+			total += n
+		}
+	}
+	return total
 }
 
 func (a *TCAttachment) attachTCX(l netlink.Link, progs []TCProgram, head bool) error {

@@ -198,6 +198,10 @@ func writeStatus(w io.Writer, s *control.Status) {
 		}
 	}
 	fmt.Fprintf(tw, "interfaces\t%s\n", strings.Join(ifs, "  "))
+	if k := s.Kernel; k.Release != "" {
+		fmt.Fprintf(tw, "kernel\t%s: attach %s; observer build %s; fast path %s; drop reasons %s\n",
+			k.Release, k.Attach, k.ObserverBuild, k.FastPath, k.DropReasons)
+	}
 	drops := "kernel drop reasons reported"
 	if !s.DropsEnabled {
 		drops = "kernel drop reasons not available"

@@ -70,7 +70,8 @@ func (d *daemon) status() control.Status {
 		Interfaces: d.watch.status(), AttachMode: cfg.Observe.AttachMode, DropsEnabled: d.obs.DropsEnabled(),
 		Sessions: snap.Sessions, Peers: snap.Peers, Verdicts: snap.Verdicts, Records: snap.Records,
 		Metrics: d.metricsAddr(), Proxy: "disabled",
-		Keys: control.Keys{SaveKeys: cfg.Keys.StrongswanTable, Socket: cfg.Keys.Socket},
+		Keys:   control.Keys{SaveKeys: cfg.Keys.StrongswanTable, Socket: cfg.Keys.Socket},
+		Kernel: d.kernel,
 	}
 	d.mu.Lock()
 	st.Config = control.ConfigStatus{File: displayFile(d.file), Loaded: d.loaded, Reloads: d.reloads,

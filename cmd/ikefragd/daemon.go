@@ -32,6 +32,7 @@ type daemon struct {
 	logSw   *logSwitch
 	stderr  io.Writer
 	started time.Time
+	kernel  control.Kernel // what this kernel gives the daemon; set once at start
 
 	obs    *ebpf.Observer
 	pipe   *pipeline
@@ -105,6 +106,9 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 		return &startError{err: fmt.Errorf("loading the BPF observer: %w%s", err, capHint(err))}
 	}
 	log.Debug("BPF observer loaded", "took", time.Since(loadStart).Round(time.Millisecond), "drop_reasons", d.obs.DropsEnabled())
+	d.kernel = kernelFeatures(d.obs)
+	log.Info("kernel features", "release", d.kernel.Release, "attach", d.kernel.Attach, "observer_build", d.kernel.ObserverBuild,
+		"fast_path", d.kernel.FastPath, "drop_reasons", d.kernel.DropReasons)
 	opt := diag.Options{
 		Ports:  ike.Ports{IKE: uint16(cfg.Ports.IKE), NATT: uint16(cfg.Ports.NATT)},
 		Settle: cfg.Diag.Settle, Idle: cfg.Diag.Idle, MaxSessions: cfg.Diag.MaxSessions,

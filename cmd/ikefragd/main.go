@@ -36,7 +36,7 @@ func main() { os.Exit(execute(context.Background(), os.Args[1:], os.Stdout, os.S
 
 func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var file string
-	var check bool
+	var check, features bool
 	code := exitOK
 	cmd := &cobra.Command{
 		Use:   "ikefragd [--config FILE] [--check-config]",
@@ -60,6 +60,12 @@ per problem, naming the key).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if features {
+				if err := printFeatures(stdout); err != nil {
+					code = exitFailure
+				}
+				return nil
+			}
 			path := file
 			if !cmd.Flags().Changed("config") {
 				if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
@@ -92,6 +98,7 @@ per problem, naming the key).`,
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", defaultConfigFile, "configuration file (YAML)")
 	cmd.Flags().BoolVar(&check, "check-config", false, "validate the configuration against this host, print the effective configuration and exit")
+	cmd.Flags().BoolVar(&features, "features", false, "probe what this kernel offers the BPF programs (tcx, fast path, drop reasons), print it as JSON and exit")
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)

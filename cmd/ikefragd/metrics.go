@@ -152,7 +152,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descTrains, descAnomalies, descBPFLoss,
-		descTrainsLive, descTrainsEvicted, descObsLoss, descDropReports, descDropsEnabled, descAttached,
+		descTrainsLive, descTrainsEvicted, descObsLoss, descDropReports, descDropsEnabled, descAttached, descKernel,
 		descSessions, descPeers, descPMTU, descEngine, descRecords, descExpired, descKernelIP,
 		descLinkPackets, descLinkBytes, descLinkDropped, descLinkErrors, descLinkMTU} {
 		ch <- d
@@ -166,6 +166,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
+	ch <- kernelMetric(c.d.kernel)
 	if s, err := c.d.obs.Counters(); err != nil {
 		c.warn("reading BPF counters", err)
 	} else {

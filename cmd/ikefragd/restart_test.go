@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 	"net"
 	"net/netip"
 	"strings"
@@ -48,11 +49,13 @@ func countAttachments(t *testing.T, nsName, iface string) (in, eg attachments) {
 		}
 		for i, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
 			dst := []*attachments{&in, &eg}[i]
-			r, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
-			if err != nil {
-				return fmt.Errorf("query tcx: %w", err)
+			if kfeat.TCX() == nil {
+				r, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
+				if err != nil {
+					return fmt.Errorf("query tcx: %w", err)
+				}
+				dst.tcx = len(r.Programs)
 			}
-			dst.tcx = len(r.Programs)
 			names, err := netcfg.BPFFilters(l, []netcfg.Dir{netcfg.Ingress, netcfg.Egress}[i])
 			if err != nil {
 				return err
@@ -175,13 +178,22 @@ func TestKillAndRestart(t *testing.T) {
 	lab.Require(t)
 	bins := buildBinaries(t)
 	t.Parallel()
-	for _, mode := range []string{"auto", "tc"} {
+	// tc-then-auto: a daemon in legacy mode dies, and its successor runs
+	// in auto mode; the stale filters must go even where tcx is used.
+	for _, mode := range []string{"auto", "tc", "tc-then-auto"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
+			first, second := mode, mode
+			if mode == "tc-then-auto" {
+				first, second = "tc", "auto"
+			}
+			legacy := func(m string) bool { return m == "tc" || kfeat.TCX() != nil }
 			l := lab.New(t, lab.Topology{})
 			in, out := ifaceIn(l, l.Mid, l.Cli), ifaceIn(l, l.Mid, l.Srv)
-			cfg := fmt.Sprintf("interfaces: [%s, %s]\nobserve:\n  attach_mode: %s\n", in, out, mode)
-			d := newDaemon(t, bins, l.Mid.Name, cfg)
+			cfgOf := func(m string) string {
+				return fmt.Sprintf("interfaces: [%s, %s]\nobserve:\n  attach_mode: %s\n", in, out, m)
+			}
+			d := newDaemon(t, bins, l.Mid.Name, cfgOf(first))
 			d.start()
 			// The flow starts once the first daemon runs: in tc mode,
 			// creating the clsact qdisc on a live link drops a packet or
@@ -194,10 +206,13 @@ func TestKillAndRestart(t *testing.T) {
 					f.end()
 				}
 			}()
-			want := attachments{tcx: 1}
-			if mode == "tc" {
-				want = attachments{tc: 1}
+			wantOf := func(m string) attachments {
+				if legacy(m) {
+					return attachments{tc: 1}
+				}
+				return attachments{tcx: 1}
 			}
+			want := wantOf(first)
 			for _, ifc := range []string{in, out} {
 				if i, e := countAttachments(t, l.Mid.Name, ifc); i != want || e != want {
 					t.Fatalf("%s before the kill: ingress %+v egress %+v, want %+v each", ifc, i, e, want)
@@ -207,7 +222,7 @@ func TestKillAndRestart(t *testing.T) {
 			t.Logf("%s: kill", time.Now().Format("15:04:05.000"))
 			d.kill()
 			left := attachments{}
-			if mode == "tc" {
+			if legacy(first) {
 				left = want // filters are not owned by a file descriptor
 			}
 			for _, ifc := range []string{in, out} {
@@ -220,15 +235,17 @@ func TestKillAndRestart(t *testing.T) {
 			// Same configuration and socket path: the dead daemon's socket
 			// is stale and gets replaced.
 			t.Logf("%s: restart", time.Now().Format("15:04:05.000"))
+			d.writeConfig(cfgOf(second))
 			d.start()
 			t.Logf("%s: ready", time.Now().Format("15:04:05.000"))
 			d2 := d
+			want = wantOf(second)
 			for _, ifc := range []string{in, out} {
 				if i, e := countAttachments(t, l.Mid.Name, ifc); i != want || e != want {
 					t.Errorf("%s after the restart: ingress %+v egress %+v, want %+v each", ifc, i, e, want)
 				}
 			}
-			if mode == "tc" && !strings.Contains(d2.stderr.String(), "removed stale tc filters") {
+			if legacy(first) && !strings.Contains(d2.stderr.String(), "removed stale tc filters") {
 				t.Errorf("the restarted daemon did not report removing the stale filters:\n%s", d2.stderr)
 			}
 			if strings.Contains(d2.stderr.String(), "level=ERROR") {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -79,6 +80,14 @@ func newFastPath(opts Options) (*FastPath, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	// The program checks each datagram against the egress route's MTU
+	// with bpf_check_mtu; without it the relay stays in user space.
+	if err := kfeat.CheckMTU(); err != nil {
+		return nil, fmt.Errorf("fastpath: %w", err)
+	}
+	if err := kfeat.Memlock(); err != nil {
+		return nil, fmt.Errorf("fastpath: lift RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w", err)
 	}
 	spec, err := loadFastpath()
 	if err != nil {

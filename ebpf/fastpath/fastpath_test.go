@@ -3,6 +3,8 @@ package fastpath
 import (
 	"bytes"
 	"errors"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -43,6 +45,7 @@ func requireBPF(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (CAP_BPF and CAP_NET_ADMIN) to load BPF programs")
 	}
+	kfeattest.Require(t, kfeat.CheckMTU)
 }
 
 func newTestFP(t testing.TB, opts Options) *FastPath {

@@ -3,6 +3,8 @@ package fastpath
 import (
 	"bytes"
 	"errors"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -161,6 +163,9 @@ const (
 )
 
 func runNamespace(t *testing.T, mode AttachMode, v6 bool, csum csumMode) {
+	if mode == AttachTCX {
+		kfeattest.Require(t, kfeat.TCX)
+	}
 	l := proxyLab(t)
 	switch csum {
 	case csumFull:

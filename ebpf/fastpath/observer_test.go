@@ -1,6 +1,8 @@
 package fastpath
 
 import (
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -22,6 +24,9 @@ func TestWithObserver(t *testing.T) {
 }
 
 func runWithObserver(t *testing.T, mode AttachMode) {
+	if mode == AttachTCX {
+		kfeattest.Require(t, kfeat.TCX)
+	}
 	l := proxyLab(t)
 	a := labAddrs(false)
 	o, err := obsebpf.New(obsebpf.Options{AttachMode: obsebpf.AttachMode(mode), NoDrops: true, Logger: slog.New(slog.DiscardHandler)})

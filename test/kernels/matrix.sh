@@ -22,7 +22,7 @@
 # Environment:
 #   IKM_DIR   work directory (kernels, initramfs, binaries, results);
 #             default /var/tmp/ikefrag-kernels, kept between runs as a cache
-#   PKGS      packages to test (default: ebpf ebpf/fastpath netcfg proxy
+#   PKGS      packages to test (default: ebpf/kfeat ebpf ebpf/fastpath netcfg proxy
 #             cmd/ikefragd test/lab)
 #   RUN       a -test.run pattern passed to every package
 #   ACCEL     kvm, tcg or auto (default): KVM only where /dev/kvm is a real
@@ -36,7 +36,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 W=${IKM_DIR:-/var/tmp/ikefrag-kernels}
-PKGS=${PKGS:-"ebpf ebpf/fastpath netcfg proxy cmd/ikefragd test/lab"}
+PKGS=${PKGS:-"ebpf/kfeat ebpf ebpf/fastpath netcfg proxy cmd/ikefragd test/lab"}
 MEM=${MEM:-3G}
 SMP=${SMP:-2}
 TIMEOUT=${TIMEOUT:-2400}

@@ -89,6 +89,17 @@ type Status struct {
 	Metrics string `json:"metrics,omitempty"` // listen address, "" when off
 	Proxy   string `json:"proxy"`             // "disabled", or the proxy's state
 	Keys    Keys   `json:"keys"`
+	Kernel  Kernel `json:"kernel"`
+}
+
+// Kernel is what the running kernel gives the daemon. A feature is "yes",
+// or "no: " and why.
+type Kernel struct {
+	Release       string `json:"release"`
+	Attach        string `json:"attach"`         // "tcx", or "tc (why not tcx)"
+	ObserverBuild string `json:"observer_build"` // "default", or "compat (why)"
+	FastPath      string `json:"fast_path"`
+	DropReasons   string `json:"drop_reasons"`
 }
 
 // ConfigStatus describes the running configuration.
