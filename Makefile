@@ -17,7 +17,7 @@ TEST_DEBS   := tshark nftables iproute2 iputils-ping ethtool tcpdump \
 GEN_DEBS    := clang llvm libbpf-dev
 GOTESTFLAGS ?= -count=1 -timeout 25m
 
-.PHONY: all build test lint generate bench run install deps lab-deps gen-deps fuzz demo clean
+.PHONY: all build test lint generate bench run install deps lab-deps gen-deps fuzz demo clean test-kernels test-kernel-ci
 
 all: build
 
@@ -44,6 +44,20 @@ lint:
 
 test: deps lab-deps lint
 	$(GO) test $(GOTESTFLAGS) ./...
+	$(MAKE) --no-print-directory test-kernel-ci
+
+# The kernel matrix (test/kernels/matrix.sh): the kernel-facing test
+# binaries run as root inside Debian's own kernels under qemu, then the
+# shipped unit under systemd as PID 1. `make test` runs Debian 12's stock
+# kernel (6.1); test-kernels runs them all.
+KERNELS ?= 6.1 6.12 5.10 6.18
+test-kernel-ci:
+	@if [ "$$(id -u)" -ne 0 ]; then echo "kernel matrix skipped: needs root (qemu, BPF in the guest)"; else \
+	  test/kernels/matrix.sh 6.1 && test/kernels/matrix.sh --systemd 6.1; fi
+
+test-kernels: deps lab-deps
+	test/kernels/matrix.sh $(KERNELS)
+	test/kernels/matrix.sh --systemd $(firstword $(KERNELS))
 
 # generate rebuilds the BPF objects with bpf2go; the output is committed so
 # that a plain `go build` needs no clang.

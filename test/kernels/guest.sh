@@ -22,8 +22,8 @@ fi
 	echo "cpus: $(nproc) memory: $(awk '/MemTotal/{print $2}' /proc/meminfo) kB"
 	echo "btf: $([ -e /sys/kernel/btf/vmlinux ] && echo yes || echo no)"
 	echo "memlock: $(ulimit -l)"
-	"$IKM_BIN/ikefragd" --features 2>&1 | sed 's/^/features: /'
 } > "$O/facts"
+"$IKM_BIN/ikefragd" --features > "$O/features.json" 2>&1
 cat "$O/facts"
 status=0
 for p in $IKM_PKGS; do

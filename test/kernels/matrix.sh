@@ -7,7 +7,8 @@
 # 6.1.0-57-amd64. Each series resolves to the newest Debian package of it that
 # the archive offers: bookworm's own 6.1 and its newer 6.12 from the host's
 # sources; 5.10 (bullseye) and 6.18 (trixie) through an apt configuration
-# private to this script, which never touches the host's sources. Default:
+# private to this script, which never touches the host's sources (6.18 from
+# trixie-backports). Default:
 # 6.1 6.12 5.10 6.18.
 #
 # For each kernel the package is downloaded (not installed) and unpacked, a
@@ -58,11 +59,12 @@ apt_private() {
 	local suite=$1 a=$W/apt/$1
 	if [ ! -e "$a/updated" ] || [ -n "$(find "$a/updated" -mmin +720)" ]; then
 		mkdir -p "$a/lists/partial" "$a/cache/archives/partial" "$a/etc/preferences.d" "$a/etc/trusted.gpg.d"
-		local sec=$suite-security
-		cat > "$a/sources.list" <<-EOF
-		deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main
-		deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security $sec main
-		EOF
+		local key=/usr/share/keyrings/debian-archive-keyring.gpg
+		echo "deb [signed-by=$key] http://deb.debian.org/debian $suite main" > "$a/sources.list"
+		case $suite in
+		*-backports) ;;
+		*) echo "deb [signed-by=$key] http://deb.debian.org/debian-security $suite-security main" >> "$a/sources.list" ;;
+		esac
 		apt-get $(apt_opts "$suite") update -q >&2 || return 1
 		touch "$a/updated"
 	fi
@@ -82,7 +84,7 @@ resolve() {
 	6.1) pat='^linux-image-6\.1\.0-[0-9]+-amd64$' ;;
 	6.12) pat='^linux-image-6\.12\.[0-9]+\+deb12-amd64$' ;;
 	5.10) pat='^linux-image-5\.10\.0-[0-9]+-amd64$'; suite=bullseye ;;
-	6.18) pat='^linux-image-6\.18\.[0-9]+\+deb13-amd64$'; suite=trixie ;;
+	6.18) pat='^linux-image-6\.18\.[0-9]+\+deb13-amd64$'; suite=trixie-backports ;;
 	*) echo "$k"; return ;;
 	esac
 	local opts=

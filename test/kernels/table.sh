@@ -36,6 +36,20 @@ for p in $pkgs; do
 	done
 	echo
 done
+# What each kernel gives ikefragd (ikefragd --features in the guest); the
+# README's "Supported kernels" table is this one.
+field() { sed -n "s/^ *\"$1\": \"\(.*\)\",\{0,1\}$/\1/p" "$2" | head -1; }
+word() { echo "${1%% *}"; }
+echo
+echo "| kernel | attach | observer build | ESP fast path | drop reasons |"
+echo "|---|---|---|---|---|"
+for v in "${vers[@]}"; do
+	f=$out/$v/features.json
+	[ -r "$f" ] || continue
+	printf '| %s | %s | %s | %s | %s |\n' "$v" "$(word "$(field attach "$f")")" "$(word "$(field observer_build "$f")")" \
+		"$(word "$(field fast_path "$f")" | tr -d :)" "$(word "$(field drop_reasons "$f")" | tr -d :)"
+done
+echo
 for v in "${vers[@]}"; do
 	[ -e "$out/$v/boot-error" ] && { echo "$v: $(cat "$out/$v/boot-error")"; status=1; }
 	for l in "$out/$v"/*.log; do

@@ -1,0 +1,110 @@
+#!/bin/bash
+# systemd.sh: runs inside a kernel-matrix guest booted with systemd as PID 1
+# (test/kernels/matrix.sh --systemd). Installs ikefragd with `make install`
+# from the binaries built on the host, and checks the shipped unit under a
+# real service manager: readiness by sd_notify, the watchdog restarting a
+# stopped daemon, a SIGKILL leaving no stale tc/tcx programs, reload, the
+# proxy binding UDP 500/4500 under the unit, and the unit's exposure score.
+# One line per check: "CHECK name: ok" or "CHECK name: FAIL why".
+set -u
+O=/ikm-out
+. "$O/env"
+export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+failed=0
+ok() { echo "CHECK $1: ok${2:+ ($2)}"; }
+bad() { echo "CHECK $1: FAIL $2"; failed=1; }
+show() { systemctl show ikefragd -p "$1" --value; }
+# wait_for SECONDS CMD...: polls CMD once a second
+wait_for() {
+	local n=$1; shift
+	for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
+	return 1
+}
+
+echo "pid 1: $(ps -o comm= -p 1), $(systemctl --version | head -1)"
+echo "kernel: $(uname -r)"
+# a default route (qemu user network with restrict=on: nothing leaves the
+# guest); ikefragd's default configuration observes its interface
+dev=$(ls /sys/class/net | grep -v '^lo$' | head -1)
+ip link set "$dev" up
+ip addr add 10.0.2.15/24 dev "$dev" 2>/dev/null
+ip route add default via 10.0.2.2 2>/dev/null
+
+# 1. install as an operator would, from the host-built binaries
+make -C "$IKM_REPO" -o build install BIN="$IKM_BIN" >"$O/install.log" 2>&1 || { bad install "$(tail -3 "$O/install.log")"; exit 1; }
+systemctl daemon-reload
+ok install "$(ls /etc/systemd/system/ikefragd.service* -d | tr '\n' ' ')"
+
+# 2. start: Type=notify returns once READY=1 arrived
+t0=$(date +%s.%N)
+if systemctl start ikefragd; then
+	ok start "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1fs", b-a}') until READY=1; $(show StatusText)"
+else
+	bad start "$(journalctl -u ikefragd --no-pager -n 20)"
+fi
+[ "$(show ActiveState)/$(show SubState)" = active/running ] && ok running || bad running "$(show ActiveState)/$(show SubState)"
+ikefragctl status > "$O/status.txt" 2>&1; st=$?
+[ $st = 0 ] && ok status "$(grep -E '^kernel' "$O/status.txt")" || bad status "exit $st: $(head -3 "$O/status.txt")"
+
+# progs HOOK: the observer's programs for that hook loaded in the kernel. A
+# running daemon holds one per interface; a program a dead daemon left
+# attached (a stale tc filter) would be a second.
+progs() { bpftool prog show 2>/dev/null | grep -c "name ikefrag_$1 "; }
+one_each() { [ "$(progs ingress)" = 1 ] && [ "$(progs egress)" = 1 ]; }
+listing() { bpftool prog show 2>/dev/null | grep "name ikefrag_" | tr '\n' ' '; }
+one_each && ok attached "$(listing)" || bad attached "$(listing)"
+
+# 3. watchdog: a stopped daemon stops petting it; systemd kills and restarts
+pid=$(show MainPID); n0=$(show NRestarts)
+wd=$(( $(show WatchdogUSec | sed 's/s$//' | awk '{print $1}') ))
+kill -STOP "$pid"
+if wait_for $(( wd + 60 )) sh -c "[ \"\$(systemctl show ikefragd -p NRestarts --value)\" -gt $n0 ] && [ \"\$(systemctl show ikefragd -p SubState --value)\" = running ]"; then
+	ok watchdog "restarted after SIGSTOP; pid $pid -> $(show MainPID)"
+else
+	bad watchdog "no restart: $(show ActiveState)/$(show SubState), restarts $(show NRestarts); $(journalctl -u ikefragd --no-pager -n 5 | tr '\n' ' ')"
+fi
+wait_for 60 one_each && ok "attached after watchdog restart" || bad "attached after watchdog restart" "$(listing)"
+
+# 4. SIGKILL: Restart=on-failure brings it back; no stale programs
+pid=$(show MainPID); n0=$(show NRestarts)
+systemctl kill -s KILL ikefragd
+if wait_for 90 sh -c "[ \"\$(systemctl show ikefragd -p NRestarts --value)\" -gt $n0 ] && [ \"\$(systemctl show ikefragd -p SubState --value)\" = running ]"; then
+	ok sigkill "restarted; pid $pid -> $(show MainPID)"
+else
+	bad sigkill "$(show ActiveState)/$(show SubState)"
+fi
+wait_for 60 one_each && ok "no stale programs after SIGKILL" || bad "no stale programs after SIGKILL" "$(listing)"
+
+# 5. reload applies a changed configuration
+sed -i 's/^\(\s*\)settle:.*/\1settle: 17s/' /etc/ikefrag/ikefragd.yaml
+grep -q 'settle: 17s' /etc/ikefrag/ikefragd.yaml || printf '\ndiag:\n  settle: 17s\n' >> /etc/ikefrag/ikefragd.yaml
+systemctl reload ikefragd
+if wait_for 30 sh -c "ikefragctl status | grep -q '1 reload(s)'"; then
+	ok reload "$(ikefragctl status | grep -E '^config')"
+else
+	bad reload "$(ikefragctl status 2>&1 | head -4 | tr '\n' ' ')"
+fi
+
+# 6. the proxy binds UDP 500 and 4500 under the unit
+if [ -r "$IKM_REPO/test/kernels/proxy.yaml" ]; then
+	cp /etc/ikefrag/ikefragd.yaml "$O/observe.yaml"
+	cp "$IKM_REPO/test/kernels/proxy.yaml" /etc/ikefrag/ikefragd.yaml
+	systemctl restart ikefragd
+	if wait_for 60 sh -c "ss -Hulpn 'sport = :500' | grep -q ikefragd && ss -Hulpn 'sport = :4500' | grep -q ikefragd"; then
+		ok "proxy binds 500/4500" "$(ss -Hulpn | grep ikefragd | awk '{print $4}' | sort -u | tr '\n' ' ')"
+	else
+		bad "proxy binds 500/4500" "$(journalctl -u ikefragd --no-pager -n 8 | tr '\n' ' ')"
+	fi
+	cp "$O/observe.yaml" /etc/ikefrag/ikefragd.yaml
+fi
+
+# 7. clean stop
+systemctl stop ikefragd
+[ "$(show ActiveState)" = inactive ] && [ "$(show Result)" = success ] && ok stop || bad stop "$(show ActiveState) $(show Result)"
+[ "$(progs ingress)$(progs egress)" = 00 ] && ok "nothing left attached after stop" || bad "nothing left attached after stop" "$(listing)"
+
+journalctl -u ikefragd --no-pager -o short-monotonic > "$O/journal.txt"
+score=$(systemd-analyze security ikefragd --no-pager 2>/dev/null | awk '/Overall exposure level/{print $(NF-2), $(NF-1), $NF}')
+echo "EXPOSURE ikefragd: $score"
+systemd-analyze security ikefragd --no-pager > "$O/security.txt" 2>&1
+exit $failed
