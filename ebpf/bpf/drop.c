@@ -69,7 +69,13 @@ static __always_inline int ours(__be16 sport, __be16 dport)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(ikefrag_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	if ((__u32)reason <= (__u32)bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+	/* Reasons up to SKB_CONSUMED are no drops. Kernels before 6.3 have
+	 * no SKB_CONSUMED (consume_skb had a tracepoint of its own): there
+	 * SKB_NOT_DROPPED_YET, 0, is the only such value. */
+	__u32 not_dropped = 0;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED))
+		not_dropped = bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED);
+	if ((__u32)reason <= not_dropped)
 		return 0;
 
 	__be16 proto = skb->protocol;
