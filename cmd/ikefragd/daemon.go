@@ -41,6 +41,7 @@ type daemon struct {
 	ctl    *control.Server
 	store  *keys.Store
 	proxy  proxyRunner
+	sdn    *notifier // sd_notify; nil when not run by systemd
 
 	mu             sync.Mutex // guards what follows
 	cfg            Config
@@ -72,12 +73,15 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	defer cancel()
 	log, sw := newLogger(cfg.Log, stderr)
 	d := &daemon{file: file, log: log, logSw: sw, stderr: stderr, started: time.Now(), cfg: cfg, loaded: time.Now(),
-		events: newEventHub(), m: newMetrics()}
+		events: newEventHub(), m: newMetrics(), sdn: newNotifier(log.With("component", "systemd"))}
 	var wg sync.WaitGroup
 	defer func() {
 		d.shutdown()
 		cancel()
 		wg.Wait()
+		// Not waited for: a notify socket nobody reads must not hold the
+		// stop.
+		d.sdn.close()
 	}()
 	goRun := func(f func()) {
 		wg.Add(1)
@@ -383,19 +387,9 @@ func (d *daemon) statusLine() string {
 		len(d.watch.attached()), s.Sessions, s.Peers, errs)
 }
 
-// notify sends sd_notify states; without NOTIFY_SOCKET it does nothing.
-func (d *daemon) notify(states ...string) {
-	msg := ""
-	for i, s := range states {
-		if i > 0 {
-			msg += "\n"
-		}
-		msg += s
-	}
-	if _, err := sd.SdNotify(false, msg); err != nil {
-		d.log.Debug("sd_notify failed", "err", err)
-	}
-}
+// notify queues sd_notify states and returns at once (see notifier);
+// without NOTIFY_SOCKET it does nothing.
+func (d *daemon) notify(states ...string) { d.sdn.state(states...) }
 
 // notifyLoop pets the watchdog while the daemon is healthy (a stalled
 // engine stops the petting and systemd restarts the service) and refreshes
@@ -429,9 +423,7 @@ func (d *daemon) notifyLoop(ctx context.Context) {
 			states = append(states, "STATUS="+d.statusLine())
 			lastStatus = time.Now()
 		}
-		if len(states) > 0 {
-			d.notify(states...)
-		}
+		d.sdn.periodicState(states...)
 	}
 }
 
