@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"syscall"
@@ -160,7 +161,7 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	for i, a := range attached {
 		names[i] = a.Name + " (" + a.Mode + ")"
 	}
-	log.Info("ikefragd started", "version", version, "config", displayFile(file), "interfaces", names,
+	log.Info("ikefragd started", "version", version, "goversion", runtime.Version(), "config", displayFile(file), "interfaces", names,
 		"drop_reasons", d.obs.DropsEnabled(), "metrics", d.metricsAddr(), "control", d.ctl.Path())
 	d.events.publish(control.Event{Kind: control.EventDaemon, Message: "started"})
 	d.notify(sd.SdNotifyReady, "STATUS="+d.statusLine())

@@ -16,10 +16,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ikefrag/ikefrag/cmd/internal/buildinfo"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is the build's version (cmd/internal/buildinfo: stamped from
+// git describe by the Makefile).
+var version = buildinfo.Version()
 
 // defaultConfigFile is read when --config is not given; when it does not
 // exist the built-in defaults apply.
@@ -92,6 +95,7 @@ per problem, naming the key).`,
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", defaultConfigFile, "configuration file (YAML)")
 	cmd.Flags().BoolVar(&check, "check-config", false, "validate the configuration against this host, print the effective configuration and exit")
+	cmd.SetVersionTemplate("ikefragd {{.Version}} (" + buildinfo.GoVersion() + ")\n")
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
