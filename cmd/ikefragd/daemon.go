@@ -94,6 +94,11 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
+	// Name the missing capabilities before the kernel refuses with
+	// EPERM (or the BPF library with a memlock hint).
+	if missing, port := missingCaps(cfg); len(missing) > 0 {
+		return &startError{err: capsError(missing, port)}
+	}
 	if err := d.startKeys(ctx, goRun); err != nil {
 		return err
 	}
@@ -225,7 +230,11 @@ func (d *daemon) startProxy(ctx context.Context) error {
 	}
 	p, err := proxyStarter(ctx, deps)
 	if err != nil {
-		return &startError{err: fmt.Errorf("starting the proxy: %w", err)}
+		hint := ""
+		if errors.Is(err, unix.EACCES) {
+			hint = " (binding UDP ports below 1024 needs CAP_NET_BIND_SERVICE: the shipped unit grants it through the drop-in " + proxyDropIn + ")"
+		}
+		return &startError{err: fmt.Errorf("starting the proxy: %w%s", err, hint)}
 	}
 	d.proxy = p
 	d.m.reg.MustRegister(p.Collector())

@@ -60,6 +60,8 @@ func buildBinaries(t *testing.T) binaries {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
+		// Tests run the binaries as other users too.
+		_ = os.Chmod(binDir, 0o755)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

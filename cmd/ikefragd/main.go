@@ -76,6 +76,16 @@ per problem, naming the key).`,
 				return nil
 			}
 			if check {
+				// How the installed unit would run it: a proxy on port
+				// 500 needs the unit's CAP_NET_BIND_SERVICE drop-in.
+				if ps := checkUnit(cfg); len(ps) > 0 {
+					printProblems(stderr, path, ps)
+					code = exitConfig
+					return nil
+				}
+				if missing, port := missingCaps(cfg); len(missing) > 0 {
+					fmt.Fprintf(stderr, "ikefragd: warning: run like this, %v\n", capsError(missing, port))
+				}
 				fmt.Fprintf(stderr, "ikefragd: %s: configuration OK; observing %s\n", displayFile(path), want)
 				dumpConfig(stdout, cfg)
 				return nil
