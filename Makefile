@@ -16,13 +16,18 @@ TEST_DEBS   := tshark nftables iproute2 iputils-ping ethtool tcpdump \
                systemd
 GEN_DEBS    := clang llvm libbpf-dev
 GOTESTFLAGS ?= -count=1 -timeout 25m
+# VERSION is stamped into both binaries (ikefragd --version, ikefragctl
+# version, status, ikefrag_build_info) in every build path: build, run,
+# install and deb all go through the build target.
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X github.com/ikefrag/ikefrag/cmd/internal/buildinfo.version=$(VERSION)
 
 .PHONY: all build test lint generate bench run install deps lab-deps gen-deps fuzz demo clean test-kernels test-kernel-ci
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 # deps installs missing Debian packages (apt-get update only when needed).
 deps:

@@ -77,14 +77,24 @@ func daemonCmd(name, short, method string, newResult func() any, human func(io.W
 			if r, ok := res.(*diag.Report); ok && r.Summary.Errors > 0 {
 				return &exitError{code: 1, err: fmt.Errorf("%d error verdict(s)", r.Summary.Errors)}
 			}
+			if st, ok := res.(*control.Status); ok && !st.Healthy {
+				return &exitError{code: 1, err: fmt.Errorf("the daemon is unhealthy: %s", strings.Join(st.Problems, "; "))}
+			}
 			return nil
 		},
 	}
-	if method == control.MethodVerdicts {
+	switch method {
+	case control.MethodVerdicts:
 		cmd.Long = short + `
 
 Exit status: 0 when no verdict of severity error is live, 1 otherwise, 2 when
 the daemon cannot be reached.`
+	case control.MethodStatus:
+		cmd.Long = short + `
+
+Exit status: 0 when the daemon is healthy, 1 when it is unhealthy (no
+interface attached, or the diagnosis engine stopped: the problems are
+printed), 2 when the daemon cannot be reached.`
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	socketFlag(cmd, &socket)

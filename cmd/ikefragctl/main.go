@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ikefrag/ikefrag/cmd/internal/buildinfo"
 )
 
 // exitError carries an exit status through cobra: 1 for findings, 2 for bad
@@ -44,10 +46,12 @@ func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "ikefragctl",
 		Short:         "Inspect IKEv2 traffic and talk to ikefragd",
+		Version:       buildinfo.Version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDecodeCmd(), newAnalyzeCmd(), newPMTUCmd())
+	root.SetVersionTemplate("ikefragctl {{.Version}} (" + buildinfo.GoVersion() + ")\n")
+	root.AddCommand(newDecodeCmd(), newAnalyzeCmd(), newPMTUCmd(), newVersionCmd())
 	root.AddCommand(newDaemonCmds()...)
 	return root
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
@@ -65,7 +66,7 @@ func (d *daemon) status() control.Status {
 	snap := d.pipe.snapshot()
 	probs := d.problems()
 	st := control.Status{
-		Version: version, PID: os.Getpid(), Started: d.started,
+		Version: version, GoVersion: runtime.Version(), PID: os.Getpid(), Started: d.started,
 		Healthy: len(probs) == 0, Problems: probs,
 		Interfaces: d.watch.status(), AttachMode: cfg.Observe.AttachMode, DropsEnabled: d.obs.DropsEnabled(),
 		Sessions: snap.Sessions, Peers: snap.Peers, Verdicts: snap.Verdicts, Records: snap.Records,

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"syscall"
@@ -42,6 +43,7 @@ type daemon struct {
 	ctl    *control.Server
 	store  *keys.Store
 	proxy  proxyRunner
+	sdn    *notifier // sd_notify; nil when not run by systemd
 
 	mu             sync.Mutex // guards what follows
 	cfg            Config
@@ -73,12 +75,15 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	defer cancel()
 	log, sw := newLogger(cfg.Log, stderr)
 	d := &daemon{file: file, log: log, logSw: sw, stderr: stderr, started: time.Now(), cfg: cfg, loaded: time.Now(),
-		events: newEventHub(), m: newMetrics()}
+		events: newEventHub(), m: newMetrics(), sdn: newNotifier(log.With("component", "systemd"))}
 	var wg sync.WaitGroup
 	defer func() {
 		d.shutdown()
 		cancel()
 		wg.Wait()
+		// Not waited for: a notify socket nobody reads must not hold the
+		// stop.
+		d.sdn.close()
 	}()
 	goRun := func(f func()) {
 		wg.Add(1)
@@ -90,6 +95,11 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
+	// Name the missing capabilities before the kernel refuses with
+	// EPERM (or the BPF library with a memlock hint).
+	if missing, port := missingCaps(cfg); len(missing) > 0 {
+		return &startError{err: capsError(missing, port)}
+	}
 	if err := d.startKeys(ctx, goRun); err != nil {
 		return err
 	}
@@ -160,7 +170,7 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	for i, a := range attached {
 		names[i] = a.Name + " (" + a.Mode + ")"
 	}
-	log.Info("ikefragd started", "version", version, "config", displayFile(file), "interfaces", names,
+	log.Info("ikefragd started", "version", version, "goversion", runtime.Version(), "config", displayFile(file), "interfaces", names,
 		"drop_reasons", d.obs.DropsEnabled(), "metrics", d.metricsAddr(), "control", d.ctl.Path())
 	d.events.publish(control.Event{Kind: control.EventDaemon, Message: "started"})
 	d.notify(sd.SdNotifyReady, "STATUS="+d.statusLine())
@@ -224,7 +234,11 @@ func (d *daemon) startProxy(ctx context.Context) error {
 	}
 	p, err := proxyStarter(ctx, deps)
 	if err != nil {
-		return &startError{err: fmt.Errorf("starting the proxy: %w", err)}
+		hint := ""
+		if errors.Is(err, unix.EACCES) {
+			hint = " (binding UDP ports below 1024 needs CAP_NET_BIND_SERVICE: the shipped unit grants it through the drop-in " + proxyDropIn + ")"
+		}
+		return &startError{err: fmt.Errorf("starting the proxy: %w%s", err, hint)}
 	}
 	d.proxy = p
 	d.m.reg.MustRegister(p.Collector())
@@ -387,19 +401,9 @@ func (d *daemon) statusLine() string {
 		len(d.watch.attached()), s.Sessions, s.Peers, errs)
 }
 
-// notify sends sd_notify states; without NOTIFY_SOCKET it does nothing.
-func (d *daemon) notify(states ...string) {
-	msg := ""
-	for i, s := range states {
-		if i > 0 {
-			msg += "\n"
-		}
-		msg += s
-	}
-	if _, err := sd.SdNotify(false, msg); err != nil {
-		d.log.Debug("sd_notify failed", "err", err)
-	}
-}
+// notify queues sd_notify states and returns at once (see notifier);
+// without NOTIFY_SOCKET it does nothing.
+func (d *daemon) notify(states ...string) { d.sdn.state(states...) }
 
 // notifyLoop pets the watchdog while the daemon is healthy (a stalled
 // engine stops the petting and systemd restarts the service) and refreshes
@@ -433,9 +437,7 @@ func (d *daemon) notifyLoop(ctx context.Context) {
 			states = append(states, "STATUS="+d.statusLine())
 			lastStatus = time.Now()
 		}
-		if len(states) > 0 {
-			d.notify(states...)
-		}
+		d.sdn.periodicState(states...)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/ikefrag/ikefrag/cmd/internal/buildinfo"
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
 	"github.com/ikefrag/ikefrag/netcfg"
 	"github.com/ikefrag/ikefrag/test/lab"
@@ -38,6 +39,9 @@ var (
 
 type binaries struct{ daemon, ctl string }
 
+// testVersion is stamped into the binaries the tests build.
+const testVersion = "v0.0.0-test.1-gabcdef0"
+
 // buildBinaries builds ikefragd and ikefragctl once per test process.
 func buildBinaries(t *testing.T) binaries {
 	t.Helper()
@@ -51,10 +55,13 @@ func buildBinaries(t *testing.T) binaries {
 			buildErr = err
 			return
 		}
-		cmd := exec.Command(goBin, "build", "-o", binDir+"/", "github.com/ikefrag/ikefrag/cmd/ikefragd", "github.com/ikefrag/ikefrag/cmd/ikefragctl")
+		// Stamped as the Makefile does, with a version the tests look for.
+		cmd := exec.Command(goBin, "build", "-ldflags", buildinfo.LDFlag(testVersion), "-o", binDir+"/", "github.com/ikefrag/ikefrag/cmd/ikefragd", "github.com/ikefrag/ikefrag/cmd/ikefragctl")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
+		// Tests run the binaries as other users too.
+		_ = os.Chmod(binDir, 0o755)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

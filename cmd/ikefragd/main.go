@@ -16,10 +16,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ikefrag/ikefrag/cmd/internal/buildinfo"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is the build's version (cmd/internal/buildinfo: stamped from
+// git describe by the Makefile).
+var version = buildinfo.Version()
 
 // defaultConfigFile is read when --config is not given; when it does not
 // exist the built-in defaults apply.
@@ -79,6 +82,16 @@ per problem, naming the key).`,
 				return nil
 			}
 			if check {
+				// How the installed unit would run it: a proxy on port
+				// 500 needs the unit's CAP_NET_BIND_SERVICE drop-in.
+				if ps := checkUnit(cfg); len(ps) > 0 {
+					printProblems(stderr, path, ps)
+					code = exitConfig
+					return nil
+				}
+				if missing, port := missingCaps(cfg); len(missing) > 0 {
+					fmt.Fprintf(stderr, "ikefragd: warning: run like this, %v\n", capsError(missing, port))
+				}
 				fmt.Fprintf(stderr, "ikefragd: %s: configuration OK; observing %s\n", displayFile(path), want)
 				dumpConfig(stdout, cfg)
 				return nil
@@ -99,6 +112,7 @@ per problem, naming the key).`,
 	cmd.Flags().StringVarP(&file, "config", "c", defaultConfigFile, "configuration file (YAML)")
 	cmd.Flags().BoolVar(&check, "check-config", false, "validate the configuration against this host, print the effective configuration and exit")
 	cmd.Flags().BoolVar(&features, "features", false, "probe what this kernel offers the BPF programs (tcx, fast path, drop reasons), print it as JSON and exit")
+	cmd.SetVersionTemplate("ikefragd {{.Version}} (" + buildinfo.GoVersion() + ")\n")
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)

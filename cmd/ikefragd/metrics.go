@@ -58,8 +58,8 @@ func newMetrics() *metrics {
 	}
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	bi := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "build_info", Help: "Build of the running daemon.",
-		ConstLabels: prometheus.Labels{"version": version, "go_version": runtime.Version()}})
+	bi := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "build_info", Help: "Build of the running daemon: its version (git describe) and the Go release it was built with. Always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
 	bi.Set(1)
 	f(bi)
 	return m

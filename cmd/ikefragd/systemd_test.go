@@ -136,26 +136,47 @@ func TestCapabilities(t *testing.T) {
 	t.Parallel()
 	n := newNetns(t)
 	n.veth("c0", "c1")
+	const needs = "it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"
 	cases := []struct {
 		caps       string
 		ok, drops  bool
 		errContain string
+		proxy      bool
 	}{
-		{"+bpf,+net_admin,+perfmon", true, true, ""},
-		{"+bpf,+net_admin", false, false, "needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"},
-		{"+net_admin,+perfmon", false, false, "needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"},
-		{"+bpf,+perfmon", false, false, "needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"},
+		{"+bpf,+net_admin,+perfmon", true, true, "", false},
+		{"+bpf,+net_admin", false, false, "ikefragd lacks CAP_PERFMON: " + needs, false},
+		{"+net_admin,+perfmon", false, false, "ikefragd lacks CAP_BPF: " + needs, false},
+		{"+bpf,+perfmon", false, false, "ikefragd lacks CAP_NET_ADMIN: " + needs, false},
+		// The proxy on UDP 500 needs CAP_NET_BIND_SERVICE, and says where
+		// the unit grants it.
+		{"+bpf,+net_admin,+perfmon", false, false, "ikefragd lacks CAP_NET_BIND_SERVICE: " + needs + " to load and attach its BPF programs, and CAP_NET_BIND_SERVICE for the proxy to bind UDP port 500", true},
+		// Not root at all: every capability named, no developer hint.
+		{"nonroot", false, false, "ikefragd lacks CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON: " + needs, false},
 	}
 	for _, c := range cases {
-		t.Run(c.caps, func(t *testing.T) {
-			d := newDaemon(t, bins, n.name, "interfaces: [c0]\nmetrics:\n  listen: \"\"\n")
+		name := c.caps
+		if c.proxy {
+			name += ",proxy"
+		}
+		t.Run(name, func(t *testing.T) {
+			yml := "interfaces: [c0]\nmetrics:\n  listen: \"\"\n"
+			if c.proxy {
+				yml += "proxy:\n  enabled: true\n  backends: [192.0.2.10]\n"
+			}
+			d := newDaemon(t, bins, n.name, yml)
 			// For root, the bounding set is what an exec keeps: this is
 			// what CapabilityBoundingSet= does.
 			d.wrap = []string{"setpriv", "--bounding-set=-all," + c.caps, "--inh-caps=-all", "--"}
+			if c.caps == "nonroot" {
+				// nobody reads the configuration through the opened-up
+				// directory.
+				_ = os.Chmod(d.dir, 0o755)
+				d.wrap = []string{"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"}
+			}
 			if !c.ok {
 				code, stderr := d.runToExit(60 * time.Second)
-				if code != exitFailure || !strings.Contains(stderr, c.errContain) {
-					t.Errorf("exit %d, want 1 naming %q; stderr:\n%s", code, c.errContain, stderr)
+				if code != exitFailure || !strings.Contains(stderr, c.errContain) || strings.Contains(stderr, "MEMLOCK") {
+					t.Errorf("exit %d, want 1 naming %q (and no MEMLOCK hint); stderr:\n%s", code, c.errContain, stderr)
 				}
 				return
 			}

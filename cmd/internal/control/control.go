@@ -64,9 +64,12 @@ type Response struct {
 
 // Status is the daemon's state at a glance.
 type Status struct {
-	Version string    `json:"version"`
-	PID     int       `json:"pid"`
-	Started time.Time `json:"started"`
+	// Version is the daemon's build (git describe), GoVersion the Go
+	// release it was built with.
+	Version   string    `json:"version"`
+	GoVersion string    `json:"go_version,omitempty"`
+	PID       int       `json:"pid"`
+	Started   time.Time `json:"started"`
 	// Healthy is false when a part of the daemon stopped working;
 	// Problems says which.
 	Healthy  bool     `json:"healthy"`

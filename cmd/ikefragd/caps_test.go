@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// --check-config reads the installed unit and its drop-ins as systemd
+// merges them: a proxy on port 500 under a unit without
+// CAP_NET_BIND_SERVICE is refused, naming the drop-in; with the shipped
+// drop-in it passes; masking the drop-in (a link to /dev/null) refuses it
+// again; an observer-only configuration does not care.
+func TestCheckConfigUnitCapabilities(t *testing.T) {
+	etc, lib := t.TempDir(), t.TempDir()
+	t.Setenv("SYSTEMD_UNIT_PATH", etc+":"+lib)
+	unit, err := os.ReadFile("../../systemd/ikefragd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropin, err := os.ReadFile("../../systemd/ikefragd.service.d/proxy.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(lib, "ikefragd.service"), unit, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	proxyCfg := filepath.Join(dir, "proxy.yaml")
+	observeCfg := filepath.Join(dir, "observe.yaml")
+	_ = os.WriteFile(proxyCfg, []byte("interfaces: [lo]\nproxy:\n  enabled: true\n  backends: [192.0.2.10]\n"), 0o644)
+	_ = os.WriteFile(observeCfg, []byte("interfaces: [lo]\n"), 0o644)
+	check := func(cfg string) (int, string) {
+		var out, errb bytes.Buffer
+		code := execute(context.Background(), []string{"--check-config", "--config", cfg}, &out, &errb)
+		return code, errb.String()
+	}
+
+	if code, msg := check(proxyCfg); code != exitConfig || !strings.Contains(msg, "does not grant CAP_NET_BIND_SERVICE, which binding UDP port 500 needs") ||
+		!strings.Contains(msg, proxyDropIn) {
+		t.Errorf("proxy under the bare unit: exit %d, want 2 naming the drop-in:\n%s", code, msg)
+	}
+	if code, msg := check(observeCfg); code != exitOK {
+		t.Errorf("observer under the bare unit: exit %d:\n%s", code, msg)
+	}
+	d := filepath.Join(lib, "ikefragd.service.d")
+	_ = os.MkdirAll(d, 0o755)
+	if err := os.WriteFile(filepath.Join(d, "proxy.conf"), dropin, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := check(proxyCfg); code != exitOK {
+		t.Errorf("proxy with the drop-in: exit %d:\n%s", code, msg)
+	}
+	// Masked from the higher-precedence directory.
+	md := filepath.Join(etc, "ikefragd.service.d")
+	_ = os.MkdirAll(md, 0o755)
+	if err := os.Symlink(os.DevNull, filepath.Join(md, "proxy.conf")); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := check(proxyCfg); code != exitConfig {
+		t.Errorf("proxy with the drop-in masked: exit %d, want 2:\n%s", code, msg)
+	}
+	// An override that empties the list takes everything away again.
+	_ = os.Remove(filepath.Join(md, "proxy.conf"))
+	_ = os.WriteFile(filepath.Join(md, "zz-local.conf"), []byte("[Service]\nCapabilityBoundingSet=\nCapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON\n"), 0o644)
+	if code, _ := check(proxyCfg); code != exitConfig {
+		t.Errorf("proxy with a local override resetting the bounding set: exit %d, want 2", code)
+	}
+}
+
+// The capability check names exactly the missing ones, and the proxy's
+// only when it binds a port below ip_unprivileged_port_start.
+func TestCapsError(t *testing.T) {
+	err := capsError([]string{"CAP_PERFMON"}, 0)
+	if !strings.Contains(err.Error(), "ikefragd lacks CAP_PERFMON: it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON") || strings.Contains(err.Error(), "BIND") {
+		t.Errorf("%v", err)
+	}
+	err = capsError([]string{"CAP_NET_BIND_SERVICE"}, 500)
+	if !strings.Contains(err.Error(), "CAP_NET_BIND_SERVICE for the proxy to bind UDP port 500") || !strings.Contains(err.Error(), proxyDropIn) {
+		t.Errorf("%v", err)
+	}
+	var c Config
+	if p := proxyPrivilegedPort(c); p != 0 {
+		t.Errorf("proxy off: privileged port %d", p)
+	}
+	c.Proxy.Enabled = true
+	if p := proxyPrivilegedPort(c); p != 500 {
+		t.Errorf("defaults: privileged port %d, want 500", p)
+	}
+	c.Proxy.IKEPort, c.Proxy.NATTPort = 1500, 14500
+	if p := proxyPrivilegedPort(c); p != 0 {
+		t.Errorf("ports 1500/14500: privileged port %d, want 0", p)
+	}
+	c.Proxy.Listen = []string{"[::]:400"}
+	if p := proxyPrivilegedPort(c); p != 400 {
+		t.Errorf("listen [::]:400: privileged port %d, want 400", p)
+	}
+}
