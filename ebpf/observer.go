@@ -147,9 +147,8 @@ func be16(port uint16) uint16 {
 }
 
 func (o *Observer) loadShared() error {
-	if err := kfeat.Memlock(); err != nil {
-		return fmt.Errorf("lift RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w", err)
-	}
+	// Fails only where setrlimit is refused; the maps may fit anyway.
+	memErr := kfeat.Memlock()
 	load, build := loadTc, BuildDefault
 	if err := kfeat.FetchAtomics(); err != nil {
 		if !kfeat.IsMissing(err) {
@@ -170,7 +169,7 @@ func (o *Observer) loadShared() error {
 	for _, name := range []string{tcMapCounters, tcMapTrains, tcMapEvents, tcMapDgramScratch, tcMapTrainScratch} {
 		m, err := ebpf.NewMap(spec.Maps[name])
 		if err != nil {
-			return fmt.Errorf("create map %s: %w", name, err)
+			return fmt.Errorf("create map %s: %w%s", name, err, kfeat.MemlockHint(memErr))
 		}
 		o.shared[name] = m
 	}

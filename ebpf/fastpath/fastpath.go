@@ -86,9 +86,8 @@ func newFastPath(opts Options) (*FastPath, error) {
 	if err := kfeat.CheckMTU(); err != nil {
 		return nil, fmt.Errorf("fastpath: %w", err)
 	}
-	if err := kfeat.Memlock(); err != nil {
-		return nil, fmt.Errorf("fastpath: lift RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w", err)
-	}
+	// Fails only where setrlimit is refused; the maps may fit anyway.
+	memErr := kfeat.Memlock()
 	spec, err := loadFastpath()
 	if err != nil {
 		return nil, fmt.Errorf("fastpath: %w", err)
@@ -117,7 +116,7 @@ func newFastPath(opts Options) (*FastPath, error) {
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("fastpath: load program: %w (verifier: %+v)", err, ve)
 		}
-		return nil, fmt.Errorf("fastpath: load program: %w", err)
+		return nil, fmt.Errorf("fastpath: load program: %w%s", err, kfeat.MemlockHint(memErr))
 	}
 	if fp.ns, err = netcfg.CurrentNS(); err != nil {
 		fp.objs.Close()

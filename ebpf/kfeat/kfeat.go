@@ -144,6 +144,15 @@ func trivialSchedCLS() (*ebpf.Program, error) {
 // (before 5.11). Every loader calls it before creating maps.
 func Memlock() error { return memlock.get() }
 
+// MemlockHint explains a map that could not be created after Memlock
+// failed with err; "" when Memlock succeeded.
+func MemlockHint(err error) string {
+	if err == nil {
+		return ""
+	}
+	return fmt.Sprintf(" (RLIMIT_MEMLOCK could not be lifted: %v; kernels before 5.11 charge BPF maps to it: run with LimitMEMLOCK=infinity)", err)
+}
+
 // TCX says whether tcx links exist (6.6); nil when they do.
 func TCX() error { return tcx.get() }
 
