@@ -94,6 +94,7 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	defer abortOnSIGABRT(stderr)()
 
 	// Name the missing capabilities before the kernel refuses with
 	// EPERM (or the BPF library with a memlock hint).

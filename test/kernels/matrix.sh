@@ -194,7 +194,8 @@ boot() {
 build() {
 	local p n
 	log "building test binaries"
-	(cd "$repo" && $GO build -o "$W/bin/" ./cmd/ikefragd ./cmd/ikefragctl)
+	# the binaries an operator would build, with their version stamp
+	make -C "$repo" --no-print-directory build BIN="$W/bin" GO="$GO" >&2
 	for p in $PKGS; do
 		n=$(echo "$p" | tr / _)
 		(cd "$repo" && $GO test -c -o "$W/bin/$n.test" "./$p")
