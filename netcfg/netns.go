@@ -29,6 +29,14 @@ func Do(ns netns.NsHandle, fn func() error) error {
 			return
 		}
 		defer orig.Close()
+		// Entering a network namespace needs CAP_SYS_ADMIN, even the one
+		// the thread is in, and the daemon runs without it: in its own
+		// namespace fn runs as it is.
+		if orig.Equal(ns) {
+			runtime.UnlockOSThread()
+			errc <- fn()
+			return
+		}
 		if err := netns.Set(ns); err != nil {
 			errc <- fmt.Errorf("enter network namespace: %w", err)
 			return

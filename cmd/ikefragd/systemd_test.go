@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
+	"github.com/ikefrag/ikefrag/netcfg"
 )
 
 const unitFile = "../../systemd/ikefragd.service"
@@ -142,24 +145,34 @@ func TestCapabilities(t *testing.T) {
 		ok, drops  bool
 		errContain string
 		proxy      bool
+		tc         bool // legacy tc filters, which the daemon removes itself on stop
 	}{
-		{"+bpf,+net_admin,+perfmon", true, true, "", false},
-		{"+bpf,+net_admin", false, false, "ikefragd lacks CAP_PERFMON: " + needs, false},
-		{"+net_admin,+perfmon", false, false, "ikefragd lacks CAP_BPF: " + needs, false},
-		{"+bpf,+perfmon", false, false, "ikefragd lacks CAP_NET_ADMIN: " + needs, false},
+		{"+bpf,+net_admin,+perfmon", true, true, "", false, false},
+		// Without CAP_SYS_ADMIN the daemon cannot enter a network
+		// namespace, not even its own: removing its filters must not try.
+		{"+bpf,+net_admin,+perfmon", true, true, "", false, true},
+		{"+bpf,+net_admin", false, false, "ikefragd lacks CAP_PERFMON: " + needs, false, false},
+		{"+net_admin,+perfmon", false, false, "ikefragd lacks CAP_BPF: " + needs, false, false},
+		{"+bpf,+perfmon", false, false, "ikefragd lacks CAP_NET_ADMIN: " + needs, false, false},
 		// The proxy on UDP 500 needs CAP_NET_BIND_SERVICE, and says where
 		// the unit grants it.
-		{"+bpf,+net_admin,+perfmon", false, false, "ikefragd lacks CAP_NET_BIND_SERVICE: " + needs + " to load and attach its BPF programs, and CAP_NET_BIND_SERVICE for the proxy to bind UDP port 500", true},
+		{"+bpf,+net_admin,+perfmon", false, false, "ikefragd lacks CAP_NET_BIND_SERVICE: " + needs + " to load and attach its BPF programs, and CAP_NET_BIND_SERVICE for the proxy to bind UDP port 500", true, false},
 		// Not root at all: every capability named, no developer hint.
-		{"nonroot", false, false, "ikefragd lacks CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON: " + needs, false},
+		{"nonroot", false, false, "ikefragd lacks CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON: " + needs, false, false},
 	}
 	for _, c := range cases {
 		name := c.caps
 		if c.proxy {
 			name += ",proxy"
 		}
+		if c.tc {
+			name += ",tc"
+		}
 		t.Run(name, func(t *testing.T) {
 			yml := "interfaces: [c0]\nmetrics:\n  listen: \"\"\n"
+			if c.tc {
+				yml += "observe:\n  attach_mode: tc\n"
+			}
 			if c.proxy {
 				yml += "proxy:\n  enabled: true\n  backends: [192.0.2.10]\n"
 			}
@@ -191,6 +204,24 @@ func TestCapabilities(t *testing.T) {
 			var evs []control.Event = d.events()
 			if len(evs) == 0 {
 				t.Errorf("no events")
+			}
+			if c.tc {
+				d.stop()
+				var left []string
+				inNetns(t, n.name, func() error {
+					l, err := netlink.LinkByName("c0")
+					if err != nil {
+						return err
+					}
+					for _, dir := range []netcfg.Dir{netcfg.Ingress, netcfg.Egress} {
+						names, _ := netcfg.BPFFilters(l, dir)
+						left = append(left, names...)
+					}
+					return nil
+				})
+				if len(left) != 0 || strings.Contains(d.stderr.String(), "detaching the tc programs failed") {
+					t.Errorf("filters left after a clean stop: %v\n%s", left, d.stderr)
+				}
 			}
 		})
 	}

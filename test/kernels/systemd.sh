@@ -89,6 +89,8 @@ fi
 if [ -r "$IKM_REPO/test/kernels/proxy.yaml" ]; then
 	cp /etc/ikefrag/ikefragd.yaml "$O/observe.yaml"
 	cp "$IKM_REPO/test/kernels/proxy.yaml" /etc/ikefrag/ikefragd.yaml
+	# the restarts above count against StartLimitBurst
+	systemctl reset-failed ikefragd
 	systemctl restart ikefragd
 	if wait_for 60 sh -c "ss -Hulpn 'sport = :500' | grep -q ikefragd && ss -Hulpn 'sport = :4500' | grep -q ikefragd"; then
 		ok "proxy binds 500/4500" "$(ss -Hulpn | grep ikefragd | awk '{print $4}' | sort -u | tr '\n' ' ')"
@@ -104,6 +106,8 @@ systemctl stop ikefragd
 [ "$(progs ingress)$(progs egress)" = 00 ] && ok "nothing left attached after stop" || bad "nothing left attached after stop" "$(listing)"
 
 journalctl -u ikefragd --no-pager -o short-monotonic > "$O/journal.txt"
+# the structured fields (ERR=...) of the daemon's warnings and errors
+journalctl -u ikefragd --no-pager -o verbose -p warning > "$O/journal-verbose.txt"
 score=$(systemd-analyze security ikefragd --no-pager 2>/dev/null | awk '/Overall exposure level/{print $(NF-2), $(NF-1), $NF}')
 echo "EXPOSURE ikefragd: $score"
 systemd-analyze security ikefragd --no-pager > "$O/security.txt" 2>&1
