@@ -14,7 +14,10 @@ TEST_DEBS   := tshark nftables iproute2 iputils-ping ethtool tcpdump \
                libcharon-extra-plugins libstrongswan-extra-plugins \
                libstrongswan-standard-plugins build-essential pkg-config bzip2 \
                systemd
-GEN_DEBS    := clang llvm libbpf-dev
+# The BPF compiler is pinned: Debian 12's clang 14 (with its llvm-strip);
+# the headers are vendored in ebpf/include. Same sources, same objects.
+GEN_DEBS    := clang-14 llvm-14
+BPF2GO_ENV  := BPF2GO_CC=clang-14 BPF2GO_STRIP=llvm-strip-14
 GOTESTFLAGS ?= -count=1 -timeout 25m
 # VERSION is stamped into both binaries (ikefragd --version, ikefragctl
 # version, status, ikefrag_build_info) in every build path: build, run,
@@ -22,7 +25,7 @@ GOTESTFLAGS ?= -count=1 -timeout 25m
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/ikefrag/ikefrag/cmd/internal/buildinfo.version=$(VERSION)
 
-.PHONY: all build test lint generate bench run install deps lab-deps gen-deps fuzz demo clean test-kernels test-kernel-ci
+.PHONY: all build test lint generate bench run install deps lab-deps gen-deps fuzz demo clean test-kernels test-kernel-ci check-generate
 
 all: build
 
@@ -47,7 +50,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-test: deps lab-deps lint
+test: deps lab-deps lint check-generate
 	$(GO) test $(GOTESTFLAGS) ./...
 	$(MAKE) --no-print-directory test-kernel-ci
 
@@ -67,7 +70,19 @@ test-kernels: deps lab-deps
 # generate rebuilds the BPF objects with bpf2go; the output is committed so
 # that a plain `go build` needs no clang.
 generate: gen-deps
-	$(GO) generate ./ebpf/...
+	$(BPF2GO_ENV) $(GO) generate ./ebpf/...
+
+# check-generate fails when the BPF objects and their Go bindings in the
+# tree are not what `make generate` makes from the sources beside them.
+GENERATED = find ebpf -name '*_bpfe[lb]*.go' -o -name '*_bpfe[lb]*.o' | LC_ALL=C sort | xargs sha256sum
+check-generate: gen-deps
+	@$(GENERATED) > .generated.before
+	@$(MAKE) --no-print-directory generate >/dev/null
+	@$(GENERATED) > .generated.after
+	@if ! cmp -s .generated.before .generated.after; then \
+	  echo "make generate changed the BPF objects or their bindings: regenerate and commit them"; \
+	  diff .generated.before .generated.after; rm -f .generated.before .generated.after; exit 1; fi
+	@rm -f .generated.before .generated.after; echo "BPF objects match their sources"
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
