@@ -136,22 +136,6 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct p
 	return PARSE_OK;
 }
 
-static __always_inline int ipv6_is_ext(__u8 nh)
-{
-	switch (nh) {
-	case 0:		/* hop-by-hop */
-	case 43:	/* routing */
-	case 44:	/* fragment */
-	case 51:	/* AH */
-	case 60:	/* destination options */
-	case 135:	/* mobility */
-	case 139:	/* HIP */
-	case 140:	/* shim6 */
-		return 1;
-	}
-	return 0;
-}
-
 static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct pkt *pk)
 {
 	struct ipv6_hdr ip6;

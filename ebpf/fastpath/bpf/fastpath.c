@@ -79,21 +79,6 @@ static __always_inline int pass(enum fp_stat why)
 	return TC_ACT_UNSPEC;
 }
 
-static __always_inline int ipv6_ext(__u8 nh)
-{
-	switch (nh) {
-	case 0:		/* hop-by-hop */
-	case 43:	/* routing */
-	case 51:	/* AH */
-	case 60:	/* destination options */
-	case 135:	/* mobility */
-	case 139:	/* HIP */
-	case 140:	/* shim6 */
-		return 1;
-	}
-	return 0;
-}
-
 /* forward handles a UDP datagram whose headers have been checked: l3 and
  * l4 are the offsets of the IP and UDP headers, ip_len the IP packet's
  * length, plen the UDP payload length, check the UDP checksum field as
@@ -245,7 +230,8 @@ static __always_inline int fast6(struct __sk_buff *skb)
 	if (ip.nexthdr != IPPROTO_UDP) {
 		if (ip.nexthdr == IPV6_FRAGMENT)
 			return pass(FP_FRAGMENT);
-		if (ipv6_ext(ip.nexthdr))
+		/* fragments were sent away just above */
+		if (ipv6_is_ext(ip.nexthdr))
 			return pass(FP_IP_OPTIONS);
 		return pass(FP_NOT_UDP);
 	}
