@@ -127,13 +127,23 @@ func newFastPath(opts Options) (*FastPath, error) {
 		fp.objs.Close()
 		return nil, fmt.Errorf("fastpath: netlink: %w", err)
 	}
-	fp.base = time.Now().Add(-time.Duration(fp.clock()))
+	// The base comes from the fine clock: the coarse one is only updated
+	// at the kernel's tick and lags it by up to a tick, more when ticks
+	// come late (a loaded or emulated machine). Coarse stamps then map to
+	// at most their true time, never into the future.
+	fp.base = time.Now().Add(-time.Duration(fineNow()))
 	if mem, err := fp.objs.Counters.Memory(); err == nil {
 		fp.mem = mem
 	} else {
 		opts.Logger.Debug("fastpath: counters read by syscall", "err", err)
 	}
 	return fp, nil
+}
+
+func fineNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
 }
 
 func coarseNow() uint64 {
