@@ -87,6 +87,7 @@ install: build
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/local/sbin/ikefragd|$(PREFIX)/sbin/ikefragd|g' systemd/ikefragd.service > $(DESTDIR)$(UNITDIR)/ikefragd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/ikefragd.service
+	install -D -m 0644 systemd/ikefragd.service.d/proxy.conf $(DESTDIR)$(UNITDIR)/ikefragd.service.d/proxy.conf
 	@echo "installed; then: systemctl daemon-reload && systemctl enable --now ikefragd"
 
 clean:
