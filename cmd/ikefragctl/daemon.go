@@ -201,6 +201,8 @@ func writeStatus(w io.Writer, s *control.Status) {
 			ifs = append(ifs, fmt.Sprintf("%s (%s, mtu %d)", i.Name, i.Mode, i.MTU))
 		case "pattern":
 			ifs = append(ifs, i.Name+" (pattern)")
+		case "default":
+			ifs = append(ifs, "default (the default route's: "+i.Follows+")")
 		case "error":
 			ifs = append(ifs, fmt.Sprintf("%s (ERROR: %s)", i.Name, i.Error))
 		default:
