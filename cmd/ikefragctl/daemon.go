@@ -49,11 +49,20 @@ func socketFlag(cmd *cobra.Command, p *string) {
 func daemonCmd(name, short, method string, newResult func() any, human func(io.Writer, any) error) *cobra.Command {
 	var socket string
 	var asJSON bool
+	var flt filter
+	filtered := method == control.MethodSessions || method == control.MethodVerdicts
+	use := name + " [--json] [--socket PATH]"
+	if filtered {
+		use = name + " [--peer ADDR] [--session ID] [--severity LEVEL] [--since WHEN] [--json] [--socket PATH]"
+	}
 	cmd := &cobra.Command{
-		Use:   name + " [--json] [--socket PATH]",
+		Use:   use,
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := flt.parse(); err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), control.Timeout)
 			defer cancel()
 			var raw json.RawMessage
@@ -64,6 +73,12 @@ func daemonCmd(name, short, method string, newResult func() any, human func(io.W
 			res := newResult()
 			if err := json.Unmarshal(raw, res); err != nil {
 				return fmt.Errorf("the daemon's %s answer: %w", method, err)
+			}
+			switch r := res.(type) {
+			case *diag.Report:
+				flt.report(r, time.Now())
+			case *[]diag.SessionReport:
+				*r = flt.sessionList(*r, time.Now())
 			}
 			if asJSON {
 				enc := json.NewEncoder(out)
@@ -98,6 +113,9 @@ printed), 2 when the daemon cannot be reached.`
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	socketFlag(cmd, &socket)
+	if filtered {
+		addFilterFlags(cmd, &flt, "now")
+	}
 	return cmd
 }
 
@@ -112,13 +130,23 @@ func unreachable(err error) error {
 func newEventsCmd() *cobra.Command {
 	var socket string
 	var asJSON, follow bool
+	var flt filter
 	cmd := &cobra.Command{
-		Use:   "events [--follow] [--json] [--socket PATH]",
+		Use:   "events [--follow] [--peer ADDR] [--session ID] [--severity LEVEL] [--since WHEN] [--json] [--socket PATH]",
 		Short: "Show recent events (verdicts once per session, interfaces, reloads); --follow streams new ones",
-		Args:  cobra.NoArgs,
+		Long: `Show recent events (verdicts once per session, interfaces, reloads); --follow
+streams new ones. --peer, --session and --severity keep only verdict events
+that match; --since drops events raised before then.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := flt.parse(); err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			emit := func(e control.Event) error {
+				if !flt.event(&e, time.Now()) {
+					return nil
+				}
 				if asJSON {
 					return json.NewEncoder(out).Encode(e)
 				}
@@ -151,6 +179,7 @@ func newEventsCmd() *cobra.Command {
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing events as they happen")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	socketFlag(cmd, &socket)
+	addFilterFlags(cmd, &flt, "now")
 	return cmd
 }
 
