@@ -218,3 +218,24 @@ func TestEventFilter(t *testing.T) {
 		}
 	}
 }
+
+// --keys on a file that is not a key table says so and never advises
+// changing its mode; a real table readable by others still gets the
+// chmod advice.
+func TestKeysNotATable(t *testing.T) {
+	pc := shared.LabPcap(t, "c.pcap")
+	out, code := runCtl(t, "analyze", "--keys", "/etc/passwd", pc)
+	if code != 2 || !strings.Contains(out, "not a strongSwan save-keys table: /etc/passwd") || strings.Contains(out, "chmod") {
+		t.Errorf("--keys /etc/passwd: exit %d: %s", code, out)
+	}
+	table := t.TempDir() + "/ikev2_decryption_table"
+	line := `0d9231365d81f170,5465b4ff8a07696d,991926fdf2ddc7d4d26ae14ea10d643b7534b920b1dbc518fe86d4ca085cf9a6,c76219c23bf4a041ce3116f30fbb7eb63d9a78ff2438a8a6ab21b9d9998d5102,"AES-CBC-256 [RFC3602]",0ec654e763b621f3b6c7cf4527d02c2b4b42113cd2038c9f418c78ceac27418e,dd7ec1f0934bfe1be79a1d41dec02ffc6e2b69a566fd374dd32333d9cbc7ffc3,"HMAC_SHA2_256_128 [RFC4868]"` + "\n"
+	if err := os.WriteFile(table, []byte(line), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(table, 0o644)
+	out, code = runCtl(t, "analyze", "--keys", table, pc)
+	if code != 2 || !strings.Contains(out, "chmod 600 "+table) {
+		t.Errorf("--keys on a 0644 table: exit %d: %s", code, out)
+	}
+}

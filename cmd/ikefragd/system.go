@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ikefrag/ikefrag/cmd/internal/keytable"
 	"github.com/ikefrag/ikefrag/keys"
 	"github.com/ikefrag/ikefrag/netcfg"
 )
@@ -157,6 +158,10 @@ func linkNames() []string {
 // its directory): private to this user; a table that does not exist yet
 // needs its directory.
 func checkKeyTable(p string) string {
+	// The format first: owner and mode advice is for key tables only.
+	if err := keytable.CheckFormat(p); err != nil {
+		return err.Error()
+	}
 	err := keys.CheckPrivate(p)
 	switch {
 	case err == nil:
