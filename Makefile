@@ -8,12 +8,13 @@ BIN         := bin
 PREFIX      ?= /usr/local
 CONFIG      ?= configs/ikefragd.yaml
 # Debian packages the tests use: tshark (decode comparison), nftables and
-# iproute2 (namespace labs), strongSwan (real IKE peers), tcpdump (captures).
+# iproute2 (namespace labs), strongSwan (real IKE peers), tcpdump (captures),
+# prometheus (promtool tests the alert rules), dpkg-dev (the deb test).
 TEST_DEBS   := tshark nftables iproute2 iputils-ping ethtool tcpdump \
                strongswan-charon strongswan-swanctl strongswan-pki \
                libcharon-extra-plugins libstrongswan-extra-plugins \
                libstrongswan-standard-plugins build-essential pkg-config bzip2 \
-               systemd
+               systemd prometheus
 GEN_DEBS    := clang llvm libbpf-dev
 GOTESTFLAGS ?= -count=1 -timeout 25m
 # VERSION is stamped into both binaries (ikefragd --version, ikefragctl
