@@ -172,25 +172,40 @@ func writeReport(w io.Writer, r *diag.Report) {
 	fmt.Fprintln(w)
 }
 
+// ladderMinWidth is the width of the ladder between the two | columns
+// when every label fits; a longer label widens the whole ladder (labels
+// are never cut: the fact at their end, "[2 IP frags]", "INCOMPLETE", is
+// often the one that matters).
+const ladderMinWidth = 44
+
+// ladderLabel is the text on one ladder arrow.
+func ladderLabel(r *diag.LadderRow) string {
+	label := fmt.Sprintf(" %s %s #%d %dB", r.Exchange, reqResp(r.Response), r.MessageID, r.Length)
+	if r.SKFTotal > 0 {
+		label += fmt.Sprintf(" SKF %d/%d", r.SKFNumber, r.SKFTotal)
+	}
+	if r.IPFragments > 1 {
+		label += fmt.Sprintf(" [%d IP frags]", r.IPFragments)
+	}
+	if !r.Complete {
+		label += " INCOMPLETE"
+	}
+	return label
+}
+
 // writeLadder draws one row per datagram: the client on the left, the
 // server on the right.
 func writeLadder(w io.Writer, s *diag.SessionReport) {
-	const width = 44
+	width := ladderMinWidth
+	labels := make([]string, len(s.Ladder))
+	for i := range s.Ladder {
+		labels[i] = ladderLabel(&s.Ladder[i])
+		// "|-" label at least one "-" ">|"
+		width = max(width, len(labels[i])+5)
+	}
 	fmt.Fprintf(w, "  %10s  %-8s%s%8s\n", "t", "client", strings.Repeat(" ", width-8), "server")
-	for _, r := range s.Ladder {
-		label := fmt.Sprintf(" %s %s #%d %dB", r.Exchange, reqResp(r.Response), r.MessageID, r.Length)
-		if r.SKFTotal > 0 {
-			label += fmt.Sprintf(" SKF %d/%d", r.SKFNumber, r.SKFTotal)
-		}
-		if r.IPFragments > 1 {
-			label += fmt.Sprintf(" [%d IP frags]", r.IPFragments)
-		}
-		if !r.Complete {
-			label += " INCOMPLETE"
-		}
-		if len(label) > width-4 {
-			label = label[:width-4]
-		}
+	for i, r := range s.Ladder {
+		label := labels[i]
 		arrow := label + strings.Repeat("-", width-2-len(label))
 		if r.FromClient {
 			arrow = "|-" + arrow + ">|"

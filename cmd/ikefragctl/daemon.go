@@ -379,7 +379,7 @@ func writeStats(w io.Writer, s *control.Stats) {
 	for _, ifc := range s.Interfaces {
 		fmt.Fprintf(w, "%s (ifindex %d, %s)\n", ifc.Name, ifc.Ifindex, ifc.Mode)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "class\tingress\t\tegress\t\t")
+		fmt.Fprintln(tw, "class\tingress packets\tingress bytes\tegress packets\tegress bytes\t")
 		for id := ebpf.CounterID(0); id < ebpf.NumCounters; id++ {
 			in, eg := ifc.Ingress[id.String()], ifc.Egress[id.String()]
 			if in.Packets == 0 && eg.Packets == 0 {
@@ -418,9 +418,11 @@ func writeStats(w io.Writer, s *control.Stats) {
 	}
 }
 
+// bytesOrBlank prints a byte count; "-" where none is counted (fragment
+// train and anomaly counters count packets only).
 func bytesOrBlank(b uint64) string {
 	if b == 0 {
-		return ""
+		return "-"
 	}
-	return fmt.Sprintf("%d B", b)
+	return fmt.Sprintf("%d", b)
 }
