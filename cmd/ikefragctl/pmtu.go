@@ -23,13 +23,13 @@ type pmtuStep struct {
 }
 
 type pmtuReport struct {
-	Dst       string            `json:"dst"`
-	Interface string            `json:"interface"`
-	IfMTU     int               `json:"interface_mtu"`
-	PathMTU   int               `json:"path_mtu"`
-	TooBig    int               `json:"icmp_too_big_mtu,omitempty"`
-	BlackHole bool              `json:"black_hole,omitempty"`
-	Steps     []pmtuStep        `json:"steps"`
+	Dst       string     `json:"dst"`
+	Interface string     `json:"interface"`
+	IfMTU     int        `json:"interface_mtu"`
+	PathMTU   int        `json:"path_mtu"`
+	TooBig    int        `json:"icmp_too_big_mtu,omitempty"`
+	BlackHole bool       `json:"black_hole,omitempty"`
+	Steps     []pmtuStep `json:"steps"`
 	// MaxIKE500 and MaxIKE4500 are the largest IKE messages that cross
 	// unfragmented on port 500 and on 4500 (after the non-ESP marker).
 	MaxIKE500  int      `json:"max_ike_500"`
