@@ -8,12 +8,13 @@ BIN         := bin
 PREFIX      ?= /usr/local
 CONFIG      ?= configs/ikefragd.yaml
 # Debian packages the tests use: tshark (decode comparison), nftables and
-# iproute2 (namespace labs), strongSwan (real IKE peers), tcpdump (captures).
+# iproute2 (namespace labs), strongSwan (real IKE peers), tcpdump (captures),
+# prometheus (promtool tests the alert rules).
 TEST_DEBS   := tshark nftables iproute2 iputils-ping ethtool tcpdump \
                strongswan-charon strongswan-swanctl strongswan-pki \
                libcharon-extra-plugins libstrongswan-extra-plugins \
                libstrongswan-standard-plugins build-essential pkg-config bzip2 \
-               systemd
+               systemd prometheus
 # The BPF compiler is pinned: Debian 12's clang 14 (with its llvm-strip);
 # the headers are vendored in ebpf/include. Same sources, same objects.
 GEN_DEBS    := clang-14 llvm-14
@@ -25,7 +26,7 @@ GOTESTFLAGS ?= -count=1 -timeout 25m
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/ikefrag/ikefrag/cmd/internal/buildinfo.version=$(VERSION)
 
-.PHONY: all build test lint generate bench run install deps lab-deps gen-deps fuzz demo clean test-kernels test-kernel-ci check-generate
+.PHONY: all build test lint generate bench run install deps lab-deps gen-deps fuzz demo clean deb test-kernels test-kernel-ci check-generate
 
 all: build
 
@@ -116,7 +117,18 @@ install: build
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/local/sbin/ikefragd|$(PREFIX)/sbin/ikefragd|g' systemd/ikefragd.service > $(DESTDIR)$(UNITDIR)/ikefragd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/ikefragd.service
+	install -D -m 0644 systemd/ikefragd.service.d/proxy.conf $(DESTDIR)$(UNITDIR)/ikefragd.service.d/proxy.conf
 	@echo "installed; then: systemctl daemon-reload && systemctl enable --now ikefragd"
+
+# deb builds $(DEBDIR)/ikefrag_<version>_<arch>.deb with dpkg-deb (see
+# packaging/build-deb.sh): static binaries stamped with VERSION, the unit
+# and its proxy drop-in, the configuration as a conffile, man pages and
+# completions generated from the binaries, the dashboard and alert rules.
+DEBDIR      ?= $(BIN)
+DEB_ARCH    ?= $(shell $(GO) env GOARCH)
+deb:
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/deb/ ./cmd/ikefragd ./cmd/ikefragctl
+	packaging/build-deb.sh $(BIN)/deb $(VERSION) $(DEB_ARCH) $(DEBDIR)
 
 clean:
 	rm -rf $(BIN)

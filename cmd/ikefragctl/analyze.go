@@ -18,19 +18,33 @@ import (
 func newAnalyzeCmd() *cobra.Command {
 	var asJSON bool
 	var keyPath string
+	var flt filter
 	ports := ike.DefaultPorts
 	cmd := &cobra.Command{
-		Use:   "analyze [--json] FILE...",
+		Use:   "analyze [--json] [--keys TABLE] [--peer ADDR] [--session ID] [--severity LEVEL] [--since WHEN] FILE...",
 		Short: "Diagnose IKE sessions in capture files: ladder diagrams, verdicts and fixes",
 		Long: `analyze reads pcap or pcapng files, rebuilds the IKE sessions they hold and
 says, per session, what went wrong and what to change: IP fragments dropped
 (Windows error 809), IKE fragmentation not negotiated or too large for the
 path, NO_PROPOSAL_CHOSEN (error 800), weak crypto, and more.
 
+FILE "-" reads the capture from standard input (pcap or pcapng, gzip
+too): tcpdump -U -w - ... | ikefragctl analyze -
+
+--peer, --session, --severity and --since narrow the report (a relative
+--since counts back from the capture's last packet); the summary and the
+exit status follow what is shown.
+
 Exit status: 0 when no verdict of severity error was found, 1 otherwise,
 2 for bad input. --json prints the versioned report schema (diag.Report).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := flt.parse(); err != nil {
+				return err
+			}
+			if n := countStdin(args); n > 1 {
+				return badInput("\"-\" (standard input) is given %d times", n)
+			}
 			opt := diag.Options{Ports: ports}
 			if keyPath != "" {
 				src, err := loadKeys(keyPath)
@@ -41,11 +55,12 @@ Exit status: 0 when no verdict of severity error was found, 1 otherwise,
 			}
 			e := diag.New(opt)
 			for _, f := range args {
-				if err := feed(e, f); err != nil {
+				if err := feed(e, f, cmd.InOrStdin()); err != nil {
 					return badInput("%v", err)
 				}
 			}
 			rep := e.Report(true)
+			flt.report(&rep, captureEnd(&rep))
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
@@ -66,17 +81,38 @@ Exit status: 0 when no verdict of severity error was found, 1 otherwise,
 	cmd.Flags().StringVar(&keyPath, "keys", "", "strongSwan save-keys table (ikev2_decryption_table, or its directory): look inside SK and SKF messages")
 	cmd.Flags().Uint16Var(&ports.IKE, "ike-port", ike.DefaultPorts.IKE, "UDP port of IKE")
 	cmd.Flags().Uint16Var(&ports.NATT, "natt-port", ike.DefaultPorts.NATT, "UDP port of NAT-T")
+	addFilterFlags(cmd, &flt, "the capture's last packet")
 	return cmd
 }
 
-// feed reads one capture into the engine.
-func feed(e *diag.Engine, path string) error {
-	return readCapture(path, func(rec obs.Record) error { e.Add(rec); return nil })
+// stdinName is the file name that means standard input.
+const stdinName = "-"
+
+func countStdin(args []string) int {
+	n := 0
+	for _, a := range args {
+		if a == stdinName {
+			n++
+		}
+	}
+	return n
 }
 
-// readCapture calls fn for every record of a capture file, in order.
-func readCapture(path string, fn func(obs.Record) error) error {
-	r, err := capture.Open(path, capture.Options{})
+// feed reads one capture into the engine.
+func feed(e *diag.Engine, path string, stdin io.Reader) error {
+	return readCapture(path, stdin, func(rec obs.Record) error { e.Add(rec); return nil })
+}
+
+// readCapture calls fn for every record of a capture file ("-": stdin),
+// in order.
+func readCapture(path string, stdin io.Reader, fn func(obs.Record) error) error {
+	var r *capture.Reader
+	var err error
+	if path == stdinName {
+		r, err = capture.NewReader(stdin, "standard input", capture.Options{})
+	} else {
+		r, err = capture.Open(path, capture.Options{})
+	}
 	if err != nil {
 		return err
 	}
@@ -136,25 +172,40 @@ func writeReport(w io.Writer, r *diag.Report) {
 	fmt.Fprintln(w)
 }
 
+// ladderMinWidth is the width of the ladder between the two | columns
+// when every label fits; a longer label widens the whole ladder (labels
+// are never cut: the fact at their end, "[2 IP frags]", "INCOMPLETE", is
+// often the one that matters).
+const ladderMinWidth = 44
+
+// ladderLabel is the text on one ladder arrow.
+func ladderLabel(r *diag.LadderRow) string {
+	label := fmt.Sprintf(" %s %s #%d %dB", r.Exchange, reqResp(r.Response), r.MessageID, r.Length)
+	if r.SKFTotal > 0 {
+		label += fmt.Sprintf(" SKF %d/%d", r.SKFNumber, r.SKFTotal)
+	}
+	if r.IPFragments > 1 {
+		label += fmt.Sprintf(" [%d IP frags]", r.IPFragments)
+	}
+	if !r.Complete {
+		label += " INCOMPLETE"
+	}
+	return label
+}
+
 // writeLadder draws one row per datagram: the client on the left, the
 // server on the right.
 func writeLadder(w io.Writer, s *diag.SessionReport) {
-	const width = 44
+	width := ladderMinWidth
+	labels := make([]string, len(s.Ladder))
+	for i := range s.Ladder {
+		labels[i] = ladderLabel(&s.Ladder[i])
+		// "|-" label at least one "-" ">|"
+		width = max(width, len(labels[i])+5)
+	}
 	fmt.Fprintf(w, "  %10s  %-8s%s%8s\n", "t", "client", strings.Repeat(" ", width-8), "server")
-	for _, r := range s.Ladder {
-		label := fmt.Sprintf(" %s %s #%d %dB", r.Exchange, reqResp(r.Response), r.MessageID, r.Length)
-		if r.SKFTotal > 0 {
-			label += fmt.Sprintf(" SKF %d/%d", r.SKFNumber, r.SKFTotal)
-		}
-		if r.IPFragments > 1 {
-			label += fmt.Sprintf(" [%d IP frags]", r.IPFragments)
-		}
-		if !r.Complete {
-			label += " INCOMPLETE"
-		}
-		if len(label) > width-4 {
-			label = label[:width-4]
-		}
+	for i, r := range s.Ladder {
+		label := labels[i]
 		arrow := label + strings.Repeat("-", width-2-len(label))
 		if r.FromClient {
 			arrow = "|-" + arrow + ">|"

@@ -49,11 +49,20 @@ func socketFlag(cmd *cobra.Command, p *string) {
 func daemonCmd(name, short, method string, newResult func() any, human func(io.Writer, any) error) *cobra.Command {
 	var socket string
 	var asJSON bool
+	var flt filter
+	filtered := method == control.MethodSessions || method == control.MethodVerdicts
+	use := name + " [--json] [--socket PATH]"
+	if filtered {
+		use = name + " [--peer ADDR] [--session ID] [--severity LEVEL] [--since WHEN] [--json] [--socket PATH]"
+	}
 	cmd := &cobra.Command{
-		Use:   name + " [--json] [--socket PATH]",
+		Use:   use,
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := flt.parse(); err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), control.Timeout)
 			defer cancel()
 			var raw json.RawMessage
@@ -64,6 +73,12 @@ func daemonCmd(name, short, method string, newResult func() any, human func(io.W
 			res := newResult()
 			if err := json.Unmarshal(raw, res); err != nil {
 				return fmt.Errorf("the daemon's %s answer: %w", method, err)
+			}
+			switch r := res.(type) {
+			case *diag.Report:
+				flt.report(r, time.Now())
+			case *[]diag.SessionReport:
+				*r = flt.sessionList(*r, time.Now())
 			}
 			if asJSON {
 				enc := json.NewEncoder(out)
@@ -98,6 +113,9 @@ printed), 2 when the daemon cannot be reached.`
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	socketFlag(cmd, &socket)
+	if filtered {
+		addFilterFlags(cmd, &flt, "now")
+	}
 	return cmd
 }
 
@@ -112,13 +130,23 @@ func unreachable(err error) error {
 func newEventsCmd() *cobra.Command {
 	var socket string
 	var asJSON, follow bool
+	var flt filter
 	cmd := &cobra.Command{
-		Use:   "events [--follow] [--json] [--socket PATH]",
+		Use:   "events [--follow] [--peer ADDR] [--session ID] [--severity LEVEL] [--since WHEN] [--json] [--socket PATH]",
 		Short: "Show recent events (verdicts once per session, interfaces, reloads); --follow streams new ones",
-		Args:  cobra.NoArgs,
+		Long: `Show recent events (verdicts once per session, interfaces, reloads); --follow
+streams new ones. --peer, --session and --severity keep only verdict events
+that match; --since drops events raised before then.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := flt.parse(); err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			emit := func(e control.Event) error {
+				if !flt.event(&e, time.Now()) {
+					return nil
+				}
 				if asJSON {
 					return json.NewEncoder(out).Encode(e)
 				}
@@ -151,6 +179,7 @@ func newEventsCmd() *cobra.Command {
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing events as they happen")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	socketFlag(cmd, &socket)
+	addFilterFlags(cmd, &flt, "now")
 	return cmd
 }
 
@@ -201,6 +230,8 @@ func writeStatus(w io.Writer, s *control.Status) {
 			ifs = append(ifs, fmt.Sprintf("%s (%s, mtu %d)", i.Name, i.Mode, i.MTU))
 		case "pattern":
 			ifs = append(ifs, i.Name+" (pattern)")
+		case "default":
+			ifs = append(ifs, "default (the default route's: "+i.Follows+")")
 		case "error":
 			ifs = append(ifs, fmt.Sprintf("%s (ERROR: %s)", i.Name, i.Error))
 		default:
@@ -352,7 +383,7 @@ func writeStats(w io.Writer, s *control.Stats) {
 	for _, ifc := range s.Interfaces {
 		fmt.Fprintf(w, "%s (ifindex %d, %s)\n", ifc.Name, ifc.Ifindex, ifc.Mode)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "class\tingress\t\tegress\t\t")
+		fmt.Fprintln(tw, "class\tingress packets\tingress bytes\tegress packets\tegress bytes\t")
 		for id := ebpf.CounterID(0); id < ebpf.NumCounters; id++ {
 			in, eg := ifc.Ingress[id.String()], ifc.Egress[id.String()]
 			if in.Packets == 0 && eg.Packets == 0 {
@@ -391,9 +422,11 @@ func writeStats(w io.Writer, s *control.Stats) {
 	}
 }
 
+// bytesOrBlank prints a byte count; "-" where none is counted (fragment
+// train and anomaly counters count packets only).
 func bytesOrBlank(b uint64) string {
 	if b == 0 {
-		return ""
+		return "-"
 	}
-	return fmt.Sprintf("%d B", b)
+	return fmt.Sprintf("%d", b)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 
 	"strings"
@@ -78,7 +79,7 @@ NAT-T keepalives and IKEv1 are labelled as such.`,
 				}
 			}
 			for _, f := range args {
-				err := decodeFile(f, ports, src, func(l *decodeLine) error {
+				err := decodeFile(f, cmd.InOrStdin(), ports, src, func(l *decodeLine) error {
 					if asJSON {
 						if len(args) > 1 {
 							l.File = f
@@ -107,13 +108,13 @@ NAT-T keepalives and IKEv1 are labelled as such.`,
 
 // decodeFile reads one capture and calls emit for every datagram on the IKE
 // ports and every plain ESP datagram.
-func decodeFile(path string, ports ike.Ports, src keys.Source, emit func(*decodeLine) error) error {
+func decodeFile(path string, stdin io.Reader, ports ike.Ports, src keys.Source, emit func(*decodeLine) error) error {
 	var dec *diag.Decryptor
 	var now time.Time
 	if src != nil {
 		dec = diag.NewDecryptor(src, func() time.Time { return now })
 	}
-	return readCapture(path, func(rec obs.Record) error {
+	return readCapture(path, stdin, func(rec obs.Record) error {
 		d := rec.Datagram
 		if d == nil {
 			return nil

@@ -5,15 +5,20 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ikefrag/ikefrag/cmd/internal/keytable"
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/keys"
 )
 
 // loadKeys reads a strongSwan save-keys table (or the directory holding
-// ikev2_decryption_table). The file must be private to its owner, as the
-// daemon requires.
+// ikev2_decryption_table). It must be a save-keys table, and private to
+// its owner, as the daemon requires.
 func loadKeys(path string) (keys.Source, error) {
+	// The format first: the mode advice below is for key tables only.
+	if err := keytable.CheckFormat(path); err != nil {
+		return nil, fmt.Errorf("--keys: %w", err)
+	}
 	store := keys.NewStore(keys.StoreConfig{IdleTimeout: 24 * time.Hour})
 	if _, err := keys.NewSaveKeys(store, keys.SaveKeysConfig{Path: path}); err != nil {
 		return nil, fmt.Errorf("--keys: %w", err)

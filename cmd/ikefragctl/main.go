@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ikefrag/ikefrag/cmd/internal/buildinfo"
+	"github.com/ikefrag/ikefrag/cmd/internal/gendocs"
 )
 
 // exitError carries an exit status through cobra: 1 for findings, 2 for bad
@@ -53,5 +54,23 @@ func newRoot() *cobra.Command {
 	root.SetVersionTemplate("ikefragctl {{.Version}} (" + buildinfo.GoVersion() + ")\n")
 	root.AddCommand(newDecodeCmd(), newAnalyzeCmd(), newPMTUCmd(), newVersionCmd())
 	root.AddCommand(newDaemonCmds()...)
+	root.AddCommand(newGenDocsCmd(root))
 	return root
+}
+
+// newGenDocsCmd is hidden: the package build runs it to write the man
+// pages (section 1) and the bash, zsh and fish completions.
+func newGenDocsCmd(root *cobra.Command) *cobra.Command {
+	var man, compl string
+	cmd := &cobra.Command{
+		Use:    "gen-docs --man DIR --completions DIR",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return gendocs.Generate(root, "1", "ikefrag "+buildinfo.Version(), man, compl)
+		},
+	}
+	cmd.Flags().StringVar(&man, "man", "", "directory for the man pages")
+	cmd.Flags().StringVar(&compl, "completions", "", "directory for the completions (bash/, zsh/, fish/)")
+	return cmd
 }

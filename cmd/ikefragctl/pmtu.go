@@ -15,14 +15,21 @@ import (
 )
 
 // IKE sizes on a path, derived from its MTU.
+// pmtuStep is one probe of the path: netcfg.PMTUStep with the JSON keys
+// every ikefragctl output uses (snake_case).
+type pmtuStep struct {
+	Size   int    `json:"size"`   // IP packet size sent
+	Result string `json:"result"` // "reply", "too big (MTU n)", "no answer", ...
+}
+
 type pmtuReport struct {
-	Dst       string            `json:"dst"`
-	Interface string            `json:"interface"`
-	IfMTU     int               `json:"interface_mtu"`
-	PathMTU   int               `json:"path_mtu"`
-	TooBig    int               `json:"icmp_too_big_mtu,omitempty"`
-	BlackHole bool              `json:"black_hole,omitempty"`
-	Steps     []netcfg.PMTUStep `json:"steps"`
+	Dst       string     `json:"dst"`
+	Interface string     `json:"interface"`
+	IfMTU     int        `json:"interface_mtu"`
+	PathMTU   int        `json:"path_mtu"`
+	TooBig    int        `json:"icmp_too_big_mtu,omitempty"`
+	BlackHole bool       `json:"black_hole,omitempty"`
+	Steps     []pmtuStep `json:"steps"`
 	// MaxIKE500 and MaxIKE4500 are the largest IKE messages that cross
 	// unfragmented on port 500 and on 4500 (after the non-ESP marker).
 	MaxIKE500  int      `json:"max_ike_500"`
@@ -91,7 +98,10 @@ func interpretPMTU(r *netcfg.PMTUResult, authSize int) pmtuReport {
 		ipHdr = 40
 	}
 	rep := pmtuReport{Dst: r.Dst.String(), Interface: r.Iface, IfMTU: r.IfMTU, PathMTU: r.MTU, TooBig: r.TooBig,
-		BlackHole: r.BlackHole, Steps: r.Steps}
+		BlackHole: r.BlackHole, Steps: make([]pmtuStep, 0, len(r.Steps))}
+	for _, st := range r.Steps {
+		rep.Steps = append(rep.Steps, pmtuStep{Size: st.Size, Result: st.Result})
+	}
 	rep.MaxIKE500 = r.MTU - ipHdr - 8
 	rep.MaxIKE4500 = rep.MaxIKE500 - 4
 	if authSize <= rep.MaxIKE4500 {

@@ -31,7 +31,8 @@ import (
 type Config struct {
 	// Interfaces to observe: exact names, which must exist at start, or
 	// shell patterns (ppp*), attached whenever a matching link appears.
-	// Empty: the interface of the default route.
+	// "default" (or empty): the interface of the default route, followed
+	// as the route moves.
 	Interfaces []string      `mapstructure:"interfaces"`
 	Ports      PortsConfig   `mapstructure:"ports"`
 	Observe    ObserveConfig `mapstructure:"observe"`

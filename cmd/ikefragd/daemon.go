@@ -257,7 +257,7 @@ func (d *daemon) unattached(want ifaceSet) ([]string, error) {
 	var first error
 	d.watch.mu.Lock()
 	defer d.watch.mu.Unlock()
-	for _, n := range want.names {
+	for _, n := range want.wanted() {
 		if have[n] {
 			continue
 		}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -18,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ikefrag/ikefrag/cmd/internal/buildinfo"
+	"github.com/ikefrag/ikefrag/cmd/internal/gendocs"
 )
 
 // version is the build's version (cmd/internal/buildinfo: stamped from
@@ -38,7 +40,7 @@ const (
 func main() { os.Exit(execute(context.Background(), os.Args[1:], os.Stdout, os.Stderr)) }
 
 func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var file string
+	var file, genDocs string
 	var check, features bool
 	code := exitOK
 	cmd := &cobra.Command{
@@ -65,6 +67,14 @@ per problem, naming the key).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if features {
 				if err := printFeatures(stdout); err != nil {
+					code = exitFailure
+				}
+				return nil
+			}
+			if genDocs != "" {
+				// The package build: man page (section 8) and completions.
+				if err := gendocs.Generate(cmd, "8", "ikefrag "+version, filepath.Join(genDocs, "man"), filepath.Join(genDocs, "completions")); err != nil {
+					fmt.Fprintln(stderr, "ikefragd:", err)
 					code = exitFailure
 				}
 				return nil
@@ -112,6 +122,8 @@ per problem, naming the key).`,
 	cmd.Flags().StringVarP(&file, "config", "c", defaultConfigFile, "configuration file (YAML)")
 	cmd.Flags().BoolVar(&check, "check-config", false, "validate the configuration against this host, print the effective configuration and exit")
 	cmd.Flags().BoolVar(&features, "features", false, "probe what this kernel offers the BPF programs (tcx, fast path, drop reasons), print it as JSON and exit")
+	cmd.Flags().StringVar(&genDocs, "gen-docs", "", "write the man page and shell completions under this directory and exit")
+	_ = cmd.Flags().MarkHidden("gen-docs")
 	cmd.SetVersionTemplate("ikefragd {{.Version}} (" + buildinfo.GoVersion() + ")\n")
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netlink"
 
+	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/ebpf"
 )
 
@@ -53,6 +54,12 @@ func newMetrics() *metrics {
 	m.reloadOK.Set(1)
 	m.ifaceEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "interface_events_total",
 		Help: "Interfaces attached, released, or that failed to attach."}, []string{"event"})
+	// Every verdict series exists from the start, at zero: increase() and
+	// rate() then see the first verdict of a code, which they would miss
+	// if the series appeared with it.
+	for _, v := range verdictSeries {
+		m.verdicts.WithLabelValues(string(v.code), string(v.sev))
+	}
 	for _, c := range []prometheus.Collector{m.verdicts, m.kernelDrops, m.verdictLogsSuppressed, m.reloads, m.reloadFailures, m.reloadOK, m.ifaceEvents} {
 		f(c)
 	}
@@ -63,6 +70,27 @@ func newMetrics() *metrics {
 	bi.Set(1)
 	f(bi)
 	return m
+}
+
+// verdictSeries are the (code, severity) pairs the diagnosis engine gives
+// (diag/verdict.go); TestVerdictSeriesMatchDiag reads that file and keeps
+// this list equal to it.
+var verdictSeries = []struct {
+	code diag.Code
+	sev  diag.Severity
+}{
+	{diag.FragmentsDropped, diag.Error},
+	{diag.FragmentationNotNegotiated, diag.Error},
+	{diag.IKEFragmentsExceedPMTU, diag.Error},
+	{diag.NoProposalChosen, diag.Error},
+	{diag.InvalidKEPayload, diag.Warning},
+	{diag.InvalidKEPayload, diag.Info},
+	{diag.WeakCrypto, diag.Warning},
+	{diag.AuthenticationFailed, diag.Error},
+	{diag.UnansweredSAInit, diag.Error},
+	{diag.UnansweredIKEAuth, diag.Error},
+	{diag.IKEv1, diag.Info},
+	{diag.OK, diag.Info},
 }
 
 // counterFamily says which metric a BPF counter goes to, with which label.
@@ -103,15 +131,18 @@ var (
 	descPeers    = prometheus.NewDesc(ns+"_peers", "Peers with path evidence the engine holds.", nil, nil)
 	descPMTU     = prometheus.NewDesc(ns+"_peer_path_mtu_bytes",
 		"Path-MTU estimates of the peers held (recomputed every 10 s).", nil, nil)
+	// Deprecated: split into the ikefrag_engine_* counters below; kept for
+	// one release so that dashboards can move.
 	descEngine = prometheus.NewDesc(ns+"_engine_events_total",
-		"What the diagnosis engine took in or could not keep, by kind.", []string{"kind"}, nil)
+		"DEPRECATED (removed in the next release): use the ikefrag_engine_*_total counters, one per kind. What the diagnosis engine took in or could not keep, by kind.", []string{"kind"}, nil)
 	descRecords = prometheus.NewDesc(ns+"_records_total",
 		"Observations the diagnosis engine took in, by kind.", []string{"kind"}, nil)
 	descExpired = prometheus.NewDesc(ns+"_sessions_expired_total",
 		"Sessions forgotten after diag.idle without traffic.", nil, nil)
 
+	// Deprecated: split into the ikefrag_kernel_ip_* counters below.
 	descKernelIP = prometheus.NewDesc(ns+"_kernel_ip_frag_total",
-		"The kernel's IP fragmentation and reassembly counters (/proc/net/snmp, snmp6) in the daemon's network namespace.",
+		"DEPRECATED (removed in the next release): use the ikefrag_kernel_ip_*_total counters, one per counter. The kernel's IP fragmentation and reassembly counters (/proc/net/snmp, snmp6) in the daemon's network namespace.",
 		[]string{"family", "counter"}, nil)
 	descLinkPackets = prometheus.NewDesc(ns+"_link_packets_total", "Link statistics of observed interfaces (netlink).", dirIface, nil)
 	descLinkBytes   = prometheus.NewDesc(ns+"_link_bytes_total", "Link byte counts of observed interfaces.", dirIface, nil)
@@ -119,8 +150,52 @@ var (
 	descLinkErrors  = prometheus.NewDesc(ns+"_link_errors_total", "Link errors.", dirIface, nil)
 	descLinkMTU     = prometheus.NewDesc(ns+"_link_mtu_bytes", "MTU of observed interfaces.", []string{"interface"}, nil)
 
+	descEngineNamed = func() map[string]*prometheus.Desc {
+		m := map[string]*prometheus.Desc{}
+		for kind, help := range engineKinds {
+			m[kind] = prometheus.NewDesc(ns+"_engine_"+kind+"_total", help, nil, nil)
+		}
+		return m
+	}()
+	descKernelNamed = func() map[string]*prometheus.Desc {
+		m := map[string]*prometheus.Desc{}
+		for counter, k := range kernelIPCounters {
+			m[counter] = prometheus.NewDesc(ns+"_kernel_ip_"+k.name+"_total",
+				k.help+" (the kernel's "+counter+" in /proc/net/snmp, Ip6"+counter+" in snmp6; the daemon's network namespace).", []string{"family"}, nil)
+		}
+		return m
+	}()
+
 	pmtuBuckets = []float64{576, 1000, 1200, 1280, 1350, 1400, 1420, 1440, 1460, 1480, 1492, 1500, 9000}
 )
+
+// engineKinds are the diagnosis engine's counters: each is the metric
+// ikefrag_engine_<kind>_total (and, deprecated, ikefrag_engine_events_total
+// with kind=<kind>).
+var engineKinds = map[string]string{
+	"datagrams":        "IKE datagrams (whole, after reassembly) the diagnosis engine took in.",
+	"esp":              "ESP-in-UDP datagrams the engine counted toward their peers.",
+	"keepalives":       "NAT-T keepalives the engine saw.",
+	"copies":           "Datagrams seen again (the same datagram on another interface or direction) and counted once.",
+	"retransmits":      "IKE requests and responses sent again (same Message ID, same content).",
+	"undecodable":      "Datagrams on the IKE ports the engine could not decode as IKE.",
+	"orphan_trains":    "IP fragment trains that never completed and held no IKE header the engine could place.",
+	"icmp_too_big":     "ICMP fragmentation-needed and packet-too-big messages the engine took in.",
+	"drops":            "Kernel drop reports (kfree_skb) the engine took in.",
+	"sessions_evicted": "Sessions evicted at diag.max_sessions (least recently active first).",
+	"limited_dropped":  "Observations dropped by the engine's per-session limits.",
+}
+
+// kernelIPCounters name the kernel's IP fragmentation counters as metrics.
+var kernelIPCounters = map[string]struct{ name, help string }{
+	"ReasmReqds":   {"reassembly_fragments", "IP fragments received that needed reassembly"},
+	"ReasmOKs":     {"reassembly_ok", "IP datagrams reassembled"},
+	"ReasmFails":   {"reassembly_failures", "IP reassembly failures (timeouts, overlaps, memory)"},
+	"ReasmTimeout": {"reassembly_timeouts", "IP reassembly queues that timed out (net.ipv4.ipfrag_time)"},
+	"FragOKs":      {"fragmented_ok", "IP datagrams this host fragmented"},
+	"FragFails":    {"fragmentation_failures", "IP datagrams this host had to fragment but could not (DF set)"},
+	"FragCreates":  {"fragments_created", "IP fragments this host created"},
+}
 
 // families maps every BPF counter to its metric; counters added later
 // land in packets_total under their own name.
@@ -155,6 +230,12 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descTrainsLive, descTrainsEvicted, descObsLoss, descDropReports, descDropsEnabled, descAttached, descKernel,
 		descSessions, descPeers, descPMTU, descEngine, descRecords, descExpired, descKernelIP,
 		descLinkPackets, descLinkBytes, descLinkDropped, descLinkErrors, descLinkMTU} {
+		ch <- d
+	}
+	for _, d := range descEngineNamed {
+		ch <- d
+	}
+	for _, d := range descKernelNamed {
 		ch <- d
 	}
 }
@@ -219,6 +300,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- pmtuHistogram(snap.PeerMTUs)
 	for kind, v := range engineCounts(snap) {
 		counter(descEngine, v, kind)
+		if d := descEngineNamed[kind]; d != nil {
+			counter(d, v)
+		}
 	}
 	rc := c.d.pipe.recordCounts()
 	counter(descRecords, rc.Datagrams, "datagram")
@@ -231,6 +315,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for fam, m := range k {
 			for name, v := range m {
 				counter(descKernelIP, v, fam, name)
+				if d := descKernelNamed[name]; d != nil {
+					counter(d, v, fam)
+				}
 			}
 		}
 	}

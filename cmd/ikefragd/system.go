@@ -7,23 +7,45 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ikefrag/ikefrag/cmd/internal/keytable"
 	"github.com/ikefrag/ikefrag/keys"
 	"github.com/ikefrag/ikefrag/netcfg"
 )
 
-// ifaceSet says which links to observe: exact names and shell patterns.
+// ifaceSet says which links to observe: exact names, shell patterns, and
+// the link of the default route, followed as the route changes.
 type ifaceSet struct {
 	names    []string
 	patterns []string
+	// followDefault: "default" was listed (or nothing was); defaultLink is
+	// the default route's link now (kept while no default route exists).
+	followDefault bool
+	defaultLink   string
+}
+
+// defaultKeyword in interfaces stands for the default route's link.
+const defaultKeyword = "default"
+
+// wanted lists the exact names that must be attached: the listed ones and
+// the default route's link.
+func (s ifaceSet) wanted() []string {
+	if s.followDefault && s.defaultLink != "" && !slices.Contains(s.names, s.defaultLink) {
+		return append(append([]string{}, s.names...), s.defaultLink)
+	}
+	return s.names
 }
 
 func (s ifaceSet) match(name string) bool {
+	if s.followDefault && name == s.defaultLink {
+		return true
+	}
 	for _, n := range s.names {
 		if n == name {
 			return true
@@ -38,7 +60,11 @@ func (s ifaceSet) match(name string) bool {
 }
 
 func (s ifaceSet) String() string {
-	return strings.Join(append(append([]string{}, s.names...), s.patterns...), ", ")
+	all := append(append([]string{}, s.names...), s.patterns...)
+	if s.followDefault {
+		all = append(all, "default ("+s.defaultLink+")")
+	}
+	return strings.Join(all, ", ")
 }
 
 func isPattern(name string) bool { return strings.ContainsAny(name, "*?[") }
@@ -51,16 +77,20 @@ func isPattern(name string) bool { return strings.ContainsAny(name, "*?[") }
 func checkSystem(c *Config) (ifaceSet, problems) {
 	var ps problems
 	var set ifaceSet
-	if len(c.Interfaces) == 0 {
+	if len(c.Interfaces) == 0 || slices.Contains(c.Interfaces, defaultKeyword) {
+		set.followDefault = true
 		name, err := defaultRouteInterface()
 		if err != nil {
-			ps = append(ps, problem{Key: "interfaces", Msg: fmt.Sprintf("not set, and the default route gives no interface (%v): list the interfaces to observe", err)})
+			ps = append(ps, problem{Key: "interfaces", Msg: fmt.Sprintf("%s, and the default route gives no interface (%v): list the interfaces to observe", defaultDesc(c.Interfaces), err)})
 		} else {
-			set.names = []string{name}
+			set.defaultLink = name
 		}
 	}
 	var present []string
 	for i, name := range c.Interfaces {
+		if name == defaultKeyword {
+			continue
+		}
 		if isPattern(name) {
 			set.patterns = append(set.patterns, name)
 			continue
@@ -88,6 +118,13 @@ func checkSystem(c *Config) (ifaceSet, problems) {
 		ps = append(ps, problem{Key: "proxy.enabled", Msg: "true, but the proxy is not available in this build of ikefragd; set it to false"})
 	}
 	return set, ps
+}
+
+func defaultDesc(list []string) string {
+	if len(list) == 0 {
+		return "not set (the default route's interface)"
+	}
+	return `"default" listed`
 }
 
 // defaultRouteInterface names the link of the IPv4 default route, else of
@@ -121,6 +158,10 @@ func linkNames() []string {
 // its directory): private to this user; a table that does not exist yet
 // needs its directory.
 func checkKeyTable(p string) string {
+	// The format first: owner and mode advice is for key tables only.
+	if err := keytable.CheckFormat(p); err != nil {
+		return err.Error()
+	}
 	err := keys.CheckPrivate(p)
 	switch {
 	case err == nil:

@@ -95,6 +95,7 @@ func TestMakeInstall(t *testing.T) {
 	for path, mode := range map[string]os.FileMode{
 		"usr/sbin/ikefragd": 0o755, "usr/bin/ikefragctl": 0o755,
 		"etc/ikefrag/ikefragd.yaml": 0o644, "etc/systemd/system/ikefragd.service": 0o644,
+		"etc/systemd/system/ikefragd.service.d/proxy.conf": 0o644,
 	} {
 		fi, err := os.Stat(filepath.Join(dest, path))
 		if err != nil {

@@ -56,6 +56,15 @@ func TestVersionEverywhere(t *testing.T) {
 	if v := m[`ikefrag_build_info{goversion="`+runtime.Version()+`",version="`+testVersion+`"}`]; v != 1 {
 		t.Errorf("ikefrag_build_info not 1 with the version labels; build_info samples: %v", grepKeys(m, "build_info"))
 	}
+	// The live registry: verdict series at zero before any verdict, the
+	// split counters next to the deprecated lumped ones.
+	for _, k := range []string{`ikefrag_verdicts_total{code="FRAGMENTS_DROPPED",severity="error"}`, `ikefrag_verdicts_total{code="OK",severity="info"}`,
+		"ikefrag_engine_datagrams_total", `ikefrag_engine_events_total{kind="datagrams"}`,
+		`ikefrag_kernel_ip_reassembly_fragments_total{family="ipv4"}`, `ikefrag_kernel_ip_frag_total{counter="ReasmReqds",family="ipv4"}`} {
+		if v, ok := m[k]; !ok || (strings.HasPrefix(k, "ikefrag_verdicts") && v != 0) {
+			t.Errorf("%s: %v %v", k, v, ok)
+		}
+	}
 }
 
 func grepKeys(m map[string]float64, sub string) []string {

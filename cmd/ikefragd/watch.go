@@ -52,28 +52,34 @@ func (w *watcher) setWant(want ifaceSet) {
 	w.reconcile()
 }
 
-// run follows link updates until ctx is done.
+// run follows link and route updates until ctx is done.
 func (w *watcher) run(ctx context.Context) {
 	t := time.NewTicker(resyncInterval)
 	defer t.Stop()
 	for {
 		updates := make(chan netlink.LinkUpdate, 64)
+		routes := make(chan netlink.RouteUpdate, 64)
 		done := make(chan struct{})
 		subErr := make(chan error, 1)
-		err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-			ErrorCallback: func(err error) {
-				select {
-				case subErr <- err:
-				default:
-				}
-			},
-		})
+		onErr := func(err error) {
+			select {
+			case subErr <- err:
+			default:
+			}
+		}
+		err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr})
 		if err != nil {
 			// Without updates, the periodic resync still finds new links.
 			w.log.Warn("cannot follow link updates; checking links every 30 s instead", "err", err)
 			updates = nil
 		}
-		broke := w.follow(ctx, t, updates, subErr)
+		// Route updates move "interfaces: default" with the default route.
+		err = netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr})
+		if err != nil {
+			w.log.Warn("cannot follow route updates; checking the default route every 30 s instead", "err", err)
+			routes = nil
+		}
+		broke := w.follow(ctx, t, updates, routes, subErr)
 		close(done)
 		if !broke {
 			return
@@ -91,7 +97,7 @@ func (w *watcher) run(ctx context.Context) {
 
 // follow reconciles on every burst of updates and on the timer.
 // It returns false when ctx is done, true when the subscription broke.
-func (w *watcher) follow(ctx context.Context, t *time.Ticker, updates chan netlink.LinkUpdate, subErr chan error) bool {
+func (w *watcher) follow(ctx context.Context, t *time.Ticker, updates chan netlink.LinkUpdate, routes chan netlink.RouteUpdate, subErr chan error) bool {
 	for {
 		select {
 		case <-ctx.Done():
@@ -116,10 +122,63 @@ func (w *watcher) follow(ctx context.Context, t *time.Ticker, updates chan netli
 				}
 			}
 			w.reconcile()
+		case u, ok := <-routes:
+			if !ok {
+				return true
+			}
+			moved := isDefaultRoute(u.Route)
+			for drained := false; !drained; {
+				select {
+				case u, ok := <-routes:
+					if !ok {
+						return true
+					}
+					moved = moved || isDefaultRoute(u.Route)
+				default:
+					drained = true
+				}
+			}
+			if moved && w.refreshDefault() {
+				w.reconcile()
+			}
 		case <-t.C:
+			w.refreshDefault()
 			w.reconcile()
 		}
 	}
+}
+
+// isDefaultRoute: a route to 0.0.0.0/0 or ::/0 (netlink leaves Dst nil
+// for those).
+func isDefaultRoute(r netlink.Route) bool {
+	if r.Dst == nil {
+		return true
+	}
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
+}
+
+// refreshDefault looks up the default route's link again when the
+// configuration follows it, and says whether it changed. With no default
+// route the last link stays: a route that is replaced (DHCP renewal, a
+// routing daemon) goes away for a moment.
+func (w *watcher) refreshDefault() bool {
+	w.mu.Lock()
+	follow, old := w.want.followDefault, w.want.defaultLink
+	w.mu.Unlock()
+	if !follow {
+		return false
+	}
+	name, err := defaultRouteInterface()
+	if err != nil || name == old {
+		return false
+	}
+	w.mu.Lock()
+	w.want.defaultLink = name
+	w.mu.Unlock()
+	w.log.Info("the default route moved; following it", "from", old, "to", name)
+	w.events.publish(control.Event{Kind: control.EventInterface, Interface: name, Message: "default route now via " + name + " (was " + old + ")"})
+	return true
 }
 
 // reconcile attaches every wanted link that is not attached and releases
@@ -210,7 +269,7 @@ func (w *watcher) status() []control.Interface {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, n := range w.want.names {
+	for _, n := range w.want.wanted() {
 		if have[n] {
 			continue
 		}
@@ -221,12 +280,15 @@ func (w *watcher) status() []control.Interface {
 		out = append(out, ifc)
 	}
 	for n, e := range w.failed {
-		if !have[n] && !slices.Contains(w.want.names, n) {
+		if !have[n] && !slices.Contains(w.want.wanted(), n) {
 			out = append(out, control.Interface{Name: n, State: "error", Error: e.Error()})
 		}
 	}
 	for _, p := range w.want.patterns {
 		out = append(out, control.Interface{Name: p, State: "pattern"})
+	}
+	if w.want.followDefault {
+		out = append(out, control.Interface{Name: defaultKeyword, State: "default", Follows: w.want.defaultLink})
 	}
 	return out
 }

@@ -122,11 +122,14 @@ type ConfigStatus struct {
 type Interface struct {
 	Name    string `json:"name"`
 	Ifindex int    `json:"ifindex,omitempty"`
-	// State is "attached", "absent" (configured, not present) or "error".
-	State string `json:"state"`
-	Mode  string `json:"mode,omitempty"` // tcx or tc when attached
-	MTU   int    `json:"mtu,omitempty"`
-	Error string `json:"error,omitempty"`
+	// State is "attached", "absent" (configured, not present), "error",
+	// "pattern" (Name is a pattern) or "default" (interfaces: default;
+	// Follows names the default route's link now).
+	State   string `json:"state"`
+	Follows string `json:"follows,omitempty"`
+	Mode    string `json:"mode,omitempty"` // tcx or tc when attached
+	MTU     int    `json:"mtu,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // Keys describes the key sources (never keys).

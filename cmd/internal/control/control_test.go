@@ -189,3 +189,103 @@ func TestStaleAndLiveSockets(t *testing.T) {
 		t.Errorf("unknown group accepted")
 	}
 }
+
+// A user other than the daemon's own may hold at most MaxConnsPerUser
+// connections, and all such users leave Reserved slots free: 32 followers
+// of a group member do not lock the daemon's own user out. The test
+// process plays the group member by making the server's owner another uid.
+func TestConnectionLimitsPerUser(t *testing.T) {
+	s, _, path := serve(t)
+	s.mu.Lock()
+	s.owner = os.Geteuid() + 4242 // this process is "another user" now
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var refused []string
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 32)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := Follow(ctx, path, func(Event) error { started <- struct{}{}; return nil })
+			if err != nil {
+				mu.Lock()
+				refused = append(refused, err.Error())
+				mu.Unlock()
+			}
+		}()
+	}
+	// 16 streams start (their first event arrives); 16 are refused.
+	for range 16 {
+		select {
+		case <-started:
+		case <-time.After(20 * time.Second):
+			t.Fatal("fewer than 16 followers admitted")
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(refused)
+		mu.Unlock()
+		if n == 16 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	if len(refused) != 16 || !strings.Contains(refused[0], "too many connections from uid") {
+		t.Errorf("%d followers refused, want 16 naming the per-user bound: %q", len(refused), refused)
+	}
+	mu.Unlock()
+	// This user is at its bound: one more call is refused ...
+	if err := Call(context.Background(), path, MethodStatus, nil); err == nil || !strings.Contains(err.Error(), "too many connections from uid") {
+		t.Errorf("a 17th connection of the same user: %v", err)
+	}
+	// ... while the daemon's own user still gets through.
+	s.mu.Lock()
+	s.owner = os.Geteuid()
+	s.mu.Unlock()
+	var st Status
+	if err := Call(context.Background(), path, MethodStatus, &st); err != nil || st.PID != 7 {
+		t.Errorf("the daemon's own user with a member's 16 followers open: %v", err)
+	}
+	cancel()
+	wg.Wait()
+}
+
+// admit's arithmetic: other users stop at MaxConns-Reserved in total,
+// the owner may take every slot.
+func TestAdmit(t *testing.T) {
+	s := &Server{cfg: ServerConfig{MaxConns: 8, MaxConnsPerUser: 3, Reserved: 2}, owner: 0, byUID: map[int]int{}}
+	admit := func(uids ...int) {
+		t.Helper()
+		for _, uid := range uids {
+			if why := s.admit(uid); why != "" {
+				t.Fatalf("uid %d refused early: %s", uid, why)
+			}
+		}
+	}
+	admit(1000, 1000, 1000)
+	if why := s.admit(1000); !strings.Contains(why, "from uid 1000") {
+		t.Errorf("4th of uid 1000: %q", why)
+	}
+	admit(1001, 1001, 1001)
+	if why := s.admit(1002); !strings.Contains(why, "kept for uid 0") {
+		t.Errorf("a third user past MaxConns-Reserved: %q", why)
+	}
+	for range 2 {
+		if why := s.admit(0); why != "" {
+			t.Errorf("owner refused a reserved slot: %s", why)
+		}
+	}
+	if why := s.admit(0); !strings.Contains(why, "too many connections (8)") {
+		t.Errorf("owner past MaxConns: %q", why)
+	}
+	s.release(1000)
+	if s.byUID[1000] != 2 || s.total != 7 {
+		t.Errorf("after release: %v total %d", s.byUID, s.total)
+	}
+}

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Handler answers requests. Call returns the result of a method, or an
@@ -35,6 +37,13 @@ type ServerConfig struct {
 	Group string
 	// MaxConns bounds concurrent connections. Default 32.
 	MaxConns int
+	// MaxConnsPerUser bounds the connections of one user other than the
+	// daemon's own (root's, under the unit). Default MaxConns/2.
+	MaxConnsPerUser int
+	// Reserved connections (default 4, at most MaxConns-1) only the
+	// daemon's own user may take: however many a group member holds open
+	// (events --follow), root's status and stop scripts get through.
+	Reserved int
 	// IdleTimeout closes a connection that sends no request for this long
 	// (followers are exempt). Default 1 minute.
 	IdleTimeout time.Duration
@@ -43,12 +52,14 @@ type ServerConfig struct {
 
 // Server is a listening control socket.
 type Server struct {
-	cfg ServerConfig
-	h   Handler
-	ln  *net.UnixListener
-	sem chan struct{}
+	cfg   ServerConfig
+	h     Handler
+	ln    *net.UnixListener
+	owner int // the daemon's effective uid: may use the reserved slots
 
-	mu     sync.Mutex
+	mu     sync.Mutex  // guards what follows
+	total  int         // connections admitted and not yet closed
+	byUID  map[int]int // the same, by peer uid
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
@@ -61,6 +72,13 @@ func Listen(cfg ServerConfig, h Handler) (*Server, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 32
 	}
+	if cfg.MaxConnsPerUser <= 0 {
+		cfg.MaxConnsPerUser = max(1, cfg.MaxConns/2)
+	}
+	if cfg.Reserved <= 0 {
+		cfg.Reserved = 4
+	}
+	cfg.Reserved = min(cfg.Reserved, cfg.MaxConns-1)
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = time.Minute
 	}
@@ -75,8 +93,16 @@ func Listen(cfg ServerConfig, h Handler) (*Server, error) {
 		}
 		gid = g
 	}
-	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
+	dir := filepath.Dir(cfg.Path)
+	_, statErr := os.Stat(dir)
+	created := errors.Is(statErr, fs.ErrNotExist)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
+	}
+	if gid >= 0 {
+		if err := openDirToGroup(dir, gid, created, cfg.Logger); err != nil {
+			return nil, err
+		}
 	}
 	if fi, err := os.Lstat(cfg.Path); err == nil {
 		if fi.Mode()&fs.ModeSocket == 0 {
@@ -108,7 +134,44 @@ func Listen(cfg ServerConfig, h Handler) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	return &Server{cfg: cfg, h: h, ln: ln, sem: make(chan struct{}, cfg.MaxConns), conns: map[net.Conn]struct{}{}}, nil
+	return &Server{cfg: cfg, h: h, ln: ln, owner: os.Geteuid(), byUID: map[int]int{}, conns: map[net.Conn]struct{}{}}, nil
+}
+
+// openDirToGroup lets control.group's members reach the socket: the
+// socket's directory gets that group and g+rx (0750 for the 0750 the unit
+// and Listen create). Only a directory this daemon owns as its own is
+// changed: one Listen just created, or systemd's RuntimeDirectory
+// ($RUNTIME_DIRECTORY). Any other directory (the socket placed in /tmp or
+// a home directory) is left alone, with a warning when the group cannot
+// pass it.
+func openDirToGroup(dir string, gid int, created bool, log *slog.Logger) error {
+	own := created
+	for _, rd := range filepath.SplitList(os.Getenv("RUNTIME_DIRECTORY")) {
+		if rd != "" && filepath.Clean(rd) == filepath.Clean(dir) {
+			own = true
+		}
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	if own && st != nil && int(st.Uid) == os.Geteuid() {
+		if err := os.Chown(dir, -1, gid); err != nil {
+			return fmt.Errorf("control.group: giving %s to group %d: %w", dir, gid, err)
+		}
+		mode := fi.Mode().Perm()&^0o070 | 0o050
+		if err := os.Chmod(dir, mode); err != nil {
+			return fmt.Errorf("control.group: %s: %w", dir, err)
+		}
+		return nil
+	}
+	perm := fi.Mode().Perm()
+	if st != nil && !(perm&0o001 != 0 || int(st.Gid) == gid && perm&0o010 != 0) {
+		log.Warn("control.group: its members cannot reach the socket: its directory is not this daemon's to change; put control.socket in a directory of its own (the default /run/ikefrag/ is)",
+			"dir", dir, "mode", perm.String(), "gid", st.Gid)
+	}
+	return nil
 }
 
 // LookupGroup returns the id of a group given by name or number.
@@ -147,26 +210,73 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return err
 		}
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			s.cfg.Logger.Warn("control socket: too many connections; refusing one", "max", s.cfg.MaxConns)
-			writeResponse(c, Response{Version: Version, Error: "too many connections"})
+		uid := peerUID(c)
+		if why := s.admit(uid); why != "" {
+			s.cfg.Logger.Warn("control socket: refusing a connection", "uid", uid, "reason", why)
+			writeResponse(c, Response{Version: Version, Error: why})
 			c.Close()
 			continue
 		}
 		if !s.track(c) {
 			c.Close()
-			<-s.sem
+			s.release(uid)
 			return nil
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-s.sem }()
+			defer s.release(uid)
 			defer s.untrack(c)
 			s.serveConn(ctx, c)
 		}()
+	}
+}
+
+// peerUID returns the uid of the process at the other end (SO_PEERCRED),
+// -1 when the kernel does not say.
+func peerUID(c net.Conn) int {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return -1
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	uid := -1
+	_ = rc.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			uid = int(cred.Uid)
+		}
+	})
+	return uid
+}
+
+// admit counts a new connection of uid in, or says why not: the daemon's
+// own user may use every slot; any other user at most MaxConnsPerUser,
+// and all of them together leave Reserved slots free.
+func (s *Server) admit(uid int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.total >= s.cfg.MaxConns:
+		return fmt.Sprintf("too many connections (%d)", s.cfg.MaxConns)
+	case uid != s.owner && s.total >= s.cfg.MaxConns-s.cfg.Reserved:
+		return fmt.Sprintf("too many connections (%d, of which %d are kept for uid %d)", s.cfg.MaxConns, s.cfg.Reserved, s.owner)
+	case uid != s.owner && s.byUID[uid] >= s.cfg.MaxConnsPerUser:
+		return fmt.Sprintf("too many connections from uid %d (%d at most per user)", uid, s.cfg.MaxConnsPerUser)
+	}
+	s.total++
+	s.byUID[uid]++
+	return ""
+}
+
+func (s *Server) release(uid int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total--
+	if s.byUID[uid]--; s.byUID[uid] <= 0 {
+		delete(s.byUID, uid)
 	}
 }
 

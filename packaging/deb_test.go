@@ -1,0 +1,187 @@
+// Package packaging holds the Debian package build (build-deb.sh, the
+// maintainer scripts); its test builds the package with `make deb` and
+// checks what it holds.
+package packaging
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s", tool)
+		}
+	}
+}
+
+// buildDeb runs make deb with a given Debian version into a temporary
+// directory and returns the package's path.
+func buildDeb(t *testing.T, debVersion string) string {
+	t.Helper()
+	out := t.TempDir()
+	cmd := exec.Command("make", "-s", "-C", "..", "deb", "DEBDIR="+out, "BIN="+filepath.Join(out, "bin"))
+	cmd.Env = append(os.Environ(), "DEB_VERSION="+debVersion)
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make deb: %v\n%s", err, b)
+	}
+	m, _ := filepath.Glob(filepath.Join(out, "ikefrag_*.deb"))
+	if len(m) != 1 {
+		t.Fatalf("make deb made %v\n%s", m, b)
+	}
+	return m[0]
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	b, err := exec.Command(name, args...).Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return string(b)
+}
+
+// make deb builds ikefrag_<version>_<arch>.deb holding the binaries
+// (stamped with the version), the unit and its proxy drop-in, the
+// configuration as the only conffile, man pages, completions, dashboard
+// and rules, and the maintainer scripts.
+func TestDebContents(t *testing.T) {
+	need(t, "make", "go", "dpkg-deb")
+	deb := buildDeb(t, "1.2.3+test1")
+	if base := filepath.Base(deb); !strings.HasPrefix(base, "ikefrag_1.2.3+test1_") || !strings.HasSuffix(base, ".deb") {
+		t.Errorf("package file name %s", base)
+	}
+	for field, want := range map[string]string{"Package": "ikefrag", "Version": "1.2.3+test1", "Section": "net"} {
+		if got := strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, field)); got != want {
+			t.Errorf("control %s: %q, want %q", field, got, want)
+		}
+	}
+	listing := run(t, "dpkg-deb", "-c", deb)
+	files := map[string]string{} // path → mode
+	for _, l := range strings.Split(strings.TrimSpace(listing), "\n") {
+		f := strings.Fields(l)
+		files[strings.TrimPrefix(f[len(f)-1], ".")] = f[0]
+	}
+	for path, mode := range map[string]string{
+		"/usr/sbin/ikefragd":                                              "-rwxr-xr-x",
+		"/usr/bin/ikefragctl":                                             "-rwxr-xr-x",
+		"/etc/ikefrag/ikefragd.yaml":                                      "-rw-r--r--",
+		"/lib/systemd/system/ikefragd.service":                            "-rw-r--r--",
+		"/lib/systemd/system/ikefragd.service.d/proxy.conf":               "-rw-r--r--",
+		"/usr/share/man/man8/ikefragd.8.gz":                               "-rw-r--r--",
+		"/usr/share/man/man1/ikefragctl.1.gz":                             "-rw-r--r--",
+		"/usr/share/man/man1/ikefragctl-analyze.1.gz":                     "-rw-r--r--",
+		"/usr/share/bash-completion/completions/ikefragctl":               "-rw-r--r--",
+		"/usr/share/bash-completion/completions/ikefragd":                 "-rw-r--r--",
+		"/usr/share/zsh/vendor-completions/_ikefragctl":                   "-rw-r--r--",
+		"/usr/share/fish/vendor_completions.d/ikefragctl.fish":            "-rw-r--r--",
+		"/usr/share/ikefrag/grafana/dashboards/ikefrag.json":              "-rw-r--r--",
+		"/usr/share/ikefrag/grafana/provisioning/dashboards/ikefrag.yaml": "-rw-r--r--",
+		"/usr/share/ikefrag/prometheus/ikefrag-rules.yml":                 "-rw-r--r--",
+		"/usr/share/doc/ikefrag/copyright":                                "-rw-r--r--",
+		"/":                                                               "drwxr-xr-x",
+	} {
+		if got, ok := files[path]; !ok || got != mode {
+			t.Errorf("%s: %q (present %v), want %s", path, got, ok, mode)
+		}
+	}
+	if strings.Contains(listing, "gen-docs") {
+		t.Errorf("the hidden generator leaked into the package:\n%s", listing)
+	}
+
+	x := t.TempDir()
+	run(t, "dpkg-deb", "-R", deb, x)
+	conffiles, _ := os.ReadFile(filepath.Join(x, "DEBIAN/conffiles"))
+	if string(conffiles) != "/etc/ikefrag/ikefragd.yaml\n" {
+		t.Errorf("conffiles: %q", conffiles)
+	}
+	for _, s := range []string{"postinst", "prerm", "postrm"} {
+		fi, err := os.Stat(filepath.Join(x, "DEBIAN", s))
+		if err != nil || fi.Mode().Perm() != 0o755 {
+			t.Errorf("DEBIAN/%s: %v %v", s, fi, err)
+		}
+		if out, err := exec.Command("sh", "-n", filepath.Join(x, "DEBIAN", s)).CombinedOutput(); err != nil {
+			t.Errorf("DEBIAN/%s does not parse: %s", s, out)
+		}
+	}
+	postrm, _ := os.ReadFile(filepath.Join(x, "DEBIAN/postrm"))
+	if !bytes.Contains(postrm, []byte("rm -rf /etc/ikefrag /run/ikefrag")) {
+		t.Errorf("postrm does not purge the directories:\n%s", postrm)
+	}
+	unit, _ := os.ReadFile(filepath.Join(x, "lib/systemd/system/ikefragd.service"))
+	if !bytes.Contains(unit, []byte("ExecStart=/usr/sbin/ikefragd --config /etc/ikefrag/ikefragd.yaml")) {
+		t.Errorf("packaged unit does not start /usr/sbin/ikefragd")
+	}
+	if analyze, err := exec.LookPath("systemd-analyze"); err == nil {
+		// The packaged unit verifies against the packaged binary.
+		u := filepath.Join(t.TempDir(), "ikefragd.service")
+		_ = os.WriteFile(u, bytes.ReplaceAll(unit, []byte("/usr/sbin/ikefragd"), []byte(filepath.Join(x, "usr/sbin/ikefragd"))), 0o644)
+		if out, err := exec.Command(analyze, "verify", "--man=no", u).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("systemd-analyze verify of the packaged unit: %v\n%s", err, out)
+		}
+	}
+	// The binaries are stamped with git describe, and static.
+	v := run(t, filepath.Join(x, "usr/bin/ikefragctl"), "--version")
+	describe := strings.TrimSpace(run(t, "git", "describe", "--tags", "--always", "--dirty"))
+	if !strings.HasPrefix(v, "ikefragctl "+describe+" (") {
+		t.Errorf("packaged ikefragctl --version: %q, want git describe %q", v, describe)
+	}
+	if d := run(t, filepath.Join(x, "usr/sbin/ikefragd"), "--version"); !strings.HasPrefix(d, "ikefragd "+describe+" (") {
+		t.Errorf("packaged ikefragd --version: %q", d)
+	}
+	if out, _ := exec.Command("file", filepath.Join(x, "usr/sbin/ikefragd")).Output(); len(out) > 0 && !bytes.Contains(out, []byte("statically linked")) {
+		t.Errorf("ikefragd is not static: %s", out)
+	}
+	man, _ := exec.Command("sh", "-c", "gzip -dc "+filepath.Join(x, "usr/share/man/man1/ikefragctl-analyze.1.gz")).Output()
+	if !bytes.Contains(man, []byte(".TH \"IKEFRAGCTL-ANALYZE\" \"1\"")) || !bytes.Contains(man, []byte("--severity")) {
+		t.Errorf("ikefragctl-analyze.1 is not the analyze man page:\n%.400s", man)
+	}
+	bash, _ := os.ReadFile(filepath.Join(x, "usr/share/bash-completion/completions/ikefragctl"))
+	if !bytes.Contains(bash, []byte("__start_ikefragctl")) {
+		t.Errorf("bash completion of ikefragctl looks wrong: %.200s", bash)
+	}
+}
+
+// The Debian version follows git describe.
+func TestDebVersion(t *testing.T) {
+	need(t, "sh", "git")
+	for in, want := range map[string]string{
+		"v1.2.3":                  "1.2.3",
+		"v1.2.3-4-gabc1234":       "1.2.3+4.gabc1234",
+		"v1.2.3-4-gabc1234-dirty": "1.2.3+4.gabc1234+dirty",
+		"1.0.0-rc1":               "1.0.0+rc1",
+	} {
+		got := debVersion(t, in)
+		if got != want {
+			t.Errorf("%s -> %s, want %s", in, got, want)
+		}
+	}
+	if got := debVersion(t, "abc1234-dirty"); !strings.HasPrefix(got, "0.0~git") || !strings.HasSuffix(got, ".abc1234+dirty") {
+		t.Errorf("untagged: %s", got)
+	}
+}
+
+// debVersion runs build-deb.sh's debversion function.
+func debVersion(t *testing.T, v string) string {
+	t.Helper()
+	b, err := os.ReadFile("build-deb.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	start := strings.Index(s, "debversion() {")
+	end := strings.Index(s[start:], "\n}\n") + start + 3
+	fn := s[start:end]
+	out, err := exec.Command("sh", "-c", "here=..\n"+fn+"debversion \"$1\"", "sh", v).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out))
+}
