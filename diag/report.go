@@ -46,7 +46,7 @@ type SessionReport struct {
 	Established            bool          `json:"established"`
 	FragmentationSupported FragSupport   `json:"fragmentation_supported"`
 	ProposalChosen         string        `json:"proposal_chosen,omitempty"`
-	Quirks                 []string      `json:"quirks,omitempty"` // departures from RFC 7296 that decoding tolerated
+	Quirks                 []string      `json:"quirks,omitempty"`        // departures from RFC 7296 that decoding tolerated
 	PMTUEstimate           *PMTUEstimate `json:"pmtu_estimate,omitempty"` // toward the client
 	Ladder                 []LadderRow   `json:"ladder"`
 	Verdicts               []Verdict     `json:"verdicts"`
