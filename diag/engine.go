@@ -119,10 +119,17 @@ type Engine struct {
 	nextID  int
 	peers   map[netip.Addr]*Peer
 	orphans map[[2]netip.Addr]*orphanTrains
-	drops   []*obs.Drop
-	now     time.Time
-	stats   Stats
-	dec     *Decryptor
+	// dropIndex files kernel drop records by datagram (drop.go);
+	// dropOrder is their arrival order, for eviction.
+	dropIndex map[dropKey][]*obs.Drop
+	dropOrder []dropKey
+	icmpDrops []*obs.Drop
+	// bySig maps a datagram's addresses and IP ID to its session, so a
+	// drop record arriving later marks the session changed.
+	bySig map[dropKey]*Session
+	now   time.Time
+	stats Stats
+	dec   *Decryptor
 	// warnings are report-level notes about the input (Warn).
 	warnings []string
 }
@@ -138,12 +145,14 @@ type orphanTrains struct {
 // New returns an engine with the given options (zero fields take defaults).
 func New(opt Options) *Engine {
 	e := &Engine{
-		opt:      opt.withDefaults(),
-		seed:     maphash.MakeSeed(),
-		sessions: make(map[sessionKey]*Session),
-		lru:      list.New(),
-		peers:    make(map[netip.Addr]*Peer),
-		orphans:  make(map[[2]netip.Addr]*orphanTrains),
+		opt:       opt.withDefaults(),
+		seed:      maphash.MakeSeed(),
+		sessions:  make(map[sessionKey]*Session),
+		lru:       list.New(),
+		peers:     make(map[netip.Addr]*Peer),
+		orphans:   make(map[[2]netip.Addr]*orphanTrains),
+		dropIndex: make(map[dropKey][]*obs.Drop),
+		bySig:     make(map[dropKey]*Session),
 	}
 	if opt.Keys != nil {
 		e.dec = NewDecryptor(opt.Keys, e.Now)
@@ -167,9 +176,7 @@ func (e *Engine) Add(r obs.Record) {
 	case r.Drop != nil:
 		e.advance(r.Drop.Time)
 		e.stats.Drops++
-		if len(e.drops) < 1024 {
-			e.drops = append(e.drops, r.Drop)
-		}
+		e.addDrop(r.Drop)
 	}
 }
 
@@ -236,7 +243,7 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 	g := &Datagram{
 		Time: d.Time, Src: d.Src, Dst: d.Dst, Header: h, Marker: fr.Marker,
 		UDPLen: d.Length, IPFrags: max(1, len(d.Frags)), IPFragmented: len(d.Frags) > 0, Complete: d.Complete,
-		Missing: d.Missing, Incomplete: d.Incomplete, Copies: 1,
+		Missing: d.Missing, Incomplete: d.Incomplete, Copies: 1, IPID: d.IPID,
 	}
 	if d.Frame != 0 {
 		g.Frames = []int{d.Frame}
@@ -270,6 +277,8 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 		return
 	}
 	e.place(s, g, fr.IKE)
+	s.Changes++
+	e.noteIPID(s, g)
 	if g.Message != nil {
 		if q := g.Message.Quirks(); len(q) > 0 && len(s.Quirks) < 4 {
 			s.Quirks = append(s.Quirks, sprintf("%s %s (Message ID %d): %s", h.Exchange, reqResp(h.Flags.Response()), h.MessageID, q[0]))

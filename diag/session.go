@@ -37,6 +37,9 @@ type Datagram struct {
 	// IPFragmented is true when the datagram was IP-fragmented, also when
 	// only one of its fragments was seen (IPFrags is then 1).
 	IPFragmented bool
+	// IPID is the IP Identification (IPv4) or Fragment header ID (IPv6):
+	// kernel drop records are tied to the datagram by it.
+	IPID uint32
 	// Complete is false when an IP fragment never arrived (at any observation
 	// point); Missing says which bytes.
 	Complete   bool
@@ -121,6 +124,10 @@ type Session struct {
 	// Responses counts response datagrams (IKEv2 R flag; IKEv1: a
 	// responder's message).
 	Responses int
+	// Changes counts what was added to the session (datagrams, and kernel
+	// drops tied to its datagrams); live judging re-evaluates a session
+	// when it moves.
+	Changes uint64
 	// rolesKnown is set for IKEv1 once a message showed who initiated.
 	rolesKnown bool
 	// Facts only keys reveal: messages carrying AUTHENTICATION_FAILED, and

@@ -116,5 +116,5 @@ func (e *Engine) Findings(final bool) []Verdict {
 			Frames: a.frames, Remedy: remedies[UnsolicitedResponses],
 		})
 	}
-	return out
+	return append(out, e.localICMPDrops()...)
 }

@@ -200,6 +200,17 @@ func (v *evaluator) run() []Verdict {
 	return v.out
 }
 
+// mark sets the provisional flag and the kernel drop citations on the
+// verdicts added since index n.
+func (v *evaluator) mark(n int, provisional bool, drops []string) {
+	for i := n; i < len(v.out); i++ {
+		v.out[i].Provisional = provisional
+		if v.out[i].Code != FragmentationNotNegotiated {
+			v.out[i].KernelDrops = drops
+		}
+	}
+}
+
 func (v *evaluator) hasError() bool {
 	for _, x := range v.out {
 		if x.Severity == Error {
@@ -240,9 +251,12 @@ func (v *evaluator) saInit() {
 	}
 	last := lastResponse(x)
 	if last == nil {
-		if !v.settled || v.initAnsweredOutOfView() {
+		drops := v.e.dropsIn(x.Requests)
+		if !v.settled && x.Retransmissions() == 0 && len(drops) == 0 || v.initAnsweredOutOfView() {
 			return
 		}
+		n := len(v.out)
+		defer func() { v.mark(n, !v.settled && len(drops) == 0, drops) }()
 		if anyFragmented(x.Requests) {
 			v.add(FragmentsDropped, Error, TowardServer, x,
 				"IKE_SA_INIT request was IP-fragmented and never answered (it cannot be fragmented at the IKE layer)",
@@ -381,9 +395,15 @@ func (v *evaluator) auth(x *Exchange) {
 	name := x.Type.String()
 	negotiated := s.FragSupported.Initiator && s.FragSupported.Responder
 	if !x.Answered() {
-		if !v.settled || (x.Retransmissions() == 0 && !anyIncomplete(x.Requests)) {
+		// A local drop of the request's fragments is decisive at once;
+		// retransmissions give a provisional verdict from the second copy
+		// on, final when the session settles.
+		drops := v.e.dropsIn(x.Requests)
+		if len(drops) == 0 && x.Retransmissions() == 0 && (!v.settled || !anyIncomplete(x.Requests)) {
 			return
 		}
+		n := len(v.out)
+		defer func() { v.mark(n, !v.settled && len(drops) == 0, drops) }()
 		switch {
 		case anySKF(x.Requests) && anyFragmented(x.Requests):
 			v.add(IKEFragmentsExceedPMTU, Error, TowardServer, x,
@@ -406,6 +426,9 @@ func (v *evaluator) auth(x *Exchange) {
 	if !responseLost(s, x) {
 		return
 	}
+	drops := v.e.dropsIn(x.Responses)
+	n := len(v.out)
+	defer func() { v.mark(n, !v.settled && len(drops) == 0, drops) }()
 	// The responder answered, yet the initiator kept retransmitting: the
 	// response does not arrive.
 	ev := []string{v.sendsString(x.Requests), "responses: " + v.sendsString(x.Responses), "the initiator retransmitted after the response was sent: the response does not arrive"}

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/diag/obs"
@@ -42,11 +44,27 @@ type pipeline struct {
 	// By kind: datagrams, ICMP too-big, drops; and sessions expired.
 	recDatagrams, recTooBig, recDrops, expired atomic.Uint64
 	counts                                     map[diag.Code]int
+	// provisional counts verdicts reported before their session settled
+	// (ikefrag_provisional_verdicts_total).
+	provisional *prometheus.CounterVec
+	// findings remembers the report-level findings already reported.
+	findings map[findingKey]struct{}
 }
+
+// findingKey identifies a report-level finding.
+type findingKey struct {
+	code   diag.Code
+	target string
+}
+
+// maxFindingKeys bounds the findings remembered; past it they may be
+// reported again, which is harmless.
+const maxFindingKeys = 4096
 
 // mark is what the pipeline remembers of a session between ticks.
 type mark struct {
 	last    time.Time // the session's Last when it was judged
+	changes uint64    // the session's Changes when it was judged
 	settled bool
 	gen     uint64
 	seen    map[verdictKey]struct{}
@@ -59,6 +77,9 @@ type verdictKey struct {
 	dir      string
 	exchange string
 	mid      uint32
+	// provisional: a verdict reported as provisional is reported again
+	// when it becomes final.
+	provisional bool
 }
 
 // engineSnapshot is what the engine goroutine publishes every tick.
@@ -96,6 +117,13 @@ func newPipeline(opt diag.Options, logRate int, log *slog.Logger, events *eventH
 		marks:   map[int]*mark{},
 		limiter: newLogLimiter(logRate),
 		counts:  map[diag.Code]int{},
+		provisional: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "provisional_verdicts_total",
+			Help: "Verdicts reported before their session settled (from retransmissions), by code and severity; each is reported again in verdicts_total when final."},
+			[]string{"code", "severity"}),
+		findings: map[findingKey]struct{}{},
+	}
+	if m != nil && m.reg != nil {
+		m.reg.MustRegister(p.provisional)
 	}
 	if p.settle <= 0 {
 		p.settle = diag.DefaultOptions.Settle
@@ -202,13 +230,13 @@ func (p *pipeline) judge(now time.Time) {
 		if m == nil {
 			m = &mark{seen: map[verdictKey]struct{}{}}
 			p.marks[s.ID] = m
-		} else if s.Last.Equal(m.last) && m.settled == settled {
+		} else if s.Last.Equal(m.last) && m.settled == settled && m.changes == s.Changes {
 			m.gen = p.gen
 			continue
 		}
-		m.gen, m.last, m.settled = p.gen, s.Last, settled
+		m.gen, m.last, m.settled, m.changes = p.gen, s.Last, settled, s.Changes
 		for _, v := range p.eng.Evaluate(s, false) {
-			k := verdictKey{code: v.Code, dir: v.Direction, exchange: v.Exchange}
+			k := verdictKey{code: v.Code, dir: v.Direction, exchange: v.Exchange, provisional: v.Provisional}
 			if v.MessageID != nil {
 				k.mid = *v.MessageID
 			}
@@ -216,6 +244,18 @@ func (p *pipeline) judge(now time.Time) {
 				m.seen[k] = struct{}{}
 				p.report(now, v)
 			}
+		}
+	}
+	// Report-level findings (unsolicited responses per target, local
+	// drops of ICMP too-big), each once per target and code.
+	for _, v := range p.eng.Findings(false) {
+		k := findingKey{code: v.Code, target: v.Client}
+		if _, ok := p.findings[k]; !ok {
+			if len(p.findings) >= maxFindingKeys {
+				clear(p.findings)
+			}
+			p.findings[k] = struct{}{}
+			p.report(now, v)
 		}
 	}
 	// Forget sessions the engine expired or evicted.
@@ -227,8 +267,14 @@ func (p *pipeline) judge(now time.Time) {
 }
 
 func (p *pipeline) report(now time.Time, v diag.Verdict) {
-	p.counts[v.Code]++
-	p.m.verdicts.WithLabelValues(string(v.Code), string(v.Severity)).Inc()
+	if v.Provisional {
+		// Counted apart, so verdicts_total counts each verdict once,
+		// when final.
+		p.provisional.WithLabelValues(string(v.Code), string(v.Severity)).Inc()
+	} else {
+		p.counts[v.Code]++
+		p.m.verdicts.WithLabelValues(string(v.Code), string(v.Severity)).Inc()
+	}
 	vc := v
 	p.events.publish(control.Event{Kind: control.EventVerdict, Message: v.Summary, Verdict: &vc})
 	if !p.limiter.allow(now) {
@@ -255,7 +301,17 @@ func (p *pipeline) report(now time.Time, v diag.Verdict) {
 	if len(v.Remedy) > 0 {
 		attrs = append(attrs, slog.String("remedy", strings.Join(v.Remedy, "; ")))
 	}
-	p.log.LogAttrs(context.Background(), level, "verdict: "+v.Summary, attrs...)
+	if v.Provisional {
+		attrs = append(attrs, slog.Bool("provisional", true))
+	}
+	if len(v.KernelDrops) > 0 {
+		attrs = append(attrs, slog.String("kernel_drops", strings.Join(v.KernelDrops, "; ")))
+	}
+	msg := "verdict: "
+	if v.Provisional {
+		msg = "provisional verdict: "
+	}
+	p.log.LogAttrs(context.Background(), level, msg+v.Summary, attrs...)
 }
 
 var errBusy = errors.New("the diagnosis engine did not answer in time")

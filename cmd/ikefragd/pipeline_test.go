@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/diag/capture"
@@ -127,4 +129,92 @@ func TestVerdictLogRateLimit(t *testing.T) {
 	if evs != 100 {
 		t.Errorf("%d events, want 100", evs)
 	}
+}
+
+// shiftRecords moves a capture's records in time by d, so that the
+// pipeline's wall clock sees them as live traffic.
+func shiftRecords(recs []obs.Record, d time.Duration) {
+	for _, r := range recs {
+		switch {
+		case r.Datagram != nil:
+			r.Datagram.Time, r.Datagram.Last = r.Datagram.Time.Add(d), r.Datagram.Last.Add(d)
+			for i := range r.Datagram.Frags {
+				r.Datagram.Frags[i].Time = r.Datagram.Frags[i].Time.Add(d)
+			}
+		case r.TooBig != nil:
+			r.TooBig.Time = r.TooBig.Time.Add(d)
+		case r.Drop != nil:
+			r.Drop.Time = r.Drop.Time.Add(d)
+		}
+	}
+}
+
+// Retransmissions give a provisional verdict from the second unanswered
+// copy on, reported (event, log, metric) as provisional, and the final
+// verdict once the session settles.
+func TestPipelineProvisionalThenFinal(t *testing.T) {
+	recs := records(t, shared.LabPcap(t, "b.pcap"))
+	var logs bytes.Buffer
+	hub := newEventHub()
+	p := newPipeline(diag.Options{}, 100, slog.New(slog.NewTextHandler(&logs, nil)), hub, newMetrics())
+	var first time.Time
+	for _, r := range recs {
+		if r.Datagram != nil {
+			first = r.Datagram.Time
+			break
+		}
+	}
+	start := p.now()
+	shiftRecords(recs, start.Sub(first))
+	provisionalAt := -1
+	for i, r := range recs {
+		p.add(r)
+		at := start
+		if r.Datagram != nil {
+			at = r.Datagram.Time
+		}
+		p.eng.Advance(at)
+		p.judge(at)
+		if provisionalAt < 0 && strings.Contains(logs.String(), "provisional verdict") {
+			provisionalAt = i
+		}
+	}
+	if provisionalAt < 0 || provisionalAt == len(recs)-1 {
+		t.Fatalf("provisional verdict at record %d of %d:\n%s", provisionalAt, len(recs), logs.String())
+	}
+	if p.counts[diag.FragmentsDropped] != 0 {
+		t.Errorf("final FRAGMENTS_DROPPED counted before settle")
+	}
+	last := p.eng.Now()
+	p.eng.Advance(last.Add(p.settle))
+	p.judge(last.Add(p.settle))
+	if p.counts[diag.FragmentsDropped] != 1 {
+		t.Errorf("final FRAGMENTS_DROPPED counted %d times after settle", p.counts[diag.FragmentsDropped])
+	}
+	var prov, final int
+	_ = hub.serve(context.Background(), false, func(e control.Event) error {
+		if e.Verdict != nil && e.Verdict.Code == diag.FragmentsDropped {
+			if e.Verdict.Provisional {
+				prov++
+			} else {
+				final++
+			}
+		}
+		return nil
+	})
+	if prov != 1 || final != 1 {
+		t.Errorf("events: %d provisional, %d final FRAGMENTS_DROPPED; want 1 and 1", prov, final)
+	}
+	if n := testutilCount(t, p, diag.FragmentsDropped); n != 1 {
+		t.Errorf("provisional metric %v", n)
+	}
+}
+
+func testutilCount(t *testing.T, p *pipeline, c diag.Code) float64 {
+	t.Helper()
+	m := &dto.Metric{}
+	if err := p.provisional.WithLabelValues(string(c), string(diag.Error)).Write(m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
