@@ -34,6 +34,7 @@ func (e *Engine) addDrop(d *obs.Drop) {
 		return
 	}
 	k := dropKey{d.Src, d.Dst, d.IPID}
+	e.espDrop(d)
 	if s := e.bySig[k]; s != nil {
 		// A drop that arrives after its datagram changes the session's
 		// verdict: say so, so that live judging looks again.

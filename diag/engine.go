@@ -127,9 +127,16 @@ type Engine struct {
 	// bySig maps a datagram's addresses and IP ID to its session, so a
 	// drop record arriving later marks the session changed.
 	bySig map[dropKey]*Session
-	now   time.Time
-	stats Stats
-	dec   *Decryptor
+	// esp holds ESP per direction between two peers (esp.go); espByID
+	// finds the flow of a fragmented ESP datagram for a later drop;
+	// pairLatest is the latest IKE session between two addresses, which
+	// ESP verdicts attach to.
+	esp        map[espKey]*espFlow
+	espByID    map[dropKey]*espFlow
+	pairLatest map[[2]netip.Addr]*Session
+	now        time.Time
+	stats      Stats
+	dec        *Decryptor
 	// warnings are report-level notes about the input (Warn).
 	warnings []string
 }
@@ -145,14 +152,17 @@ type orphanTrains struct {
 // New returns an engine with the given options (zero fields take defaults).
 func New(opt Options) *Engine {
 	e := &Engine{
-		opt:       opt.withDefaults(),
-		seed:      maphash.MakeSeed(),
-		sessions:  make(map[sessionKey]*Session),
-		lru:       list.New(),
-		peers:     make(map[netip.Addr]*Peer),
-		orphans:   make(map[[2]netip.Addr]*orphanTrains),
-		dropIndex: make(map[dropKey][]*obs.Drop),
-		bySig:     make(map[dropKey]*Session),
+		opt:        opt.withDefaults(),
+		seed:       maphash.MakeSeed(),
+		sessions:   make(map[sessionKey]*Session),
+		lru:        list.New(),
+		peers:      make(map[netip.Addr]*Peer),
+		orphans:    make(map[[2]netip.Addr]*orphanTrains),
+		dropIndex:  make(map[dropKey][]*obs.Drop),
+		bySig:      make(map[dropKey]*Session),
+		esp:        make(map[espKey]*espFlow),
+		espByID:    make(map[dropKey]*espFlow),
+		pairLatest: make(map[[2]netip.Addr]*Session),
 	}
 	if opt.Keys != nil {
 		e.dec = NewDecryptor(opt.Keys, e.Now)
@@ -173,6 +183,7 @@ func (e *Engine) Add(r obs.Record) {
 		e.advance(r.TooBig.Time)
 		e.stats.TooBig++
 		e.peer(r.TooBig.OrigDst).addTooBig(r.TooBig)
+		e.espTooBig(r.TooBig)
 	case r.Drop != nil:
 		e.advance(r.Drop.Time)
 		e.stats.Drops++
@@ -196,7 +207,12 @@ const (
 func (e *Engine) addDatagram(d *obs.Datagram) {
 	switch {
 	case d.Proto == protoESP:
-		e.stats.ESP++
+		if d.Length < 0 {
+			// No ESP header: a train whose first fragment is missing.
+			e.addESP(d, false, 0)
+			return
+		}
+		e.addESP(d, false, espSPI(d.Payload))
 		return
 	case d.Proto != protoUDP:
 		return
@@ -225,7 +241,7 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 	fr := e.opt.Ports.Classify(d.Src.Port(), d.Dst.Port(), d.Payload)
 	switch fr.Kind {
 	case ike.KindESP:
-		e.stats.ESP++
+		e.addESP(d, true, fr.SPI)
 		return
 	case ike.KindKeepalive:
 		e.stats.Keepalives++
@@ -317,6 +333,7 @@ func (e *Engine) session(g *Datagram) *Session {
 			e.evictOldest()
 		}
 		e.nextID++
+		defer func() { e.pairLatest[pairOf(s.Initiator.Addr(), s.Responder.Addr())] = s }()
 		s = &Session{ID: e.nextID, SPIi: h.SPIi, IKEv1: h.IsIKEv1(), First: g.Time, seen: make(map[sig]*Datagram), key: k}
 		s.RelayLeg = e.opt.RelayLeg != nil && !h.IsIKEv1() && e.opt.RelayLeg(init.Addr())
 		if h.IsIKEv1() {
@@ -382,6 +399,9 @@ func (e *Engine) evictOldest() {
 
 func (e *Engine) forget(s *Session) {
 	delete(e.sessions, s.key)
+	if p := pairOf(s.Initiator.Addr(), s.Responder.Addr()); e.pairLatest[p] == s {
+		delete(e.pairLatest, p)
+	}
 	e.lru.Remove(s.elem)
 }
 
@@ -589,6 +609,11 @@ func (e *Engine) Expire(now time.Time) int {
 	for k, o := range e.orphans {
 		if now.Sub(o.Last) > e.opt.Idle {
 			delete(e.orphans, k)
+		}
+	}
+	for k, f := range e.esp {
+		if now.Sub(f.last) > e.opt.Idle {
+			delete(e.esp, k)
 		}
 	}
 	for a, p := range e.peers {

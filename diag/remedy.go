@@ -156,6 +156,19 @@ var errorNotifies = map[ike.NotifyType]notifyInfo{
 	ike.NotifyType(48): {"the responder has no more queues for another CHILD SA of these selectors (RFC 9611)", Warning, "RRAS: not applicable", "Windows client: not applicable", `strongSwan: lower the per-CPU SA count ("per_cpu_sas") on the initiator`},
 }
 
+// espRemedies sizes the tunnel for the path: the inner MTU and TCP MSS
+// that make every ESP datagram fit (esp.go computes them from the path MTU
+// and the SA's overhead).
+func espRemedies(mtu, mss4, mss6 int) []string {
+	return []string{
+		sprintf(`strongSwan (kernel IPsec): in strongswan.conf set charon.plugins.kernel-netlink.mtu = %d and charon.plugins.kernel-netlink.mss = %d (routes into the tunnel then carry that MTU and TCP MSS); restart charon`, mtu, mss4),
+		sprintf(`strongSwan (kernel-libipsec, userspace ESP): set charon.plugins.kernel-libipsec.mtu = %d in strongswan.conf (the TUN device MTU; default 1400); restart charon`, mtu),
+		sprintf(`nftables on the gateway: clamp TCP MSS on forwarded SYNs to the route MTU: nft add rule inet filter forward tcp flags syn tcp option maxseg size set rt mtu (with a route MTU of %d into the tunnel), or a fixed value: tcp option maxseg size set %d (IPv4) / %d (IPv6)`, mtu, mss4, mss6),
+		sprintf(`Windows client: set the VPN interface MTU: netsh interface ipv4 set subinterface "<VPN connection name>" mtu=%d store=persistent (and ipv6 likewise); TCP MSS then follows (%s)`, mtu, tcpMSSNote(mss4, mss6)),
+		pathAllowFragments,
+	}
+}
+
 func init() {
 	for t, n := range errorNotifies {
 		c := Code(t.String())

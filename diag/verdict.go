@@ -38,6 +38,11 @@ const (
 	// PMTUDBlackholeLocal: this host's kernel dropped an ICMP
 	// fragmentation-needed / packet-too-big message.
 	PMTUDBlackholeLocal Code = "PMTUD_BLACKHOLE_LOCAL"
+	// ESPFragmentsDropped: after the tunnel came up, ESP datagrams are
+	// IP-fragmented and the fragments lost.
+	ESPFragmentsDropped Code = "ESP_FRAGMENTS_DROPPED"
+	// ESPExceedsPMTU: an ICMP too-big quotes the tunnel's ESP.
+	ESPExceedsPMTU Code = "ESP_EXCEEDS_PMTU"
 )
 
 // Error notify verdicts: the code is the notify's IANA name (RFC 7296
@@ -197,6 +202,8 @@ func (v *evaluator) run() []Verdict {
 		}
 		v.add(OK, Info, "", s.Find(ike.ExchangeIKEAuth), "IKE SA established", ev, nil)
 	}
+	// After OK: ESP trouble does not unmake the IKE SA.
+	v.esp()
 	return v.out
 }
 
