@@ -205,13 +205,68 @@ func (e *Engine) touchESP(k espKey) {
 	}
 }
 
-// espDrop files a kernel drop of an ESP fragment that arrived after its
-// datagram.
+// espDrop files a kernel drop of an ESP fragment. Live, the observer
+// hands ESP to no one (it only counts it), so a drop is often the only
+// record of an ESP datagram: a dropped IP fragment of ESP, or of UDP on
+// the NAT-T port, between the peers of an IKE SA in view, and not part of
+// an IKE datagram, is taken as the tunnel's.
 func (e *Engine) espDrop(d *obs.Drop) {
-	if f := e.espByID[dropKey{d.Src, d.Dst, d.IPID}]; f != nil {
-		f.addDrop(d)
-		e.touchESP(espKey{d.Src, d.Dst})
+	k := dropKey{d.Src, d.Dst, d.IPID}
+	f := e.espByID[k]
+	if f == nil {
+		if !d.Fragment || e.bySig[k] != nil || e.pairLatest[pairOf(d.Src, d.Dst)] == nil {
+			return
+		}
+		natt := d.SrcPort == e.opt.Ports.NATT || d.DstPort == e.opt.Ports.NATT
+		if d.Proto != protoESP && !(d.Proto == protoUDP && (natt || d.FragOffset > 0)) {
+			return
+		}
+		if d.Proto == protoUDP && d.FragOffset > 0 && e.esp[espKey{d.Src, d.Dst}] == nil && !e.nattBetween(d.Src, d.Dst) {
+			// A non-first fragment carries no port: count it only between
+			// peers whose IKE SA moved to the NAT-T port (where
+			// kernel-libipsec and NAT-T put ESP).
+			return
+		}
+		f = e.esp[espKey{d.Src, d.Dst}]
+		if f == nil {
+			if len(e.esp) >= e.opt.MaxSessions {
+				return
+			}
+			f = &espFlow{udp: d.Proto == protoUDP, v6: d.Src.Is6(), first: d.Time,
+				src: netip.AddrPortFrom(d.Src, d.SrcPort), dst: netip.AddrPortFrom(d.Dst, d.DstPort)}
+			if d.Proto == protoUDP && d.SrcPort == 0 {
+				f.src, f.dst = netip.AddrPortFrom(d.Src, e.opt.Ports.NATT), netip.AddrPortFrom(d.Dst, e.opt.Ports.NATT)
+			}
+			e.esp[espKey{d.Src, d.Dst}] = f
+		}
+		if len(e.espByID) >= maxDrops {
+			clear(e.espByID)
+		}
+		e.espByID[k] = f
+		f.n++
+		f.frag++
+		f.last = d.Time
 	}
+	f.addDrop(d)
+	if d.FragOffset > 0 {
+		// The first fragment carried FragOffset bytes of data: its IP
+		// length is the sender's own path MTU (rounded down to 8 bytes).
+		hdr := 20
+		if d.Src.Is6() {
+			hdr = 48 // IPv6 header and Fragment header
+		}
+		if n := d.FragOffset + hdr; f.firstFrag == 0 || n < f.firstFrag {
+			f.firstFrag = n
+		}
+	}
+	e.touchESP(espKey{d.Src, d.Dst})
+}
+
+// nattBetween reports whether the latest IKE SA between a and b runs on
+// the NAT-T port.
+func (e *Engine) nattBetween(a, b netip.Addr) bool {
+	s := e.pairLatest[pairOf(a, b)]
+	return s != nil && (s.Initiator.Port() == e.opt.Ports.NATT || s.Responder.Port() == e.opt.Ports.NATT)
 }
 
 // espTooBig files an ICMP too-big message quoting ESP or ESP-in-UDP.

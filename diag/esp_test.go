@@ -76,3 +76,31 @@ func TestESPFragmentDropLocal(t *testing.T) {
 		t.Errorf("remedy:\n%s", all)
 	}
 }
+
+// Live, ESP never reaches the engine, only the kernel's drops of its
+// fragments do: they alone make the verdict, sized from the dropped
+// fragment's offset.
+func TestESPDropsOnly(t *testing.T) {
+	w := established(t)
+	for i, at := range []time.Duration{time.Second, 2 * time.Second} {
+		w.e.Add(obs.Record{Drop: &obs.Drop{Time: w.t0.Add(at), Name: "NETFILTER_DROP", Src: cliAddr, Dst: srvAddr, Proto: 17,
+			IPID: uint32(100 + i), Fragment: true, FragOffset: 1256}})
+		w.e.Add(obs.Record{Drop: &obs.Drop{Time: w.t0.Add(at), Name: "NETFILTER_DROP", Src: cliAddr, Dst: srvAddr, Proto: 17,
+			SrcPort: 4500, DstPort: 4500, IPID: uint32(100 + i), Fragment: true}})
+	}
+	r := w.e.Report(false)
+	v := findVerdict(r, diag.ESPFragmentsDropped)
+	if v == nil || v.Direction != diag.TowardServer || len(v.KernelDrops) != 4 || findVerdict(r, diag.OK) == nil {
+		t.Fatalf("verdicts %v / %+v", codesOf(r), v)
+	}
+	if all := strings.Join(v.Remedy, "\n"); !strings.Contains(all, "kernel-libipsec.mtu = 1198") {
+		t.Errorf("remedy:\n%s", all)
+	}
+	// Host-wide drops between addresses with no IKE SA in view are not
+	// taken for ESP.
+	e := diag.New(diag.Options{})
+	e.Add(obs.Record{Drop: &obs.Drop{Time: w.t0, Src: cliAddr, Dst: srvAddr, Proto: 17, SrcPort: 4500, DstPort: 4500, IPID: 9, Fragment: true}})
+	if r := e.Report(true); len(r.Sessions)+len(r.Findings) != 0 {
+		t.Errorf("report %+v", r)
+	}
+}
