@@ -396,6 +396,9 @@ func (v *evaluator) espFlow(f *espFlow, dir string) {
 		kind = "ESP-in-UDP"
 	}
 	desc := sprintf("%s from %s to %s (SPI %#08x)", kind, f.src, f.dst, f.spi)
+	if f.spi == 0 {
+		desc = sprintf("%s from %s to %s (SPI not seen)", kind, f.src, f.dst)
+	}
 	if f.tooBig > 0 {
 		ev := []string{
 			sprintf("%d ICMP fragmentation-needed / packet-too-big message(s) from %s quote %s: the path carries %d bytes", f.tooBigSeen, f.tooBigFrom, desc, f.tooBig),
