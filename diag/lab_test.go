@@ -162,3 +162,96 @@ func checkESPBlackhole(t *testing.T, r diag.Report) {
 func TestESPBlackholeCapture(t *testing.T) {
 	checkESPBlackhole(t, analyze(t, filepath.Join("testdata", "lab", "esp-blackhole.pcap")))
 }
+
+// liveRun starts a lab, captures on the router with filter, initiates,
+// and returns the capture's report.
+func liveRun(t *testing.T, topo lab.Topology, filter string, cli, srv lab.Charon, wantOK bool) diag.Report {
+	t.Helper()
+	l := lab.New(t, topo)
+	pcap := lab.Capture(t, l.Mid, "any", filter)
+	c, _ := l.StartPair(cli, srv)
+	ok, out, err := c.Initiate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok != wantOK {
+		t.Fatalf("initiate ok=%v, want %v:\n%s", ok, wantOK, out)
+	}
+	pcap.Stop()
+	return analyze(t, pcap.Path)
+}
+
+// TestLivePartialFragments: the 809 case captured where only part of each
+// IKE_AUTH train is visible. The capture filter plays the box in front of
+// the capture point.
+func TestLivePartialFragments(t *testing.T) {
+	lab.Require(t)
+	t.Parallel()
+	nofrag := lab.Charon{Fragmentation: "no"}
+	cases := []struct{ name, filter string }{
+		// Only the first fragment of each copy (a later box dropped the
+		// rest; the capture point saw them go by).
+		{"first_only", "(udp port 500 or udp port 4500) or icmp"},
+		// Only the later fragments: the first fragments were lost before
+		// the capture point.
+		{"later_only", "((udp port 500 or udp port 4500) and not (ip[6:2] & 0x2000 != 0)) or (ip[6:2] & 0x1fff != 0)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			r := liveRun(t, lab.Topology{Drop: lab.DropAll}, c.filter, nofrag, nofrag, false)
+			got := verdictsOf(r)
+			if got[verdict{diag.FragmentsDropped, diag.TowardServer}] != 1 || got[verdict{diag.UnansweredIKEAuth, diag.TowardServer}] != 0 || r.Summary.Errors == 0 {
+				t.Errorf("verdicts %v, want FRAGMENTS_DROPPED toward the server", got)
+			}
+		})
+	}
+}
+
+// TestLiveInvalidKESameSPI: strongSwan retries after INVALID_KE_PAYLOAD
+// under the same initiator SPI (RFC 7296 §1.2).
+func TestLiveInvalidKESameSPI(t *testing.T) {
+	lab.Require(t)
+	t.Parallel()
+	r := liveRun(t, lab.Topology{}, "", lab.Charon{Proposals: "aes256-sha256-modp3072-ecp256"}, lab.Charon{Proposals: "aes256-sha256-ecp256"}, true)
+	if len(r.Sessions) != 1 {
+		t.Fatalf("%d sessions, want 1 (the retry keeps the SPI)", len(r.Sessions))
+	}
+	got := verdictsOf(r)
+	if got[verdict{diag.InvalidKEPayload, ""}] != 1 || got[verdict{diag.OK, ""}] != 1 {
+		t.Errorf("verdicts %v, want INVALID_KE_PAYLOAD and OK", got)
+	}
+	for _, v := range r.Sessions[0].Verdicts {
+		if v.Code == diag.InvalidKEPayload && (v.Severity != diag.Info || !strings.Contains(strings.Join(v.Evidence, " "), "same SPI")) {
+			t.Errorf("INVALID_KE_PAYLOAD %+v", v)
+		}
+	}
+}
+
+// TestLiveNoProposalWeakOffer: a client offering only 3DES / SHA-1 gets a
+// remedy built from its offer, flagged weak.
+func TestLiveNoProposalWeakOffer(t *testing.T) {
+	lab.Require(t)
+	t.Parallel()
+	r := liveRun(t, lab.Topology{}, "", lab.Charon{Proposals: "3des-sha1-modp2048"}, lab.Charon{}, false)
+	var v *diag.Verdict
+	for _, s := range r.Sessions {
+		for i := range s.Verdicts {
+			if s.Verdicts[i].Code == diag.NoProposalChosen {
+				v = &s.Verdicts[i]
+			}
+		}
+	}
+	if v == nil {
+		t.Fatalf("no NO_PROPOSAL_CHOSEN: %v", verdictsOf(r))
+	}
+	all := strings.Join(v.Remedy, "\n")
+	for _, want := range []string{`"3des-sha1-prfsha1-modp2048"`, "-EncryptionMethod DES3 -IntegrityCheckMethod SHA1 -DHGroup Group14", "below the baseline", "strongSwan initiator"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("remedy lacks %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, "matches what the peer offers") {
+		t.Errorf("remedy claims a match:\n%s", all)
+	}
+}
