@@ -35,10 +35,12 @@ func (e *Engine) addDrop(d *obs.Drop) {
 	}
 	k := dropKey{d.Src, d.Dst, d.IPID}
 	e.espDrop(d)
-	if s := e.bySig[k]; s != nil {
+	if sk, ok := e.bySig[k]; ok {
 		// A drop that arrives after its datagram changes the session's
 		// verdict: say so, so that live judging looks again.
-		s.Changes++
+		if s := e.sessions[sk]; s != nil {
+			s.Changes++
+		}
 	}
 	if len(e.dropOrder) >= maxDrops {
 		old := e.dropOrder[0]
@@ -68,7 +70,7 @@ func (e *Engine) noteIPID(s *Session, g *Datagram) {
 	if len(e.bySig) >= maxDrops {
 		clear(e.bySig)
 	}
-	e.bySig[dropKey{g.Src.Addr(), g.Dst.Addr(), g.IPID}] = s
+	e.bySig[dropKey{g.Src.Addr(), g.Dst.Addr(), g.IPID}] = s.key
 }
 
 // dropsOf returns the drops of a datagram.

@@ -89,3 +89,23 @@ func TestPMTUDBlackholeLocal(t *testing.T) {
 		t.Errorf("finding %+v summary %+v", r.Findings[0], r.Summary)
 	}
 }
+
+// An ICMP too-big about the path to the responder, smaller than the
+// request, makes the verdict final at the second copy, without waiting
+// for settle.
+func TestICMPTooBigDecides(t *testing.T) {
+	w := newWire(t)
+	w.initOK(0)
+	b := w.authRequest(1, 1600)
+	whole := w.datagram(100*time.Millisecond, true, b)
+	w.e.Add(obs.Record{Datagram: whole})
+	w.e.Add(obs.Record{TooBig: &obs.ICMPTooBig{Time: whole.Time, From: netip.MustParseAddr("192.0.2.1"), To: cliAddr, MTU: 1280,
+		OrigSrc: cliAddr, OrigDst: srvAddr, OrigProto: 17, OrigSrcPort: 500, OrigDstPort: 500}})
+	d := w.datagram(2100*time.Millisecond, true, b)
+	d.Frags = []obs.Frag{{Offset: 0, Len: 1256, MF: true, IPLen: 1276}, {Offset: 1256, Len: len(b) + 8 - 1256, IPLen: 20 + len(b) + 8 - 1256}}
+	w.e.Add(obs.Record{Datagram: d})
+	v := findVerdict(w.e.Report(false), diag.FragmentsDropped)
+	if v == nil || v.Provisional || !strings.Contains(strings.Join(v.Evidence, "\n"), "MTU of 1280") {
+		t.Fatalf("verdict %+v, want a final FRAGMENTS_DROPPED citing the ICMP", v)
+	}
+}

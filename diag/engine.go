@@ -124,9 +124,10 @@ type Engine struct {
 	dropIndex map[dropKey][]*obs.Drop
 	dropOrder []dropKey
 	icmpDrops []*obs.Drop
-	// bySig maps a datagram's addresses and IP ID to its session, so a
+	// bySig maps a datagram's addresses and IP ID to its session's key
+	// (not the session: a forgotten one must not be kept alive), so a
 	// drop record arriving later marks the session changed.
-	bySig map[dropKey]*Session
+	bySig map[dropKey]sessionKey
 	// esp holds ESP per direction between two peers (esp.go); espByID
 	// finds the flow of a fragmented ESP datagram for a later drop;
 	// pairLatest is the latest IKE session between two addresses, which
@@ -159,7 +160,7 @@ func New(opt Options) *Engine {
 		peers:      make(map[netip.Addr]*Peer),
 		orphans:    make(map[[2]netip.Addr]*orphanTrains),
 		dropIndex:  make(map[dropKey][]*obs.Drop),
-		bySig:      make(map[dropKey]*Session),
+		bySig:      make(map[dropKey]sessionKey),
 		esp:        make(map[espKey]*espFlow),
 		espByID:    make(map[dropKey]*espFlow),
 		pairLatest: make(map[[2]netip.Addr]*Session),

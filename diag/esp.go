@@ -115,10 +115,10 @@ func (e *Engine) addESP(d *obs.Datagram, udp bool, spi uint32) {
 			f.incomplete++
 			f.addFrames(s.frames)
 		}
-		e.espByID[dropKey{d.Src.Addr(), d.Dst.Addr(), d.IPID}] = f
 		if len(e.espByID) >= maxDrops {
 			clear(e.espByID)
 		}
+		e.espByID[dropKey{d.Src.Addr(), d.Dst.Addr(), d.IPID}] = f
 		for _, dr := range e.dropIndex[dropKey{d.Src.Addr(), d.Dst.Addr(), d.IPID}] {
 			f.addDrop(dr)
 		}
@@ -214,7 +214,7 @@ func (e *Engine) espDrop(d *obs.Drop) {
 	k := dropKey{d.Src, d.Dst, d.IPID}
 	f := e.espByID[k]
 	if f == nil {
-		if !d.Fragment || e.bySig[k] != nil || e.pairLatest[pairOf(d.Src, d.Dst)] == nil {
+		if _, ike := e.bySig[k]; !d.Fragment || ike || e.pairLatest[pairOf(d.Src, d.Dst)] == nil {
 			return
 		}
 		natt := d.SrcPort == e.opt.Ports.NATT || d.DstPort == e.opt.Ports.NATT

@@ -207,6 +207,20 @@ func (v *evaluator) run() []Verdict {
 	return v.out
 }
 
+// tooBigFor returns the evidence of an ICMP too-big message about the path
+// to a, when a datagram of ts was larger than the MTU it reported; "" when
+// there is none.
+func (v *evaluator) tooBigFor(a netip.Addr, ts []*Transmission) string {
+	p := v.e.peers[a]
+	if p == nil || p.TooBig == 0 {
+		return ""
+	}
+	if l := largest(ts); l > p.TooBig {
+		return sprintf("%d ICMP too-big message(s) from %s report an MTU of %d toward %s; the request went out in %d-byte packets", p.TooBigSeen, p.TooBigFrom, p.TooBig, a, l)
+	}
+	return ""
+}
+
 // mark sets the provisional flag and the kernel drop citations on the
 // verdicts added since index n.
 func (v *evaluator) mark(n int, provisional bool, drops []string) {
@@ -409,8 +423,18 @@ func (v *evaluator) auth(x *Exchange) {
 		if len(drops) == 0 && x.Retransmissions() == 0 && (!v.settled || !anyIncomplete(x.Requests)) {
 			return
 		}
+		// An ICMP too-big about the path to the responder, smaller than
+		// a request sent, is decisive too.
+		tooBig := v.tooBigFor(s.Responder.Addr(), x.Requests)
 		n := len(v.out)
-		defer func() { v.mark(n, !v.settled && len(drops) == 0, drops) }()
+		defer func() {
+			v.mark(n, !v.settled && len(drops) == 0 && tooBig == "", drops)
+			if tooBig != "" {
+				for i := n; i < len(v.out); i++ {
+					v.out[i].Evidence = append(v.out[i].Evidence, tooBig)
+				}
+			}
+		}()
 		switch {
 		case anySKF(x.Requests) && anyFragmented(x.Requests):
 			v.add(IKEFragmentsExceedPMTU, Error, TowardServer, x,
