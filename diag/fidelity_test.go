@@ -142,16 +142,15 @@ func TestFirstFragmentsOnly(t *testing.T) {
 	w := newWire(t)
 	w.initOK(0)
 	b := w.authRequest(1, 2400)
-	for i, at := range []time.Duration{100, 2100, 6100} {
+	// The trains are still open when the capture ends (it is shorter
+	// than the reassembly timeout): no train timed out.
+	for _, at := range []time.Duration{100, 2100, 6100} {
 		d := w.datagram(at*time.Millisecond, true, b)
 		d.Payload = b[:1472]
 		d.Truncated = false
 		d.Complete = false
 		d.Missing = []obs.Range{{Start: 1480, End: -1}}
 		d.Incomplete = obs.TrainEndOfInput
-		if i < 2 {
-			d.Incomplete = obs.TrainTimeout
-		}
 		d.Frags = []obs.Frag{{Offset: 0, Len: 1480, MF: true, IPLen: 1500}}
 		w.e.Add(obs.Record{Datagram: d})
 	}
