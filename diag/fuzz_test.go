@@ -44,6 +44,9 @@ func FuzzEngine(f *testing.F) {
 				if op&0x80 != 0 {
 					d.Src, d.Dst = d.Dst, d.Src
 				}
+				if op&0x08 != 0 && op&0x04 != 0 {
+					d.Proto = 50 // ESP
+				}
 				e.Add(obs.Record{Datagram: d})
 			case 2:
 				e.Add(obs.Record{TooBig: &obs.ICMPTooBig{Time: ts, OrigDst: c, MTU: int(op) * 8}})
