@@ -39,7 +39,8 @@ type espFlow struct {
 	v6       bool
 	first    time.Time
 	last     time.Time
-	n        int // datagrams
+	lastID   uint32 // IP ID of the last datagram, to tell copies
+	n        int    // datagrams
 	// Fragmented datagrams: how many, how many were followed by traffic
 	// back, how many were not, how many trains never completed (or came
 	// without their first fragment).
@@ -83,6 +84,13 @@ func (e *Engine) addESP(d *obs.Datagram, udp bool, spi uint32) {
 		f = &espFlow{src: d.Src, dst: d.Dst, udp: udp, spi: spi, v6: d.IPVersion == 6, first: d.Time}
 		e.esp[k] = f
 	}
+	// The same datagram seen again at once (a router capturing on both
+	// interfaces) is a copy, not another datagram.
+	if d.IPID != 0 && d.IPID == f.lastID && d.Time.Sub(f.last) <= e.opt.CopyWindow && !d.Time.Before(f.last) {
+		e.stats.Copies++
+		return
+	}
+	f.lastID = d.IPID
 	f.n++
 	f.last = d.Time
 	if udp {
