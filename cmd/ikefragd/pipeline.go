@@ -47,6 +47,9 @@ type pipeline struct {
 	// provisional counts verdicts reported before their session settled
 	// (ikefrag_provisional_verdicts_total).
 	provisional *prometheus.CounterVec
+	// withdrawnVerdicts counts provisional verdicts that did not hold
+	// (ikefrag_provisional_verdicts_withdrawn_total).
+	withdrawnVerdicts *prometheus.CounterVec
 	// findings remembers the report-level findings already reported.
 	findings map[findingKey]struct{}
 }
@@ -120,10 +123,13 @@ func newPipeline(opt diag.Options, logRate int, log *slog.Logger, events *eventH
 		provisional: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "provisional_verdicts_total",
 			Help: "Verdicts reported before their session settled (from retransmissions), by code and severity; each is reported again in verdicts_total when final."},
 			[]string{"code", "severity"}),
+		withdrawnVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "provisional_verdicts_withdrawn_total",
+			Help: "Provisional verdicts that no longer held before they became final (a late response arrived), by code."},
+			[]string{"code"}),
 		findings: map[findingKey]struct{}{},
 	}
 	if m != nil && m.reg != nil {
-		m.reg.MustRegister(p.provisional)
+		m.reg.MustRegister(p.provisional, p.withdrawnVerdicts)
 	}
 	if p.settle <= 0 {
 		p.settle = diag.DefaultOptions.Settle
@@ -235,7 +241,8 @@ func (p *pipeline) judge(now time.Time) {
 			continue
 		}
 		m.gen, m.last, m.settled, m.changes = p.gen, s.Last, settled, s.Changes
-		for _, v := range p.eng.Evaluate(s, false) {
+		vs := p.eng.Evaluate(s, false)
+		for _, v := range vs {
 			k := verdictKey{code: v.Code, dir: v.Direction, exchange: v.Exchange, provisional: v.Provisional}
 			if v.MessageID != nil {
 				k.mid = *v.MessageID
@@ -245,6 +252,7 @@ func (p *pipeline) judge(now time.Time) {
 				p.report(now, v)
 			}
 		}
+		p.withdrawn(s, m, vs)
 	}
 	// Report-level findings (unsolicited responses per target, local
 	// drops of ICMP too-big), each once per target and code.
@@ -263,6 +271,36 @@ func (p *pipeline) judge(now time.Time) {
 		if m.gen != p.gen {
 			delete(p.marks, id)
 		}
+	}
+}
+
+// withdrawn logs and counts the provisional verdicts of a session that no
+// longer hold (a late response arrived) and were never made final, once.
+func (p *pipeline) withdrawn(s *diag.Session, m *mark, vs []diag.Verdict) {
+	for k := range m.seen {
+		if !k.provisional {
+			continue
+		}
+		final := k
+		final.provisional = false
+		if _, ok := m.seen[final]; ok {
+			continue
+		}
+		still := false
+		for _, v := range vs {
+			mid := uint32(0)
+			if v.MessageID != nil {
+				mid = *v.MessageID
+			}
+			still = still || v.Code == k.code && v.Direction == k.dir && v.Exchange == k.exchange && mid == k.mid
+		}
+		if still {
+			continue
+		}
+		delete(m.seen, k)
+		p.withdrawnVerdicts.WithLabelValues(string(k.code)).Inc()
+		p.log.Info("provisional verdict withdrawn: the evidence no longer holds", "code", string(k.code), "session", s.ID,
+			"client", s.Initiator.String(), "server", s.Responder.String(), "exchange", k.exchange)
 	}
 }
 
