@@ -460,3 +460,25 @@ func TestIKEv1Silence(t *testing.T) {
 		t.Fatalf("verdict %+v (all %v)", v, codesOf(r))
 	}
 }
+
+// Item 9 at scale: an edge box receiving reflected Main Mode responses
+// from many sources gets one finding, not a session per source (bytes
+// are IP bytes: 2767 × (20 + 8 + 180)).
+func TestUnsolicitedResponsesAtScale(t *testing.T) {
+	w := newWire(t)
+	victim := netip.AddrPortFrom(cliAddr, 500)
+	const n = 2767
+	for i := 0; i < n; i++ {
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, byte(i >> 8), byte(i), 1}), 500)
+		w.sendV1(time.Duration(i)*10*time.Millisecond, src, victim, v1(uint64(1000+i), uint64(5000+i), 0, 180, true, 7))
+	}
+	r := w.e.Report(true)
+	if len(r.Sessions) != 0 || len(r.Findings) != 1 || r.Summary.UnsolicitedSessions != n {
+		t.Fatalf("%d sessions, %d findings, summary %+v", len(r.Sessions), len(r.Findings), r.Summary)
+	}
+	f := r.Findings[0]
+	if !strings.Contains(f.Summary, "2767 IKEv1 response(s) from 2767 source(s)") || !strings.Contains(f.Evidence[0], "and 2762 more") ||
+		!strings.Contains(f.Evidence[1], "575536 bytes") {
+		t.Errorf("finding %q / %q", f.Summary, f.Evidence)
+	}
+}
