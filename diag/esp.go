@@ -3,6 +3,7 @@ package diag
 import (
 	"encoding/binary"
 	"net/netip"
+	"sort"
 	"strings"
 	"time"
 
@@ -396,6 +397,37 @@ func (v *evaluator) esp() {
 		v.e.expireESP(f, v.e.now)
 		v.espFlow(f, dir.dir)
 	}
+}
+
+// espFindings judges ESP between peers with no IKE session in view (a
+// capture taken long after the tunnel came up): report-level findings,
+// without a direction (the roles are unknown without IKE), sorted by
+// addresses.
+func (e *Engine) espFindings() []Verdict {
+	var keys []espKey
+	for k := range e.esp {
+		if e.pairLatest[pairOf(k.src, k.dst)] == nil {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].src != keys[j].src {
+			return keys[i].src.Less(keys[j].src)
+		}
+		return keys[i].dst.Less(keys[j].dst)
+	})
+	var out []Verdict
+	for _, k := range keys {
+		f := e.esp[k]
+		e.expireESP(f, e.now)
+		v := evaluator{e: e, s: &Session{Initiator: f.src, Responder: f.dst}, settled: true}
+		v.espFlow(f, "")
+		for i := range v.out {
+			v.out[i].Evidence = append(v.out[i].Evidence, "no IKE exchange between these peers was seen: roles unknown; client is the sender, server the receiver here")
+		}
+		out = append(out, v.out...)
+	}
+	return out
 }
 
 func (v *evaluator) espFlow(f *espFlow, dir string) {

@@ -104,3 +104,23 @@ func TestESPDropsOnly(t *testing.T) {
 		t.Errorf("report %+v", r)
 	}
 }
+
+// A capture taken long after the tunnel came up holds no IKE: the ESP
+// black hole is a report-level finding.
+func TestESPWithoutIKE(t *testing.T) {
+	w := newWire(t)
+	w.cport, w.sport = 4500, 4500
+	for i := 0; i < 3; i++ {
+		at := time.Duration(i) * 2 * time.Second
+		w.e.Add(obs.Record{Datagram: w.espUDP(at, true, 100, uint32(10*i+1))})
+		w.e.Add(obs.Record{Datagram: w.espUDP(at+20*time.Millisecond, false, 100, uint32(10*i+2))})
+		w.e.Add(obs.Record{Datagram: w.espUDP(at+300*time.Millisecond, true, 1400, uint32(10*i+3))})
+	}
+	r := w.e.Report(true)
+	if len(r.Sessions) != 0 || len(r.Findings) != 1 || r.Findings[0].Code != diag.ESPFragmentsDropped || r.Summary.Errors != 1 {
+		t.Fatalf("sessions %d findings %+v", len(r.Sessions), r.Findings)
+	}
+	if all := strings.Join(r.Findings[0].Remedy, "\n"); !strings.Contains(all, "kernel-libipsec.mtu = 1198") {
+		t.Errorf("remedy:\n%s", all)
+	}
+}

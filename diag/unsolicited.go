@@ -23,7 +23,8 @@ const maxFindingSources = 5
 
 // Findings returns the report-level findings: UNSOLICITED_IKE_RESPONSES,
 // one per target address, over the sessions that are settled (or all,
-// when final).
+// when final); ESP verdicts between peers with no IKE session in view;
+// PMTUD_BLACKHOLE_LOCAL.
 func (e *Engine) Findings(final bool) []Verdict {
 	type agg struct {
 		sources     map[netip.Addr]struct{}
@@ -116,5 +117,6 @@ func (e *Engine) Findings(final bool) []Verdict {
 			Frames: a.frames, Remedy: remedies[UnsolicitedResponses],
 		})
 	}
+	out = append(out, e.espFindings()...)
 	return append(out, e.localICMPDrops()...)
 }
