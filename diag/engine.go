@@ -94,6 +94,7 @@ type Stats struct {
 	TooBig         uint64 // ICMP fragmentation-needed / packet-too-big messages
 	Drops          uint64 // kernel drop reports
 	Evicted        uint64 // sessions evicted by MaxSessions
+	Quirks         uint64 // IKE messages decoded despite a departure from RFC 7296
 	LimitedDropped uint64 // transmissions not kept because of per-session limits
 }
 
@@ -118,29 +119,51 @@ type Engine struct {
 	nextID  int
 	peers   map[netip.Addr]*Peer
 	orphans map[[2]netip.Addr]*orphanTrains
-	drops   []*obs.Drop
-	now     time.Time
-	stats   Stats
-	dec     *Decryptor
+	// dropIndex files kernel drop records by datagram (drop.go);
+	// dropOrder is their arrival order, for eviction.
+	dropIndex map[dropKey][]*obs.Drop
+	dropOrder []dropKey
+	icmpDrops []*obs.Drop
+	// bySig maps a datagram's addresses and IP ID to its session's key
+	// (not the session: a forgotten one must not be kept alive), so a
+	// drop record arriving later marks the session changed.
+	bySig map[dropKey]sessionKey
+	// esp holds ESP per direction between two peers (esp.go); espByID
+	// finds the flow of a fragmented ESP datagram for a later drop;
+	// pairLatest is the latest IKE session between two addresses, which
+	// ESP verdicts attach to.
+	esp        map[espKey]*espFlow
+	espByID    map[dropKey]*espFlow
+	pairLatest map[[2]netip.Addr]*Session
+	now        time.Time
+	stats      Stats
+	dec        *Decryptor
+	// warnings are report-level notes about the input (Warn).
+	warnings []string
 }
 
 // orphanTrains counts incomplete fragment trains between two addresses
 // whose first fragment (with the UDP and IKE headers) never arrived.
 type orphanTrains struct {
-	Count int
-	Bytes int
-	Last  time.Time
+	Count       int
+	Bytes       int
+	First, Last time.Time
 }
 
 // New returns an engine with the given options (zero fields take defaults).
 func New(opt Options) *Engine {
 	e := &Engine{
-		opt:      opt.withDefaults(),
-		seed:     maphash.MakeSeed(),
-		sessions: make(map[sessionKey]*Session),
-		lru:      list.New(),
-		peers:    make(map[netip.Addr]*Peer),
-		orphans:  make(map[[2]netip.Addr]*orphanTrains),
+		opt:        opt.withDefaults(),
+		seed:       maphash.MakeSeed(),
+		sessions:   make(map[sessionKey]*Session),
+		lru:        list.New(),
+		peers:      make(map[netip.Addr]*Peer),
+		orphans:    make(map[[2]netip.Addr]*orphanTrains),
+		dropIndex:  make(map[dropKey][]*obs.Drop),
+		bySig:      make(map[dropKey]sessionKey),
+		esp:        make(map[espKey]*espFlow),
+		espByID:    make(map[dropKey]*espFlow),
+		pairLatest: make(map[[2]netip.Addr]*Session),
 	}
 	if opt.Keys != nil {
 		e.dec = NewDecryptor(opt.Keys, e.Now)
@@ -161,12 +184,11 @@ func (e *Engine) Add(r obs.Record) {
 		e.advance(r.TooBig.Time)
 		e.stats.TooBig++
 		e.peer(r.TooBig.OrigDst).addTooBig(r.TooBig)
+		e.espTooBig(r.TooBig)
 	case r.Drop != nil:
 		e.advance(r.Drop.Time)
 		e.stats.Drops++
-		if len(e.drops) < 1024 {
-			e.drops = append(e.drops, r.Drop)
-		}
+		e.addDrop(r.Drop)
 	}
 }
 
@@ -186,7 +208,12 @@ const (
 func (e *Engine) addDatagram(d *obs.Datagram) {
 	switch {
 	case d.Proto == protoESP:
-		e.stats.ESP++
+		if d.Length < 0 {
+			// No ESP header: a train whose first fragment is missing.
+			e.addESP(d, false, 0)
+			return
+		}
+		e.addESP(d, false, espSPI(d.Payload))
 		return
 	case d.Proto != protoUDP:
 		return
@@ -200,7 +227,7 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 			if len(e.orphans) >= e.opt.MaxSessions {
 				return
 			}
-			o = &orphanTrains{}
+			o = &orphanTrains{First: d.Time}
 			e.orphans[k] = o
 		}
 		o.Count++
@@ -215,7 +242,7 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 	fr := e.opt.Ports.Classify(d.Src.Port(), d.Dst.Port(), d.Payload)
 	switch fr.Kind {
 	case ike.KindESP:
-		e.stats.ESP++
+		e.addESP(d, true, fr.SPI)
 		return
 	case ike.KindKeepalive:
 		e.stats.Keepalives++
@@ -232,8 +259,8 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 	}
 	g := &Datagram{
 		Time: d.Time, Src: d.Src, Dst: d.Dst, Header: h, Marker: fr.Marker,
-		UDPLen: d.Length, IPFrags: max(1, len(d.Frags)), Complete: d.Complete,
-		Missing: d.Missing, Incomplete: d.Incomplete, Copies: 1,
+		UDPLen: d.Length, IPFrags: max(1, len(d.Frags)), IPFragmented: len(d.Frags) > 0, Complete: d.Complete,
+		Missing: d.Missing, Incomplete: d.Incomplete, Copies: 1, IPID: d.IPID,
 	}
 	if d.Frame != 0 {
 		g.Frames = []int{d.Frame}
@@ -252,6 +279,9 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 	if whole && h.IsIKEv2() {
 		if m, err := ike.Decode(fr.IKE); err == nil {
 			g.Message = m
+			if len(m.Trailing) > 0 {
+				e.stats.Quirks++
+			}
 			if p := m.Find(ike.PayloadEncryptedFragment); p != nil {
 				g.SKF = p.Body.(*ike.EncryptedFragment)
 			}
@@ -264,6 +294,13 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 		return
 	}
 	e.place(s, g, fr.IKE)
+	s.Changes++
+	e.noteIPID(s, g)
+	if g.Message != nil {
+		if q := g.Message.Quirks(); len(q) > 0 && len(s.Quirks) < 4 {
+			s.Quirks = append(s.Quirks, sprintf("%s %s (Message ID %d): %s", h.Exchange, reqResp(h.Flags.Response()), h.MessageID, q[0]))
+		}
+	}
 }
 
 // ipHeaderLen estimates the IP header length of an unfragmented datagram.
@@ -297,6 +334,7 @@ func (e *Engine) session(g *Datagram) *Session {
 			e.evictOldest()
 		}
 		e.nextID++
+		defer func() { e.pairLatest[pairOf(s.Initiator.Addr(), s.Responder.Addr())] = s }()
 		s = &Session{ID: e.nextID, SPIi: h.SPIi, IKEv1: h.IsIKEv1(), First: g.Time, seen: make(map[sig]*Datagram), key: k}
 		s.RelayLeg = e.opt.RelayLeg != nil && !h.IsIKEv1() && e.opt.RelayLeg(init.Addr())
 		if h.IsIKEv1() {
@@ -309,6 +347,16 @@ func (e *Engine) session(g *Datagram) *Session {
 	}
 	if !h.IsIKEv1() {
 		s.Initiator, s.Responder = init, resp
+		if h.Flags.Initiator() {
+			s.FromInitiator++
+		} else {
+			s.FromResponder++
+		}
+		if h.Flags.Response() {
+			s.Responses++
+		}
+	} else {
+		rolesV1(s, g)
 	}
 	if s.SPIr.IsZero() && !h.SPIr.IsZero() {
 		s.SPIr = h.SPIr
@@ -317,6 +365,27 @@ func (e *Engine) session(g *Datagram) *Session {
 		s.Last = g.Time
 	}
 	return s
+}
+
+// rolesV1 takes the roles of an IKEv1 SA from the header, never from who
+// was seen first: the initiator's first message carries a zero responder
+// cookie (RFC 2408 §3.1); a message with a responder cookie whose first
+// payload is SA under Message ID 0 is the responder's answer to it (Main
+// and Aggressive Mode message 2).
+func rolesV1(s *Session, g *Datagram) {
+	h := g.Header
+	switch {
+	case h.SPIr.IsZero():
+		s.Initiator, s.Responder, s.rolesKnown = g.Src, g.Dst, true
+	case !s.rolesKnown && h.MessageID == 0 && h.NextPayload == 1:
+		s.Initiator, s.Responder, s.rolesKnown = g.Dst, g.Src, true
+	}
+	if g.Src.Addr() == s.Initiator.Addr() && g.Dst.Addr() == s.Responder.Addr() {
+		s.FromInitiator++
+	} else {
+		s.FromResponder++
+		s.Responses++
+	}
 }
 
 // evictOldest forgets the least recently active session.
@@ -331,6 +400,9 @@ func (e *Engine) evictOldest() {
 
 func (e *Engine) forget(s *Session) {
 	delete(e.sessions, s.key)
+	if p := pairOf(s.Initiator.Addr(), s.Responder.Addr()); e.pairLatest[p] == s {
+		delete(e.pairLatest, p)
+	}
 	e.lru.Remove(s.elem)
 }
 
@@ -365,7 +437,11 @@ func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 		}
 		return
 	}
-	retrans := s.seen[k] != nil
+	prev := s.seen[k]
+	// The same bytes again are a retransmission (RFC 7296 §2.1); for
+	// IKEv1, whose header has no request/response flag, only when also
+	// sent between the same addresses and ports.
+	retrans := prev != nil && (!h.IsIKEv1() || prev.Src == g.Src && prev.Dst == g.Dst)
 	if len(s.seen) < 4*e.opt.MaxExchanges*e.opt.MaxTransmissions {
 		s.seen[k] = g
 	}
@@ -394,14 +470,34 @@ func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 		e.stats.LimitedDropped++
 		return
 	}
-	t := &Transmission{Time: g.Time, Datagrams: []*Datagram{g}, Retransmission: retrans || len(*list) > 0 && sameMessage(*list, g)}
+	t := &Transmission{Time: g.Time, Datagrams: []*Datagram{g}, Retransmission: retrans || len(*list) > 0 && sameMessage(x, *list, g)}
 	if t.Retransmission {
 		e.stats.Retransmits++
 	}
 	*list = append(*list, t)
 	e.delivered(s, x, t)
 	e.learn(s, x, g)
+	if g.Message != nil && h.Flags.Response() {
+		noteErrors(s, x, g, g.Message.Payloads, false)
+	}
 	e.open(s, x, g, raw)
+}
+
+// noteErrors records the error notifies of a response.
+func noteErrors(s *Session, x *Exchange, g *Datagram, ps []ike.Payload, inner bool) {
+	for i := range ps {
+		n, ok := ps[i].Body.(*ike.Notify)
+		if !ok || !n.Type.IsError() {
+			continue
+		}
+		dup := false
+		for _, o := range s.Errors {
+			dup = dup || o.Type == n.Type && o.Exchange == x
+		}
+		if !dup && len(s.Errors) < maxErrors {
+			s.Errors = append(s.Errors, ErrorNotify{Type: n.Type, Exchange: x, Datagram: g, Inner: inner})
+		}
+	}
 }
 
 // open decrypts a new SK or SKF datagram when keys are at hand.
@@ -420,6 +516,9 @@ func (e *Engine) open(s *Session, x *Exchange, g *Datagram, raw []byte) {
 	if innerNotify(d.Inner, ike.NotifyAuthenticationFailed) != nil {
 		s.AuthFailed = append(s.AuthFailed, g)
 	}
+	if g.Header.Flags.Response() {
+		noteErrors(s, x, g, d.Inner, true)
+	}
 	if x.Type == ike.ExchangeIKEAuth && g.Header.Flags.Response() {
 		for i := range d.Inner {
 			if sa, ok := d.Inner[i].Body.(*ike.SA); ok {
@@ -431,10 +530,17 @@ func (e *Engine) open(s *Session, x *Exchange, g *Datagram, raw []byte) {
 	}
 }
 
-// sameMessage reports whether g resends a message already in list: the same
-// length and, where known, the same first bytes after the header. A request
-// re-sent with a COOKIE is a new message, not a retransmission.
-func sameMessage(list []*Transmission, g *Datagram) bool {
+// sameMessage reports whether g resends a message already in list though
+// its bytes differ: under one Message ID and exchange type, the same length.
+// That holds for a message cut into other IKE fragments (RFC 7383 §2.5.2).
+// IKEv1 and IKE_SA_INIT count only identical bytes (the caller's signature
+// match): an IKEv1 message of the same length may be the other peer's, and
+// an IKE_SA_INIT request with a COOKIE or another KE group is a new message
+// (RFC 7296 §1.2, §2.6), not a retransmission.
+func sameMessage(x *Exchange, list []*Transmission, g *Datagram) bool {
+	if g.Header.IsIKEv1() || x.Type == ike.ExchangeIKESAInit {
+		return false
+	}
 	for _, t := range list {
 		if t.Datagrams[0].Header.Length == g.Header.Length {
 			return true
@@ -504,6 +610,11 @@ func (e *Engine) Expire(now time.Time) int {
 	for k, o := range e.orphans {
 		if now.Sub(o.Last) > e.opt.Idle {
 			delete(e.orphans, k)
+		}
+	}
+	for k, f := range e.esp {
+		if now.Sub(f.last) > e.opt.Idle {
+			delete(e.esp, k)
 		}
 	}
 	for a, p := range e.peers {

@@ -33,7 +33,7 @@ func FuzzEngine(f *testing.F) {
 			b = b[len(payload):]
 			switch op % 4 {
 			case 0, 1:
-				d := &obs.Datagram{Time: ts, Proto: 17, Src: netip.AddrPortFrom(a, port), Dst: netip.AddrPortFrom(c, 4500),
+				d := &obs.Datagram{Time: ts, Proto: 17, Src: netip.AddrPortFrom(a, port), Dst: netip.AddrPortFrom(c, 4500), IPID: uint32(op >> 4),
 					Length: len(payload), Payload: payload, Complete: op&0x10 == 0, TotalLen: -1}
 				if op&0x20 != 0 {
 					d.Frags = []obs.Frag{{Offset: 0, Len: 8, IPLen: 28}, {Offset: 8, Len: len(payload), IPLen: 20 + len(payload)}}
@@ -44,13 +44,18 @@ func FuzzEngine(f *testing.F) {
 				if op&0x80 != 0 {
 					d.Src, d.Dst = d.Dst, d.Src
 				}
+				if op&0x08 != 0 && op&0x04 != 0 {
+					d.Proto = 50 // ESP
+				}
 				e.Add(obs.Record{Datagram: d})
 			case 2:
 				e.Add(obs.Record{TooBig: &obs.ICMPTooBig{Time: ts, OrigDst: c, MTU: int(op) * 8}})
 			case 3:
-				e.Add(obs.Record{Drop: &obs.Drop{Time: ts, Src: a, Dst: c}})
+				e.Add(obs.Record{Drop: &obs.Drop{Time: ts, Src: a, Dst: c, Proto: []uint8{17, 1, 58}[n%3], ICMPType: uint8(n % 4), ICMPCode: 4,
+					IPID: uint32(op >> 4), Fragment: op&0x10 != 0, FragOffset: 1480}})
 			}
 		}
+		_ = e.Report(false)
 		r := e.Report(true)
 		if len(r.Sessions) > 8 {
 			t.Fatalf("%d sessions kept, cap is 8", len(r.Sessions))

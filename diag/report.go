@@ -7,7 +7,14 @@ import (
 
 // SchemaVersion is the version of the JSON report. It changes only when a
 // field is removed or changes meaning; new fields may appear in any version.
-const SchemaVersion = 1
+//
+// Version 2 added: report-level "warnings" (a capture cut short) and
+// "findings" (UNSOLICITED_IKE_RESPONSES, one per target address; their
+// sessions are no longer listed); per-session "quirks"; per-verdict
+// "provisional" and "kernel_drops"; "summary.unsolicited_sessions" and
+// "summary.provisional". Sessions of unsolicited responses left the
+// "sessions" list, which changes its meaning: hence the bump.
+const SchemaVersion = 2
 
 // Report is the JSON form of a diagnosis: `ikefragctl analyze --json` and
 // `ikefragctl verdicts --json` emit it.
@@ -16,7 +23,13 @@ type Report struct {
 	Version  int             `json:"version"`
 	Sessions []SessionReport `json:"sessions"`
 	Peers    []PMTUEstimate  `json:"peers"`
-	Summary  Summary         `json:"summary"`
+	// Findings are verdicts about an address rather than one IKE SA
+	// (UNSOLICITED_IKE_RESPONSES); their session is 0.
+	Findings []Verdict `json:"findings"`
+	// Warnings are about the input itself: a capture cut short, for
+	// example; the report covers what came before.
+	Warnings []string `json:"warnings,omitempty"`
+	Summary  Summary  `json:"summary"`
 }
 
 // SessionReport describes one IKE SA.
@@ -33,6 +46,7 @@ type SessionReport struct {
 	Established            bool          `json:"established"`
 	FragmentationSupported FragSupport   `json:"fragmentation_supported"`
 	ProposalChosen         string        `json:"proposal_chosen,omitempty"`
+	Quirks                 []string      `json:"quirks,omitempty"`        // departures from RFC 7296 that decoding tolerated
 	PMTUEstimate           *PMTUEstimate `json:"pmtu_estimate,omitempty"` // toward the client
 	Ladder                 []LadderRow   `json:"ladder"`
 	Verdicts               []Verdict     `json:"verdicts"`
@@ -68,6 +82,10 @@ type Summary struct {
 	Errors      int          `json:"errors"`
 	Warnings    int          `json:"warnings"`
 	Verdicts    map[Code]int `json:"verdicts"`
+	// UnsolicitedSessions counts the IKE SAs folded into findings.
+	UnsolicitedSessions int `json:"unsolicited_sessions,omitempty"`
+	// Provisional counts verdicts not yet final (live reports only).
+	Provisional int `json:"provisional,omitempty"`
 }
 
 // Report builds the report of everything seen so far.
@@ -75,16 +93,13 @@ func (e *Engine) Report(final bool) Report {
 	ss := e.Sessions()
 	e.settleAll(ss, final)
 	r := Report{Schema: "ikefrag.report", Version: SchemaVersion, Sessions: []SessionReport{}, Peers: e.Peers(),
-		Summary: Summary{Verdicts: map[Code]int{}}}
-	for _, s := range ss {
-		sr := e.SessionReport(s, final)
-		r.Sessions = append(r.Sessions, sr)
-		r.Summary.Sessions++
-		if sr.Established {
-			r.Summary.Established++
-		}
-		for _, v := range sr.Verdicts {
+		Findings: e.Findings(final), Warnings: e.Warnings(), Summary: Summary{Verdicts: map[Code]int{}}}
+	count := func(vs []Verdict) {
+		for _, v := range vs {
 			r.Summary.Verdicts[v.Code]++
+			if v.Provisional {
+				r.Summary.Provisional++
+			}
 			switch v.Severity {
 			case Error:
 				r.Summary.Errors++
@@ -93,8 +108,36 @@ func (e *Engine) Report(final bool) Report {
 			}
 		}
 	}
+	for _, s := range ss {
+		if s.Unsolicited() && e.settled(s, final) {
+			r.Summary.UnsolicitedSessions++
+			continue
+		}
+		sr := e.SessionReport(s, final)
+		r.Sessions = append(r.Sessions, sr)
+		r.Summary.Sessions++
+		if sr.Established {
+			r.Summary.Established++
+		}
+		count(sr.Verdicts)
+	}
+	count(r.Findings)
 	return r
 }
+
+// maxWarnings bounds the report-level warnings kept.
+const maxWarnings = 16
+
+// Warn adds a report-level warning about the input (for example, a capture
+// file that breaks off at a frame).
+func (e *Engine) Warn(msg string) {
+	if len(e.warnings) < maxWarnings {
+		e.warnings = append(e.warnings, msg)
+	}
+}
+
+// Warnings returns the report-level warnings.
+func (e *Engine) Warnings() []string { return append([]string(nil), e.warnings...) }
 
 // SessionReport describes one session.
 func (e *Engine) SessionReport(s *Session, final bool) SessionReport {
@@ -113,6 +156,7 @@ func (e *Engine) SessionReport(s *Session, final bool) SessionReport {
 	if s.Chosen != nil {
 		sr.ProposalChosen = suiteString(s.Chosen)
 	}
+	sr.Quirks = append([]string(nil), s.Quirks...)
 	if p := e.peers[s.Initiator.Addr()]; p != nil {
 		est := p.Estimate()
 		sr.PMTUEstimate = &est

@@ -34,6 +34,12 @@ type Datagram struct {
 	// FragLens their IP packet lengths in offset order.
 	IPFrags  int
 	FragLens []int
+	// IPFragmented is true when the datagram was IP-fragmented, also when
+	// only one of its fragments was seen (IPFrags is then 1).
+	IPFragmented bool
+	// IPID is the IP Identification (IPv4) or Fragment header ID (IPv6):
+	// kernel drop records are tied to the datagram by it.
+	IPID uint32
 	// Complete is false when an IP fragment never arrived (at any observation
 	// point); Missing says which bytes.
 	Complete   bool
@@ -51,7 +57,7 @@ type Datagram struct {
 }
 
 // Fragmented reports whether the datagram was IP-fragmented.
-func (d *Datagram) Fragmented() bool { return d.IPFrags > 1 }
+func (d *Datagram) Fragmented() bool { return d.IPFrags > 1 || d.IPFragmented }
 
 // Exchange is one request/response pair (RFC 7296 §1.2), identified by
 // Message ID and by which peer sent the request.
@@ -106,6 +112,24 @@ type Session struct {
 	Chosen        *ike.Proposal
 	KEGroup       ike.DHGroup
 	InitNotifies  []ike.NotifyType // notifies in IKE_SA_INIT responses
+	// Errors are the error notifies (RFC 7296 §3.10.1) seen in responses,
+	// in the clear or, with keys, inside SK; at most maxErrors.
+	Errors []ErrorNotify
+	// Quirks notes departures from RFC 7296 that decoding tolerated.
+	Quirks []string
+	// FromInitiator and FromResponder count the datagrams each peer of the
+	// SA sent, by the roles the IKE header gives (IKEv2: the I flag;
+	// IKEv1: the responder cookie, see rolesV1).
+	FromInitiator, FromResponder int
+	// Responses counts response datagrams (IKEv2 R flag; IKEv1: a
+	// responder's message).
+	Responses int
+	// Changes counts what was added to the session (datagrams, and kernel
+	// drops tied to its datagrams); live judging re-evaluates a session
+	// when it moves.
+	Changes uint64
+	// rolesKnown is set for IKEv1 once a message showed who initiated.
+	rolesKnown bool
 	// Facts only keys reveal: messages carrying AUTHENTICATION_FAILED, and
 	// the CHILD SA proposal chosen in the IKE_AUTH response.
 	AuthFailed  []*Datagram
@@ -118,6 +142,20 @@ type Session struct {
 	// from retransmissions.
 	seen map[sig]*Datagram
 }
+
+// ErrorNotify is an error notify seen in a response.
+type ErrorNotify struct {
+	Type     ike.NotifyType
+	Exchange *Exchange
+	Datagram *Datagram
+	// Inner is true when the notify was inside an SK payload opened with
+	// keys.
+	Inner bool
+}
+
+// maxErrors bounds the error notifies kept per session: a peer answering
+// every retransmission with an error adds nothing after the first few.
+const maxErrors = 8
 
 // sig identifies the bytes of one datagram of one message.
 type sig struct {
@@ -134,7 +172,10 @@ func (s *Session) exchange(h ike.Header, maxExchanges int) *Exchange {
 	byInit := h.Flags.Initiator() != h.Flags.Response()
 	for i := len(s.Exchanges) - 1; i >= 0; i-- {
 		x := s.Exchanges[i]
-		if x.MessageID == h.MessageID && x.ByInitiator == byInit {
+		// The exchange type is part of the identity: a peer that numbers
+		// IKE_AUTH 0 (broken, or a capture of two SAs under one SPI) must
+		// not make it a resent IKE_SA_INIT.
+		if x.MessageID == h.MessageID && x.ByInitiator == byInit && x.Type == h.Exchange {
 			return x
 		}
 	}

@@ -26,6 +26,44 @@ const (
 	UnansweredIKEAuth          Code = "UNANSWERED_IKE_AUTH"
 	IKEv1                      Code = "IKEV1"
 	OK                         Code = "OK"
+	// UnansweredIKEv1: an IKEv1 initiator retransmitted and no answer came.
+	UnansweredIKEv1 Code = "UNANSWERED_IKEV1"
+	// IKEAuthNotSeen: IKE_SA_INIT completed and no IKE_AUTH request came
+	// past the observation point.
+	IKEAuthNotSeen Code = "IKE_AUTH_NOT_SEEN"
+	// UnsolicitedResponses: IKE responses toward an address that sent no
+	// request (reflection, scanning, or a capture of one direction); one
+	// report-level finding per target address.
+	UnsolicitedResponses Code = "UNSOLICITED_IKE_RESPONSES"
+	// PMTUDBlackholeLocal: this host's kernel dropped an ICMP
+	// fragmentation-needed / packet-too-big message.
+	PMTUDBlackholeLocal Code = "PMTUD_BLACKHOLE_LOCAL"
+	// ESPFragmentsDropped: after the tunnel came up, ESP datagrams are
+	// IP-fragmented and the fragments lost.
+	ESPFragmentsDropped Code = "ESP_FRAGMENTS_DROPPED"
+	// ESPExceedsPMTU: an ICMP too-big quotes the tunnel's ESP.
+	ESPExceedsPMTU Code = "ESP_EXCEEDS_PMTU"
+)
+
+// Error notify verdicts: the code is the notify's IANA name (RFC 7296
+// §3.10.1 and later RFCs); errorNotifies in remedy.go says what each means.
+const (
+	UnsupportedCriticalPayload Code = "UNSUPPORTED_CRITICAL_PAYLOAD"
+	InvalidIKESPI              Code = "INVALID_IKE_SPI"
+	InvalidMajorVersion        Code = "INVALID_MAJOR_VERSION"
+	InvalidSyntax              Code = "INVALID_SYNTAX"
+	InvalidMessageID           Code = "INVALID_MESSAGE_ID"
+	InvalidSPI                 Code = "INVALID_SPI"
+	SinglePairRequired         Code = "SINGLE_PAIR_REQUIRED"
+	NoAdditionalSAs            Code = "NO_ADDITIONAL_SAS"
+	InternalAddressFailure     Code = "INTERNAL_ADDRESS_FAILURE"
+	FailedCPRequired           Code = "FAILED_CP_REQUIRED"
+	TSUnacceptable             Code = "TS_UNACCEPTABLE"
+	InvalidSelectors           Code = "INVALID_SELECTORS"
+	UnacceptableAddresses      Code = "UNACCEPTABLE_ADDRESSES"
+	UnexpectedNATDetected      Code = "UNEXPECTED_NAT_DETECTED"
+	TemporaryFailure           Code = "TEMPORARY_FAILURE"
+	ChildSANotFound            Code = "CHILD_SA_NOT_FOUND"
 )
 
 // Severity of a verdict.
@@ -58,6 +96,13 @@ type Verdict struct {
 	Evidence  []string `json:"evidence"`
 	Frames    []int    `json:"frames,omitempty"`
 	Remedy    []string `json:"remedy,omitempty"`
+	// Provisional is true for a verdict drawn from retransmissions before
+	// the session settled: it may still change (a late response). It is
+	// final once the session has been quiet for Options.Settle.
+	Provisional bool `json:"provisional,omitempty"`
+	// KernelDrops cites packets of this verdict that this host's kernel
+	// dropped (live only).
+	KernelDrops []string `json:"kernel_drops,omitempty"`
 }
 
 func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
@@ -71,7 +116,7 @@ func (e *Engine) Verdicts(final bool) []Verdict {
 	for _, s := range ss {
 		out = append(out, e.Evaluate(s, final)...)
 	}
-	return out
+	return append(out, e.Findings(final)...)
 }
 
 // settled reports whether a session is judged as a whole: the observation
@@ -94,7 +139,9 @@ func (e *Engine) settleAll(ss []*Session, final bool) {
 func (e *Engine) Evaluate(s *Session, final bool) []Verdict {
 	settled := e.settled(s, final)
 	e.settle(s, settled)
-	if s.RelayLeg {
+	if s.RelayLeg || s.Unsolicited() {
+		// Unsolicited responses are judged per target address
+		// (Findings), not per session.
 		return nil
 	}
 	ev := evaluator{e: e, s: s, settled: settled}
@@ -132,15 +179,18 @@ func (v *evaluator) run() []Verdict {
 	if s.IKEv1 {
 		v.add(IKEv1, Info, "", nil, "IKEv1 (ISAKMP) in use; ikefrag diagnoses IKEv2 only",
 			[]string{sprintf("%d IKEv1 message(s) between %s and %s", v.countDatagrams(), s.Initiator, s.Responder)}, v.frames(s.Exchanges...))
+		v.silentV1()
 		return v.out
 	}
 	v.saInit()
+	v.authNotSeen()
 	for _, x := range s.Exchanges {
 		if x.ByInitiator && (x.Type == ike.ExchangeIKEAuth || x.Type == ike.ExchangeIKEIntermediate) {
 			v.auth(x)
 		}
 	}
 	v.authFailed()
+	v.errorNotifies()
 	v.childCrypto()
 	if s.Established() && !v.hasError() {
 		ev := []string{}
@@ -152,7 +202,34 @@ func (v *evaluator) run() []Verdict {
 		}
 		v.add(OK, Info, "", s.Find(ike.ExchangeIKEAuth), "IKE SA established", ev, nil)
 	}
+	// After OK: ESP trouble does not unmake the IKE SA.
+	v.esp()
 	return v.out
+}
+
+// tooBigFor returns the evidence of an ICMP too-big message about the path
+// to a, when a datagram of ts was larger than the MTU it reported; "" when
+// there is none.
+func (v *evaluator) tooBigFor(a netip.Addr, ts []*Transmission) string {
+	p := v.e.peers[a]
+	if p == nil || p.TooBig == 0 {
+		return ""
+	}
+	if l := largest(ts); l > p.TooBig {
+		return sprintf("%d ICMP too-big message(s) from %s report an MTU of %d toward %s; the request went out in %d-byte packets", p.TooBigSeen, p.TooBigFrom, p.TooBig, a, l)
+	}
+	return ""
+}
+
+// mark sets the provisional flag and the kernel drop citations on the
+// verdicts added since index n.
+func (v *evaluator) mark(n int, provisional bool, drops []string) {
+	for i := n; i < len(v.out); i++ {
+		v.out[i].Provisional = provisional
+		if v.out[i].Code != FragmentationNotNegotiated {
+			v.out[i].KernelDrops = drops
+		}
+	}
 }
 
 func (v *evaluator) hasError() bool {
@@ -195,9 +272,12 @@ func (v *evaluator) saInit() {
 	}
 	last := lastResponse(x)
 	if last == nil {
-		if !v.settled {
+		drops := v.e.dropsIn(x.Requests)
+		if !v.settled && x.Retransmissions() == 0 && len(drops) == 0 || v.initAnsweredOutOfView() {
 			return
 		}
+		n := len(v.out)
+		defer func() { v.mark(n, !v.settled && len(drops) == 0, drops) }()
 		if anyFragmented(x.Requests) {
 			v.add(FragmentsDropped, Error, TowardServer, x,
 				"IKE_SA_INIT request was IP-fragmented and never answered (it cannot be fragmented at the IKE layer)",
@@ -217,15 +297,20 @@ func (v *evaluator) saInit() {
 				ev = append(ev, sprintf("offered proposal %d: %s", p.Number, suiteString(p)))
 			}
 		}
-		v.add(NoProposalChosen, Error, "", x, "no proposal acceptable to the responder (Windows error 800 with Always On VPN)", ev, v.frames(x))
+		v.add(NoProposalChosen, Error, "", x, "no proposal acceptable to the responder (Windows error 800 with Always On VPN)", ev, v.frames(x)).Remedy = noProposalRemedy(s.Offered)
 	}
-	if n := last.Message.Notify(ike.NotifyInvalidKEPayload); n != nil {
+	if n, d := invalidKE(x); n != nil {
 		g, _ := n.AcceptedGroup()
 		sev, retry := Warning, "no retry with that group was seen"
-		if v.retrySucceeded(g) {
+		switch {
+		case v.retriedInSession(d, g):
+			// RFC 7296 §1.2: the retry may keep the initiator's SPI
+			// (strongSwan does), so it lands in this same session.
+			sev, retry = Info, "the initiator retried with that group under the same SPI and was answered: one extra round trip"
+		case v.retrySucceeded(g):
 			sev, retry = Info, "the initiator retried with that group and was answered"
 		}
-		ev := []string{sprintf("initiator sent KE group %s; responder asked for %s", s.KEGroup, g), retry}
+		ev := []string{sprintf("initiator sent KE group %s; responder asked for %s", v.sentKE(d), g), retry}
 		v.add(InvalidKEPayload, sev, "", x, sprintf("responder wants DH group %s", g), ev, v.frames(x))
 	}
 	if c := s.Chosen; c != nil {
@@ -251,6 +336,63 @@ func weakReasons(sv ike.Verdict) []string {
 	return out
 }
 
+// initAnsweredOutOfView reports whether the IKE_SA_INIT response, though
+// not seen, arrived: the initiator sent a later exchange under the
+// responder's SPI, which it learns only from that response.
+func (v *evaluator) initAnsweredOutOfView() bool {
+	for _, y := range v.s.Exchanges {
+		if y.Type == ike.ExchangeIKESAInit {
+			continue
+		}
+		for _, t := range y.Requests {
+			if d := t.Datagrams[0]; d.Header.Flags.Initiator() && !d.Header.SPIr.IsZero() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// invalidKE returns the first INVALID_KE_PAYLOAD notify of an IKE_SA_INIT
+// exchange's responses and the datagram that carried it.
+func invalidKE(x *Exchange) (*ike.Notify, *Datagram) {
+	for _, t := range x.Responses {
+		if d := t.Datagrams[0]; d.Message != nil {
+			if n := d.Message.Notify(ike.NotifyInvalidKEPayload); n != nil {
+				return n, d
+			}
+		}
+	}
+	return nil, nil
+}
+
+// sentKE returns the KE group of the request answered by INVALID_KE_PAYLOAD
+// d: the latest request before it.
+func (v *evaluator) sentKE(d *Datagram) ike.DHGroup {
+	x := v.s.Find(ike.ExchangeIKESAInit)
+	if t := lastBefore(x.Requests, d.Time); t != nil {
+		if m := t.Datagrams[0].Message; m != nil {
+			if p := m.Find(ike.PayloadKE); p != nil {
+				if ke, ok := p.Body.(*ike.KE); ok {
+					return ke.Group
+				}
+			}
+		}
+	}
+	return v.s.KEGroup
+}
+
+// retriedInSession reports whether, after INVALID_KE_PAYLOAD d, the same
+// session got an IKE_SA_INIT response choosing group g.
+func (v *evaluator) retriedInSession(d *Datagram, g ike.DHGroup) bool {
+	c := v.s.Chosen
+	if c == nil {
+		return false
+	}
+	t := c.Find(ike.TransformDH)
+	return t != nil && ike.DHGroup(t.ID) == g
+}
+
 // retrySucceeded reports whether another session between the same peers got
 // an IKE_SA_INIT answer choosing group g.
 func (v *evaluator) retrySucceeded(g ike.DHGroup) bool {
@@ -274,9 +416,25 @@ func (v *evaluator) auth(x *Exchange) {
 	name := x.Type.String()
 	negotiated := s.FragSupported.Initiator && s.FragSupported.Responder
 	if !x.Answered() {
-		if !v.settled || (x.Retransmissions() == 0 && !anyIncomplete(x.Requests)) {
+		// A local drop of the request's fragments is decisive at once;
+		// retransmissions give a provisional verdict from the second copy
+		// on, final when the session settles.
+		drops := v.e.dropsIn(x.Requests)
+		if len(drops) == 0 && x.Retransmissions() == 0 && (!v.settled || !anyIncomplete(x.Requests)) {
 			return
 		}
+		// An ICMP too-big about the path to the responder, smaller than
+		// a request sent, is decisive too.
+		tooBig := v.tooBigFor(s.Responder.Addr(), x.Requests)
+		n := len(v.out)
+		defer func() {
+			v.mark(n, !v.settled && len(drops) == 0 && tooBig == "", drops)
+			if tooBig != "" {
+				for i := n; i < len(v.out); i++ {
+					v.out[i].Evidence = append(v.out[i].Evidence, tooBig)
+				}
+			}
+		}()
 		switch {
 		case anySKF(x.Requests) && anyFragmented(x.Requests):
 			v.add(IKEFragmentsExceedPMTU, Error, TowardServer, x,
@@ -299,6 +457,9 @@ func (v *evaluator) auth(x *Exchange) {
 	if !responseLost(s, x) {
 		return
 	}
+	drops := v.e.dropsIn(x.Responses)
+	n := len(v.out)
+	defer func() { v.mark(n, !v.settled && len(drops) == 0, drops) }()
 	// The responder answered, yet the initiator kept retransmitting: the
 	// response does not arrive.
 	ev := []string{v.sendsString(x.Requests), "responses: " + v.sendsString(x.Responses), "the initiator retransmitted after the response was sent: the response does not arrive"}
@@ -331,6 +492,121 @@ func (v *evaluator) auth(x *Exchange) {
 	default:
 		v.add(UnansweredIKEAuth, Error, TowardClient, x,
 			sprintf("%s response was sent but the initiator kept retransmitting: it does not reach the client", name), ev, v.frames(x))
+	}
+}
+
+// silentV1 judges an IKEv1 initiator that kept sending and got no answer:
+// the IKEv1 counterpart of UNANSWERED_SA_INIT.
+func (v *evaluator) silentV1() {
+	s := v.s
+	if !v.settled || !s.rolesKnown || s.FromResponder > 0 || s.FromInitiator == 0 {
+		return
+	}
+	sends, retrans := 0, 0
+	var first, last time.Time
+	for _, x := range s.Exchanges {
+		for _, t := range x.Requests {
+			sends++
+			if t.Retransmission {
+				retrans++
+			}
+			if first.IsZero() || t.Time.Before(first) {
+				first = t.Time
+			}
+			if t.Time.After(last) {
+				last = t.Time
+			}
+		}
+	}
+	if retrans == 0 {
+		return
+	}
+	v.add(UnansweredIKEv1, Error, TowardServer, nil,
+		sprintf("IKEv1 initiator sent %d time(s) over %s and the responder never answered", sends, last.Sub(first).Round(10*time.Millisecond)),
+		[]string{sprintf("%d IKEv1 message(s) from %s to %s, %d of them retransmissions; none from %s", sends, s.Initiator, s.Responder, retrans, s.Responder)},
+		v.frames(s.Exchanges...))
+}
+
+// authNotSeen judges a session whose IKE_SA_INIT completed and whose
+// IKE_AUTH request never came into view. Fragment trains from the
+// initiator that lack their first fragment are that request, its first
+// fragment lost before this point: FRAGMENTS_DROPPED. Otherwise the
+// request was lost upstream or never sent: IKE_AUTH_NOT_SEEN.
+func (v *evaluator) authNotSeen() {
+	s := v.s
+	x := s.Find(ike.ExchangeIKESAInit)
+	if !v.settled || x == nil || s.Chosen == nil || len(x.Requests) == 0 || len(x.Responses) == 0 {
+		return
+	}
+	for _, y := range s.Exchanges {
+		if y.Type != ike.ExchangeIKESAInit {
+			return
+		}
+	}
+	resp := x.Responses[len(x.Responses)-1].Time
+	for _, t := range x.Responses {
+		if t.Time.After(resp) {
+			resp = t.Time
+		}
+	}
+	o := v.e.orphans[[2]netip.Addr{s.Initiator.Addr(), s.Responder.Addr()}]
+	if o != nil && !o.Last.Before(resp) {
+		ev := []string{"IKE_SA_INIT answered: " + v.sendsString(x.Responses), "no IKE_AUTH request seen"}
+		ev = append(ev, v.orphanFacts(s.Initiator.Addr(), s.Responder.Addr())...)
+		ev = append(ev, "those trains are the IKE_AUTH request: its first IP fragment (with the UDP and IKE headers) was lost before this observation point, and the responder cannot reassemble it (Windows error 809)")
+		ev = append(ev, v.fragFacts(false)...)
+		v.add(FragmentsDropped, Error, TowardServer, x,
+			"IKE_AUTH request was IP-fragmented and its first fragments never arrived: fragments are dropped on the way to the responder", ev, v.frames(x))
+		v.notNegotiated(x)
+		return
+	}
+	// Observation must have gone on long enough for an IKE_AUTH to show:
+	// initiators send it within milliseconds of the response.
+	if v.e.now.Sub(resp) < authGrace {
+		return
+	}
+	v.add(IKEAuthNotSeen, Warning, TowardServer, x,
+		"IKE_SA_INIT completed but no IKE_AUTH request was seen: it was lost before this observation point, or the initiator gave up",
+		[]string{"IKE_SA_INIT answered: " + v.sendsString(x.Responses), sprintf("nothing more from the initiator in the %s observed after the response", v.e.now.Sub(resp).Round(time.Second))}, v.frames(x))
+}
+
+// authGrace is how long after an IKE_SA_INIT response the observation
+// must go on before a missing IKE_AUTH counts: far more than an initiator
+// takes to send it (milliseconds), less than its first retransmission
+// timer would matter.
+const authGrace = 2 * time.Second
+
+// errorNotifies turns error notifies in responses into verdicts named after
+// the notify.
+func (v *evaluator) errorNotifies() {
+	s := v.s
+	for _, en := range s.Errors {
+		x, d := en.Exchange, en.Datagram
+		switch {
+		case x.Type == ike.ExchangeIKESAInit && (en.Type == ike.NotifyNoProposalChosen || en.Type == ike.NotifyInvalidKEPayload):
+			continue // saInit judges these with the offer in hand
+		case en.Type == ike.NotifyAuthenticationFailed && len(s.AuthFailed) > 0:
+			continue // authFailed reports it
+		}
+		info, known := errorNotifies[en.Type]
+		sev := Error
+		if known {
+			sev = info.sev
+		} else {
+			info.means = "an error notify this product has no description for"
+		}
+		who, peer := "the responder", s.Responder
+		if !x.ByInitiator {
+			who, peer = "the initiator", s.Initiator
+		}
+		where := "in the clear"
+		if en.Inner {
+			where = "inside the encrypted payload (read with the IKE SA's keys)"
+		}
+		v.add(Code(en.Type.String()), sev, "", x,
+			sprintf("%s answered %s with %s: %s", who, x.Type, en.Type, info.means),
+			[]string{sprintf("%s response (Message ID %d) from %s (%s) carries %s (notify type %d) %s", x.Type, x.MessageID, peer, who, en.Type, uint16(en.Type), where)},
+			d.Frames)
 	}
 }
 

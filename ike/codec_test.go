@@ -487,3 +487,27 @@ func bodyType(b Body) PayloadType {
 	}
 	return PayloadGSPM
 }
+
+// TestTrailingBytesKept: bytes after the last payload that the header's
+// Length covers cost nothing but a noted quirk; the notify before them
+// still says which group the responder wants.
+func TestTrailingBytesKept(t *testing.T) {
+	b := buildMessage(ExchangeIKESAInit, FlagResponse, 0,
+		rawPayload{t: PayloadNotify, body: unhex(t, "00 00 0011 000e")})
+	b = append(b, 0, 0)
+	binary.BigEndian.PutUint32(b[24:], uint32(len(b)))
+	m := mustRoundTrip(t, b)
+	if len(m.Payloads) != 1 || len(m.Trailing) != 2 {
+		t.Fatalf("payloads %v trailing %x", m.PayloadTypes(), m.Trailing)
+	}
+	if g, ok := m.Notify(NotifyInvalidKEPayload).AcceptedGroup(); !ok || g != 14 {
+		t.Errorf("accepted group %v %v, want 14", g, ok)
+	}
+	if q := m.Quirks(); len(q) != 1 || !strings.Contains(q[0], "2 byte(s) after the last payload") {
+		t.Errorf("quirks %q", q)
+	}
+	// An inner chain (decrypted SK contents) stays strict.
+	if _, err := DecodePayloads(PayloadNotify, append(unhex(t, "00 00 000a 00 00 0011 000e"), 0, 0)); !errors.Is(err, ErrLength) {
+		t.Errorf("DecodePayloads with trailing bytes: %v, want ErrLength", err)
+	}
+}

@@ -56,6 +56,22 @@ func (r Raw) AppendBody(b []byte) []byte { return append(b, r...) }
 type Message struct {
 	Header
 	Payloads []Payload
+	// Trailing holds bytes after the last payload that the header's Length
+	// still covers. RFC 7296 §3.2 leaves no room for them, but some
+	// implementations send a few (padding to an even length, a stray
+	// terminator); the payloads before them are kept and Encode writes them
+	// back, so the message round-trips byte for byte. Nil for a well-formed
+	// message.
+	Trailing []byte
+}
+
+// Quirks lists the ways the message departs from RFC 7296 that decoding
+// tolerated, for display next to a diagnosis.
+func (m *Message) Quirks() []string {
+	if len(m.Trailing) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("%d byte(s) after the last payload, inside the IKE header Length (RFC 7296 §3.2 allows none); payloads before them were kept", len(m.Trailing))}
 }
 
 // UnsupportedCriticalError is returned for a payload of unknown type with the
@@ -88,9 +104,14 @@ func Decode(b []byte) (*Message, error) {
 	default:
 		return nil, fmt.Errorf("%w %d (version byte %#02x)", ErrVersion, h.MajorVersion, b[17])
 	}
-	m.Payloads, err = DecodePayloads(h.NextPayload, b[HeaderLen:])
+	body := b[HeaderLen:]
+	var off int
+	m.Payloads, off, err = decodeChain(h.NextPayload, body)
 	if err != nil {
 		return nil, fmt.Errorf("IKEv2 %s message ID %d: %w", h.Exchange, h.MessageID, err)
+	}
+	if off < len(body) {
+		m.Trailing = append([]byte(nil), body[off:]...)
 	}
 	return m, nil
 }
@@ -113,6 +134,23 @@ func checkLength(h *Header, n int) error {
 // Fragment payload ends the chain: its Next Payload field names the first
 // inner payload, and nothing may follow it.
 func DecodePayloads(first PayloadType, b []byte) ([]Payload, error) {
+	out, off, err := decodeChain(first, b)
+	if err != nil {
+		return nil, err
+	}
+	if off != len(b) {
+		if n := len(out); n > 0 && (out[n-1].Type == PayloadEncrypted || out[n-1].Type == PayloadEncryptedFragment) {
+			return nil, fmt.Errorf("%s payload is not last: %d bytes follow it", out[n-1].Type, len(b)-off)
+		}
+		return nil, fmt.Errorf("%w: %d bytes after the last payload", ErrLength, len(b)-off)
+	}
+	return out, nil
+}
+
+// decodeChain decodes a payload chain and returns the offset where it
+// ended; bytes after that are left to the caller to refuse (DecodePayloads)
+// or keep (Decode, Message.Trailing).
+func decodeChain(first PayloadType, b []byte) ([]Payload, int, error) {
 	var out []Payload
 	if n := countPayloads(first, b); n > 0 {
 		out = make([]Payload, 0, n)
@@ -121,17 +159,17 @@ func DecodePayloads(first PayloadType, b []byte) ([]Payload, error) {
 	off := 0
 	for next != PayloadNone {
 		if len(out) == MaxPayloads {
-			return nil, fmt.Errorf("%w: more than %d", ErrTooManyPayload, MaxPayloads)
+			return nil, 0, fmt.Errorf("%w: more than %d", ErrTooManyPayload, MaxPayloads)
 		}
 		if len(b)-off < genericHeaderLen {
-			return nil, fmt.Errorf("payload %d (%s) at offset %d: %w: %d bytes left for a 4-byte header",
+			return nil, 0, fmt.Errorf("payload %d (%s) at offset %d: %w: %d bytes left for a 4-byte header",
 				len(out)+1, next, off, ErrShort, len(b)-off)
 		}
 		np := PayloadType(b[off])
 		flags := b[off+1]
 		plen := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
 		if plen < genericHeaderLen || plen > len(b)-off {
-			return nil, fmt.Errorf("payload %d (%s) at offset %d: %w: Payload Length %d, %d bytes left",
+			return nil, 0, fmt.Errorf("payload %d (%s) at offset %d: %w: Payload Length %d, %d bytes left",
 				len(out)+1, next, off, ErrLength, plen, len(b)-off)
 		}
 		p := Payload{Type: next, Critical: flags&0x80 != 0, Reserved: flags & 0x7f}
@@ -140,29 +178,23 @@ func DecodePayloads(first PayloadType, b []byte) ([]Payload, error) {
 		p.Body, err = decodeBody(next, np, body)
 		if err == errUnknown {
 			if p.Critical {
-				return nil, &UnsupportedCriticalError{Type: next}
+				return nil, 0, &UnsupportedCriticalError{Type: next}
 			}
 			p.Body, err = Raw(body), nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("payload %d (%s) at offset %d: %w", len(out)+1, next, off, err)
+			return nil, 0, fmt.Errorf("payload %d (%s) at offset %d: %w", len(out)+1, next, off, err)
 		}
 		out = append(out, p)
 		off += plen
 		if next == PayloadEncrypted || next == PayloadEncryptedFragment {
 			// The SK/SKF Next Payload names the first inner payload; the
 			// chain continues inside the ciphertext, so the SK must be last.
-			if off != len(b) {
-				return nil, fmt.Errorf("%s payload is not last: %d bytes follow it", next, len(b)-off)
-			}
-			return out, nil
+			return out, off, nil
 		}
 		next = np
 	}
-	if off != len(b) {
-		return nil, fmt.Errorf("%w: %d bytes after the last payload", ErrLength, len(b)-off)
-	}
-	return out, nil
+	return out, off, nil
 }
 
 // countPayloads walks the chain's generic headers to size the slice that
@@ -234,6 +266,7 @@ func (m *Message) Encode() []byte {
 	}
 	b = h.AppendTo(b)
 	b = AppendPayloads(b, m.Payloads)
+	b = append(b, m.Trailing...)
 	if h.MajorVersion == 2 {
 		binary.BigEndian.PutUint32(b[24:28], uint32(len(b)))
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -98,9 +99,18 @@ func countStdin(args []string) int {
 	return n
 }
 
-// feed reads one capture into the engine.
+// feed reads one capture ("-": standard input) into the engine. A file that
+// breaks off at a frame (a capture cut short mid-packet) is analysed up to
+// the cut, with a report-level warning naming the frame; a file that is not
+// a capture at all is bad input.
 func feed(e *diag.Engine, path string, stdin io.Reader) error {
-	return readCapture(path, stdin, func(rec obs.Record) error { e.Add(rec); return nil })
+	err := readCapture(path, stdin, func(rec obs.Record) error { e.Add(rec); return nil })
+	var fe *capture.FileError
+	if errors.As(err, &fe) && fe.Frame > 0 {
+		e.Warn(fmt.Sprintf("%s: the capture breaks off at frame %d (%v); frames 1 to %d were analysed", path, fe.Frame, fe.Err, fe.Frame-1))
+		return nil
+	}
+	return err
 }
 
 // readCapture calls fn for every record of a capture file ("-": stdin),
@@ -144,11 +154,17 @@ func writeReport(w io.Writer, r *diag.Report) {
 			}
 			fmt.Fprintln(w)
 		}
+		for _, q := range s.Quirks {
+			fmt.Fprintf(w, "  quirk: %s\n", q)
+		}
 		writeLadder(w, s)
 		for _, vd := range s.Verdicts {
 			fmt.Fprintf(w, "  %s %s", strings.ToUpper(string(vd.Severity)), vd.Code)
 			if vd.Direction != "" {
 				fmt.Fprintf(w, " (%s)", strings.ReplaceAll(vd.Direction, "_", " "))
+			}
+			if vd.Provisional {
+				fmt.Fprint(w, " [provisional]")
 			}
 			fmt.Fprintf(w, ": %s\n", vd.Summary)
 			for _, e := range vd.Evidence {
@@ -159,6 +175,19 @@ func writeReport(w io.Writer, r *diag.Report) {
 			}
 		}
 		fmt.Fprintln(w)
+	}
+	for _, f := range r.Findings {
+		fmt.Fprintf(w, "%s %s: %s\n", strings.ToUpper(string(f.Severity)), f.Code, f.Summary)
+		for _, e := range f.Evidence {
+			fmt.Fprintf(w, "      evidence: %s\n", e)
+		}
+		for _, m := range f.Remedy {
+			fmt.Fprintf(w, "      fix: %s\n", m)
+		}
+		fmt.Fprintln(w)
+	}
+	for _, m := range r.Warnings {
+		fmt.Fprintf(w, "WARNING: %s\n", m)
 	}
 	codes := make([]string, 0, len(r.Summary.Verdicts))
 	for c, n := range r.Summary.Verdicts {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -45,7 +47,7 @@ func TestAnalyzeExitStatusAndSchema(t *testing.T) {
 	if err := json.Unmarshal([]byte(js), &rep); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
-	if rep.Schema != "ikefrag.report" || rep.Version != 1 || len(rep.Sessions) != 1 {
+	if rep.Schema != "ikefrag.report" || rep.Version != 2 || len(rep.Sessions) != 1 {
 		t.Fatalf("report header %+v", rep)
 	}
 	s := rep.Sessions[0]
@@ -67,5 +69,41 @@ func TestAnalyzeExitStatusAndSchema(t *testing.T) {
 	}
 	if _, code := runCtl(t, "analyze", "/nonexistent.pcap"); code != 2 {
 		t.Errorf("missing file: exit %d, want 2", code)
+	}
+}
+
+// A capture cut short mid-packet is analysed up to the cut, with a warning
+// naming the frame; the exit status follows the verdicts.
+func TestAnalyzeTruncatedCapture(t *testing.T) {
+	b, err := os.ReadFile(shared.LabPcap(t, "b.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cut inside the last record's packet data.
+	cut := filepath.Join(t.TempDir(), "cut.pcap")
+	if err := os.WriteFile(cut, b[:len(b)-10], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCtl(t, "analyze", "--json", cut)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (b.pcap's FRAGMENTS_DROPPED), output:\n%s", code, out)
+	}
+	var rep struct {
+		Warnings []string `json:"warnings"`
+		Summary  struct {
+			Verdicts map[string]int `json:"verdicts"`
+		} `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &rep); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0], "breaks off at frame") || rep.Summary.Verdicts["FRAGMENTS_DROPPED"] != 1 {
+		t.Errorf("warnings %q verdicts %v", rep.Warnings, rep.Summary.Verdicts)
+	}
+	// Not a capture at all is still bad input.
+	junk := filepath.Join(t.TempDir(), "junk.pcap")
+	os.WriteFile(junk, []byte("not a capture file at all"), 0o600)
+	if _, code := runCtl(t, "analyze", junk); code != 2 {
+		t.Errorf("junk: exit %d, want 2", code)
 	}
 }

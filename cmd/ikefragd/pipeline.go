@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/diag/obs"
@@ -42,11 +44,30 @@ type pipeline struct {
 	// By kind: datagrams, ICMP too-big, drops; and sessions expired.
 	recDatagrams, recTooBig, recDrops, expired atomic.Uint64
 	counts                                     map[diag.Code]int
+	// provisional counts verdicts reported before their session settled
+	// (ikefrag_provisional_verdicts_total).
+	provisional *prometheus.CounterVec
+	// withdrawnVerdicts counts provisional verdicts that did not hold
+	// (ikefrag_provisional_verdicts_withdrawn_total).
+	withdrawnVerdicts *prometheus.CounterVec
+	// findings remembers the report-level findings already reported.
+	findings map[findingKey]struct{}
 }
+
+// findingKey identifies a report-level finding.
+type findingKey struct {
+	code   diag.Code
+	target string
+}
+
+// maxFindingKeys bounds the findings remembered; past it they may be
+// reported again, which is harmless.
+const maxFindingKeys = 4096
 
 // mark is what the pipeline remembers of a session between ticks.
 type mark struct {
 	last    time.Time // the session's Last when it was judged
+	changes uint64    // the session's Changes when it was judged
 	settled bool
 	gen     uint64
 	seen    map[verdictKey]struct{}
@@ -59,6 +80,9 @@ type verdictKey struct {
 	dir      string
 	exchange string
 	mid      uint32
+	// provisional: a verdict reported as provisional is reported again
+	// when it becomes final.
+	provisional bool
 }
 
 // engineSnapshot is what the engine goroutine publishes every tick.
@@ -96,6 +120,16 @@ func newPipeline(opt diag.Options, logRate int, log *slog.Logger, events *eventH
 		marks:   map[int]*mark{},
 		limiter: newLogLimiter(logRate),
 		counts:  map[diag.Code]int{},
+		provisional: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "provisional_verdicts_total",
+			Help: "Verdicts reported before their session settled (from retransmissions), by code and severity; each is reported again in verdicts_total when final."},
+			[]string{"code", "severity"}),
+		withdrawnVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "provisional_verdicts_withdrawn_total",
+			Help: "Provisional verdicts that no longer held before they became final (a late response arrived), by code."},
+			[]string{"code"}),
+		findings: map[findingKey]struct{}{},
+	}
+	if m != nil && m.reg != nil {
+		m.reg.MustRegister(p.provisional, p.withdrawnVerdicts)
 	}
 	if p.settle <= 0 {
 		p.settle = diag.DefaultOptions.Settle
@@ -202,13 +236,14 @@ func (p *pipeline) judge(now time.Time) {
 		if m == nil {
 			m = &mark{seen: map[verdictKey]struct{}{}}
 			p.marks[s.ID] = m
-		} else if s.Last.Equal(m.last) && m.settled == settled {
+		} else if s.Last.Equal(m.last) && m.settled == settled && m.changes == s.Changes {
 			m.gen = p.gen
 			continue
 		}
-		m.gen, m.last, m.settled = p.gen, s.Last, settled
-		for _, v := range p.eng.Evaluate(s, false) {
-			k := verdictKey{code: v.Code, dir: v.Direction, exchange: v.Exchange}
+		m.gen, m.last, m.settled, m.changes = p.gen, s.Last, settled, s.Changes
+		vs := p.eng.Evaluate(s, false)
+		for _, v := range vs {
+			k := verdictKey{code: v.Code, dir: v.Direction, exchange: v.Exchange, provisional: v.Provisional}
 			if v.MessageID != nil {
 				k.mid = *v.MessageID
 			}
@@ -216,6 +251,19 @@ func (p *pipeline) judge(now time.Time) {
 				m.seen[k] = struct{}{}
 				p.report(now, v)
 			}
+		}
+		p.withdrawn(s, m, vs)
+	}
+	// Report-level findings (unsolicited responses per target, local
+	// drops of ICMP too-big), each once per target and code.
+	for _, v := range p.eng.Findings(false) {
+		k := findingKey{code: v.Code, target: v.Client}
+		if _, ok := p.findings[k]; !ok {
+			if len(p.findings) >= maxFindingKeys {
+				clear(p.findings)
+			}
+			p.findings[k] = struct{}{}
+			p.report(now, v)
 		}
 	}
 	// Forget sessions the engine expired or evicted.
@@ -226,9 +274,45 @@ func (p *pipeline) judge(now time.Time) {
 	}
 }
 
+// withdrawn logs and counts the provisional verdicts of a session that no
+// longer hold (a late response arrived) and were never made final, once.
+func (p *pipeline) withdrawn(s *diag.Session, m *mark, vs []diag.Verdict) {
+	for k := range m.seen {
+		if !k.provisional {
+			continue
+		}
+		final := k
+		final.provisional = false
+		if _, ok := m.seen[final]; ok {
+			continue
+		}
+		still := false
+		for _, v := range vs {
+			mid := uint32(0)
+			if v.MessageID != nil {
+				mid = *v.MessageID
+			}
+			still = still || v.Code == k.code && v.Direction == k.dir && v.Exchange == k.exchange && mid == k.mid
+		}
+		if still {
+			continue
+		}
+		delete(m.seen, k)
+		p.withdrawnVerdicts.WithLabelValues(string(k.code)).Inc()
+		p.log.Info("provisional verdict withdrawn: the evidence no longer holds", "code", string(k.code), "session", s.ID,
+			"client", s.Initiator.String(), "server", s.Responder.String(), "exchange", k.exchange)
+	}
+}
+
 func (p *pipeline) report(now time.Time, v diag.Verdict) {
-	p.counts[v.Code]++
-	p.m.verdicts.WithLabelValues(string(v.Code), string(v.Severity)).Inc()
+	if v.Provisional {
+		// Counted apart, so verdicts_total counts each verdict once,
+		// when final.
+		p.provisional.WithLabelValues(string(v.Code), string(v.Severity)).Inc()
+	} else {
+		p.counts[v.Code]++
+		p.m.verdicts.WithLabelValues(string(v.Code), string(v.Severity)).Inc()
+	}
 	vc := v
 	p.events.publish(control.Event{Kind: control.EventVerdict, Message: v.Summary, Verdict: &vc})
 	if !p.limiter.allow(now) {
@@ -255,7 +339,17 @@ func (p *pipeline) report(now time.Time, v diag.Verdict) {
 	if len(v.Remedy) > 0 {
 		attrs = append(attrs, slog.String("remedy", strings.Join(v.Remedy, "; ")))
 	}
-	p.log.LogAttrs(context.Background(), level, "verdict: "+v.Summary, attrs...)
+	if v.Provisional {
+		attrs = append(attrs, slog.Bool("provisional", true))
+	}
+	if len(v.KernelDrops) > 0 {
+		attrs = append(attrs, slog.String("kernel_drops", strings.Join(v.KernelDrops, "; ")))
+	}
+	msg := "verdict: "
+	if v.Provisional {
+		msg = "provisional verdict: "
+	}
+	p.log.LogAttrs(context.Background(), level, msg+v.Summary, attrs...)
 }
 
 var errBusy = errors.New("the diagnosis engine did not answer in time")

@@ -167,6 +167,10 @@ type Drop struct {
 	IPID             uint32
 	Fragment         bool
 	FragOffset       int
+	// ICMPType and ICMPCode are set for a dropped ICMP or ICMPv6 message
+	// (Proto 1 or 58): a dropped fragmentation-needed / packet-too-big is
+	// a local path-MTU discovery black hole.
+	ICMPType, ICMPCode uint8
 }
 
 // Record is one element of the observation stream: exactly one field is set.
