@@ -75,6 +75,9 @@ type Proxy struct {
 
 	total      counters
 	icmpErrors atomic.Uint64
+	flowEnds   [numFlowEnds]atomic.Uint64
+	localAddrs atomic.Pointer[localSet]
+	probes     probeCounters
 
 	pool sync.Pool // *upBufs
 
@@ -403,6 +406,7 @@ func (l *listener) run() {
 				continue
 			}
 			src := ua.AddrPort()
+			mapped := src.Addr().Is4In6()
 			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 			rx := parseRx(m.OOB[:m.NN])
 			local := l.addr
@@ -412,7 +416,7 @@ func (l *listener) run() {
 			payload := m.Buffers[0][:m.N]
 			f := p.flows.get(flowKey{src, local})
 			if f == nil || f.closed.Load() {
-				if f = p.newFlow(l, src, local, payload, now); f == nil {
+				if f = p.admit(l, src, mapped, local, payload, now); f == nil {
 					continue
 				}
 			}
@@ -508,10 +512,6 @@ func (p *Proxy) drop(f *Flow, r DropReason, n int) {
 // newFlow places a new client flow on a backend and opens its upstream
 // socket.
 func (p *Proxy) newFlow(l *listener, src, local netip.AddrPort, payload []byte, now time.Time) *Flow {
-	if p.flows.Len() >= p.s.MaxClients {
-		p.total.drops[DropTableFull].Add(1)
-		return nil
-	}
 	ca := src.Addr()
 	be := p.place(l, ca, payload, now)
 	to := be.cfg.IKE
@@ -525,16 +525,23 @@ func (p *Proxy) newFlow(l *listener, src, local netip.AddrPort, payload []byte, 
 		return nil
 	}
 	f := &Flow{p: p, key: flowKey{src, local}, ln: l, be: be, up: up, natt: l.natt, created: now,
-		dst: net.UDPAddrFromAddrPort(src), addMarker: !l.natt && be.cfg.IKEMarker}
+		dst: net.UDPAddrFromAddrPort(src), addMarker: !l.natt && be.cfg.IKEMarker, prefix: p.clientPrefix(ca)}
 	if l.wildcard {
 		f.oob = srcCmsg(local.Addr())
 	}
 	f.last.Store(now.UnixNano())
-	got, ok := p.flows.insert(f)
+	got, victim, why, ok := p.flows.insert(f, flowLimits{perAddr: p.s.NewFlowsPerAddress, perPrefix: p.s.NewFlowsPerPrefix})
+	if victim != nil {
+		end := EndEvictedUnanswered
+		if victim.level.Load() == levelHalfOpen {
+			end = EndEvictedHalfOpen
+		}
+		p.endFlow(victim, end)
+	}
 	if !ok {
 		up.Close()
 		if got == nil {
-			p.total.drops[DropTableFull].Add(1)
+			p.total.drops[why].Add(1)
 		}
 		return got
 	}
@@ -585,6 +592,10 @@ func (p *Proxy) fromClient(f *Flow, payload []byte, rx rxInfo, now time.Time) bo
 	fr := p.classify(f.ln, payload)
 	if fr.Kind == ike.KindInvalid {
 		p.drop(f, DropInvalid, 1)
+		return false
+	}
+	if p.halfOpenRefused(f.key.client.Addr(), fr) {
+		p.drop(f, DropHalfOpenLimit, 1)
 		return false
 	}
 	n := uint64(len(payload))
@@ -705,11 +716,6 @@ func (f *Flow) upError(err error) {
 	})
 }
 
-func (p *Proxy) backendFailed(b *backend, why string) {
-	if b.failed(p.now(), why, p.s.HealthFailures, p.s.HealthHold) {
-		p.log.Warn("proxy: backend down", "backend", b.cfg.Name, "reason", why, "hold", p.s.HealthHold)
-	}
-}
 
 // fromBackend queues what a backend datagram becomes for the client.
 func (p *Proxy) fromBackend(f *Flow, b *upBufs, payload []byte, now time.Time) {
@@ -722,6 +728,9 @@ func (p *Proxy) fromBackend(f *Flow, b *upBufs, payload []byte, now time.Time) {
 		} else {
 			fr = ike.Framing{Kind: ike.KindNone}
 		}
+	}
+	if fr.Kind == ike.KindESP {
+		p.promote(f, levelEstablished, now)
 	}
 	if fr.Kind == ike.KindIKE && len(fr.IKE) >= ike.HeaderLen {
 		out, relay := p.backendIKE(f, payload, fr, now)
@@ -817,14 +826,22 @@ func (p *Proxy) sweep(now time.Time) {
 			f.last.Store(last)
 		}
 		idle := now.Sub(time.Unix(0, last))
-		if idle > p.s.IdleTimeout || (!f.replied.Load() && now.Sub(f.created) > p.s.UnrepliedTimeout) {
-			p.closeFlow(f)
+		age := now.Sub(f.created)
+		switch lvl := f.level.Load(); {
+		case idle > p.s.IdleTimeout:
+			p.endFlow(f, EndIdle)
+		case lvl == levelPending && age > p.s.UnrepliedTimeout:
+			p.endFlow(f, EndUnanswered)
+		case lvl == levelHalfOpen && age > p.s.HalfOpenTimeout:
+			p.endFlow(f, EndHalfOpen)
 		}
 	}
 	p.fpSweep(flows)
 	for _, s := range p.sas.pendingInits(now, initUnanswered) {
-		p.backendFailed(s.be, "IKE_SA_INIT unanswered")
+		p.initUnanswered(s.be, s.key.client, now)
 	}
+	p.sas.expireHalfOpen(now, p.s.HalfOpenTimeout)
+	p.healthSweep(now)
 	for _, s := range p.sas.expire(now, p.s.IdleTimeout) {
 		s.mu.Lock()
 		spiR := s.spiR
@@ -905,6 +922,8 @@ func (p *Proxy) Flows() []FlowInfo {
 func (p *Proxy) Stats() Stats {
 	p.fpSync()
 	st := Stats{Flows: p.flows.Len(), IKESAs: p.sas.len(), Total: p.total.snapshot(),
+		Unestablished: p.flows.unestablished(), HalfOpenSAs: p.sas.halfOpenTotal(),
+		Probes: p.probes.sent.Load(), ProbesAnswered: p.probes.answered.Load(),
 		Reassembler: p.reasm.Stats(), Fragmenter: p.frag.Stats(), ICMPErrors: p.icmpErrors.Load(),
 		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings()}
 	p.clientsMu.Lock()
@@ -919,10 +938,18 @@ func (p *Proxy) Stats() Stats {
 			Flows: b.flows.Load(), Counters: b.ctr.snapshot()}
 		bs.Up = b.usable(now)
 		b.mu.Lock()
-		bs.Failures, bs.LastError = b.failures, b.lastFail
+		bs.Failures, bs.LastError, bs.Doubt = b.failures, b.lastFail, len(b.doubt)
 		b.mu.Unlock()
 		st.Backends = append(st.Backends, bs)
 	}
 	st.FastPath = p.fastPathStats()
+	for e := FlowEnd(0); e < numFlowEnds; e++ {
+		if n := p.flowEnds[e].Load(); n != 0 {
+			if st.FlowEnds == nil {
+				st.FlowEnds = map[string]uint64{}
+			}
+			st.FlowEnds[e.String()] = n
+		}
+	}
 	return st
 }
