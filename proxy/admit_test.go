@@ -79,7 +79,7 @@ func TestFlowsEarned(t *testing.T) {
 		{noI, ikeTo},
 		{mid, ikeTo},
 		{ikeRequest(ike.SPI{9}, ike.SPI{8}, ike.ExchangeIKEAuth, 1), ikeTo}, // an IKE SA nobody answered
-		{[]byte{0xc0, 0, 0, 1, 0, 0, 0, 1}, nattTo},                          // ESP of no client
+		{[]byte{0xc0, 0, 0, 1, 0, 0, 0, 1}, nattTo},                         // ESP of no client
 		{[]byte{0xff}, nattTo},                                              // keepalive of no client
 		{marked, nattTo},
 	}

@@ -177,12 +177,12 @@ const (
 	DefaultClientPrefixV4     = 24
 	DefaultClientPrefixV6     = 56
 	DefaultMaxClients         = 10000
-	DefaultPMTUExpiry       = 10 * time.Minute
-	DefaultRouteTable       = 4500
-	DefaultRoutePriority    = 4500
-	DefaultBatch            = 64
-	DefaultHealthFailures   = 3
-	DefaultHealthHold       = 30 * time.Second
+	DefaultPMTUExpiry         = 10 * time.Minute
+	DefaultRouteTable         = 4500
+	DefaultRoutePriority      = 4500
+	DefaultBatch              = 64
+	DefaultHealthFailures     = 3
+	DefaultHealthHold         = 30 * time.Second
 
 	// maxFastPathFlows is the fast path's own limit (fastpath.Options).
 	maxFastPathFlows = 1 << 21

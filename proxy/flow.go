@@ -43,8 +43,8 @@ type Flow struct {
 	// level is levelPending, levelHalfOpen or levelEstablished; it only
 	// rises, and is written under the table's lock (FlowTable.promote).
 	level  atomic.Uint32
-	prefix netip.Prefix   // the client's prefix for new_flows_per_prefix
-	elem   *list.Element  // in FlowTable.waiting[level] while not established; under the table's lock
+	prefix netip.Prefix  // the client's prefix for new_flows_per_prefix
+	elem   *list.Element // in FlowTable.waiting[level] while not established; under the table's lock
 
 	pktsIn, pktsOut atomic.Uint64 // every datagram, the fast path's included
 	espIn, espOut   atomic.Uint64 // ESP relayed in user space

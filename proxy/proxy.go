@@ -716,7 +716,6 @@ func (f *Flow) upError(err error) {
 	})
 }
 
-
 // fromBackend queues what a backend datagram becomes for the client.
 func (p *Proxy) fromBackend(f *Flow, b *upBufs, payload []byte, now time.Time) {
 	fr := p.classify(f.ln, payload)

@@ -46,11 +46,11 @@ var dropNames = [numDropReasons]string{"table_full", "truncated", "invalid", "no
 type FlowEnd uint8
 
 const (
-	EndIdle             FlowEnd = iota // no datagram for idle_timeout
-	EndUnanswered                      // unanswered (or COOKIE / INVALID_KE_PAYLOAD only) for unreplied_timeout
-	EndHalfOpen                        // IKE_SA_INIT answered, nothing more for half_open_timeout
-	EndEvictedUnanswered               // room made for a new flow: the oldest unanswered flow
-	EndEvictedHalfOpen                 // room made for a new flow: the oldest half-open flow (no unanswered one left)
+	EndIdle              FlowEnd = iota // no datagram for idle_timeout
+	EndUnanswered                       // unanswered (or COOKIE / INVALID_KE_PAYLOAD only) for unreplied_timeout
+	EndHalfOpen                         // IKE_SA_INIT answered, nothing more for half_open_timeout
+	EndEvictedUnanswered                // room made for a new flow: the oldest unanswered flow
+	EndEvictedHalfOpen                  // room made for a new flow: the oldest half-open flow (no unanswered one left)
 	numFlowEnds
 )
 
