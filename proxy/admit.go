@@ -148,7 +148,8 @@ func isInitRequest(msg []byte) bool {
 // well-formed first message of an IKE SA, an IKEv2 message of an IKE SA
 // whose IKE_SA_INIT the backend answered (the client moved to the NAT-T
 // port, or its NAT moved it), or anything (ESP, keepalive, IKEv1) from a
-// client address with a flow the backend answered within idle_timeout.
+// client address with an established flow, or with a flow the backend
+// answered within idle_timeout.
 func (p *Proxy) earned(l *listener, ca netip.Addr, payload []byte, now time.Time) bool {
 	fr := p.classify(l, payload)
 	if fr.Kind == ike.KindIKE {
@@ -170,6 +171,9 @@ func (p *Proxy) earned(l *listener, ca netip.Addr, payload []byte, now time.Time
 		return false
 	}
 	if c := p.lookupClient(ca); c != nil {
+		if c.established.Load() > 0 {
+			return true
+		}
 		if at := c.answered.Load(); at != 0 && now.Sub(time.Unix(0, at)) <= p.s.IdleTimeout {
 			return true
 		}
@@ -210,6 +214,13 @@ func (p *Proxy) clientPrefix(a netip.Addr) netip.Prefix {
 func (p *Proxy) promote(f *Flow, level uint32, now time.Time) {
 	if p.flows.promote(f, level) && f.cl != nil {
 		f.cl.answered.Store(now.UnixNano())
+		if level == levelEstablished && f.estCounted.CompareAndSwap(false, true) {
+			f.cl.established.Add(1)
+			if f.closed.Load() && f.estCounted.CompareAndSwap(true, false) {
+				// closed while rising: closeFlow may not have seen it
+				f.cl.established.Add(-1)
+			}
+		}
 	}
 }
 

@@ -42,9 +42,12 @@ type Flow struct {
 	closed  atomic.Bool
 	// level is levelPending, levelHalfOpen or levelEstablished; it only
 	// rises, and is written under the table's lock (FlowTable.promote).
-	level  atomic.Uint32
-	prefix netip.Prefix  // the client's prefix for new_flows_per_prefix
-	elem   *list.Element // in FlowTable.waiting[level] while not established; under the table's lock
+	level atomic.Uint32
+	// estCounted: counted in cl.established (set by promote, cleared by
+	// whichever of promote and closeFlow sees the flow closed first)
+	estCounted atomic.Bool
+	prefix     netip.Prefix  // the client's prefix for new_flows_per_prefix
+	elem       *list.Element // in FlowTable.waiting[level] while not established; under the table's lock
 
 	pktsIn, pktsOut atomic.Uint64 // every datagram, the fast path's included
 	espIn, espOut   atomic.Uint64 // ESP relayed in user space
@@ -293,6 +296,9 @@ type client struct {
 	// past pending (unix nanoseconds): the client may then open flows
 	// with ESP, keepalives or IKEv1 (a NAT that moved its port).
 	answered atomic.Int64
+	// established counts its flows at levelEstablished: while it has one,
+	// it may open flows as above.
+	established atomic.Int32
 
 	mu       sync.Mutex
 	backend  *backend // backend of its latest IKE SA, for ESP on a new flow

@@ -794,6 +794,9 @@ func (p *Proxy) closeFlow(f *Flow) {
 	f.be.flows.Add(-1)
 	if f.cl != nil {
 		f.cl.flows.Add(-1)
+		if f.estCounted.CompareAndSwap(true, false) {
+			f.cl.established.Add(-1)
+		}
 	}
 }
 

@@ -161,15 +161,14 @@ func (p *Proxy) learnInitResponse(f *Flow, h ike.Header, msg []byte, now time.Ti
 	if sa == nil {
 		return
 	}
+	// Any response answers the request (health); only one whose payloads
+	// decode can complete the exchange.
 	m, err := ike.Decode(msg)
-	if err != nil {
-		return
-	}
 	sa.mu.Lock()
 	sa.initPending = false
 	// A response with an SA payload completes the exchange; one without
 	// (COOKIE, INVALID_KE_PAYLOAD) is followed by another request.
-	complete := m.Find(ike.PayloadSA) != nil && !h.SPIr.IsZero()
+	complete := err == nil && m.Find(ike.PayloadSA) != nil && !h.SPIr.IsZero()
 	if complete {
 		sa.fragResp = m.HasNotify(ike.NotifyIKEv2FragmentationSupported)
 	}
