@@ -309,7 +309,6 @@ func TestRefuseSources(t *testing.T) {
 type probeResponder struct {
 	c      *net.UDPConn
 	answer bool
-	probes int
 }
 
 func startProbeResponder(t *testing.T, ap netip.AddrPort, answer bool) *probeResponder {

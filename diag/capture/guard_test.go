@@ -82,16 +82,16 @@ func gz(t *testing.T, d []byte) []byte {
 	return b.Bytes()
 }
 
-// readGuarded reads every packet and returns the error, the frames read and
-// the bytes allocated meanwhile.
-func readGuarded(t *testing.T, file []byte) (error, int, uint64) {
+// readGuarded reads every packet and returns the frames read, the bytes
+// allocated meanwhile and the error.
+func readGuarded(t *testing.T, file []byte) (int, uint64, error) {
 	t.Helper()
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	pk, err := NewPackets(bytes.NewReader(file), "crafted")
 	if err != nil {
-		return err, 0, 0
+		return 0, 0, err
 	}
 	for {
 		if _, err = pk.Next(); err != nil {
@@ -102,7 +102,7 @@ func readGuarded(t *testing.T, file []byte) (error, int, uint64) {
 	if err == io.EOF {
 		err = nil
 	}
-	return err, pk.Stats().Frames, after.TotalAlloc - before.TotalAlloc
+	return pk.Stats().Frames, after.TotalAlloc - before.TotalAlloc, err
 }
 
 // A record longer than 262,144 bytes, or than the snap length, is an
@@ -127,7 +127,7 @@ func TestRecordLengthBound(t *testing.T) {
 		{"pcapng, over the limit", pcapngFile(0, MaxRecordLen+4), 1, MaxRecordLen + 4},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err, frames, alloc := readGuarded(t, c.file)
+			frames, alloc, err := readGuarded(t, c.file)
 			t.Logf("%d bytes of file: %v; %d frames, %d bytes allocated", len(c.file), err, frames, alloc)
 			if alloc > 4<<20 {
 				t.Errorf("allocated %d bytes", alloc)
@@ -152,7 +152,7 @@ func TestRecordLengthBound(t *testing.T) {
 	binary.LittleEndian.PutUint32(blk[4:], MaxRecordLen+maxBlockExtra+4)
 	b = append(append(b, blk...), make([]byte, 1<<20)...)
 	// (pcapgo reports it in its own words, with the guard's)
-	err, _, _ := readGuarded(t, b)
+	_, _, err := readGuarded(t, b)
 	var fe *FileError
 	if !errors.As(err, &fe) || fe.Frame != 1 || !strings.Contains(err.Error(), "pcapng block of 327684 bytes exceeds") {
 		t.Errorf("long block: %v", err)
