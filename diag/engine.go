@@ -43,6 +43,8 @@ type Options struct {
 	// for: inner notifies such as AUTHENTICATION_FAILED and the CHILD SA
 	// proposal become visible.
 	Keys keys.Source
+	// MaxMemory is the budget in bytes for what sessions keep (budget.go).
+	MaxMemory int64
 }
 
 // DefaultOptions are the documented defaults.
@@ -54,6 +56,7 @@ var DefaultOptions = Options{
 	MaxSessions:      10000,
 	MaxExchanges:     64,
 	MaxTransmissions: 16,
+	MaxMemory:        DefaultMaxMemory,
 }
 
 func (o Options) withDefaults() Options {
@@ -78,6 +81,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxTransmissions <= 0 {
 		o.MaxTransmissions = d.MaxTransmissions
+	}
+	if o.MaxMemory <= 0 {
+		o.MaxMemory = d.MaxMemory
 	}
 	return o
 }
@@ -122,6 +128,7 @@ type Engine struct {
 	now     time.Time
 	stats   Stats
 	dec     *Decryptor
+	mem     *budget
 }
 
 // orphanTrains counts incomplete fragment trains between two addresses
@@ -142,6 +149,7 @@ func New(opt Options) *Engine {
 		peers:    make(map[netip.Addr]*Peer),
 		orphans:  make(map[[2]netip.Addr]*orphanTrains),
 	}
+	e.mem = newBudget(e.opt.MaxMemory)
 	if opt.Keys != nil {
 		e.dec = NewDecryptor(opt.Keys, e.Now)
 	}
@@ -330,6 +338,7 @@ func (e *Engine) evictOldest() {
 }
 
 func (e *Engine) forget(s *Session) {
+	e.mem.release(s)
 	delete(e.sessions, s.key)
 	e.lru.Remove(s.elem)
 }
@@ -363,6 +372,11 @@ func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 		if prev.Message == nil && g.Message != nil {
 			prev.Message, prev.SKF = g.Message, g.SKF
 		}
+		return
+	}
+	if !e.charge(s, g, raw) {
+		s.dropped++
+		e.stats.LimitedDropped++
 		return
 	}
 	retrans := s.seen[k] != nil
