@@ -214,6 +214,9 @@ func (p *Proxy) clientPrefix(a netip.Addr) netip.Prefix {
 func (p *Proxy) promote(f *Flow, level uint32, now time.Time) {
 	if p.flows.promote(f, level) && f.cl != nil {
 		f.cl.answered.Store(now.UnixNano())
+		if level == levelEstablished {
+			p.stateDirty.Store(true)
+		}
 		if level == levelEstablished && f.estCounted.CompareAndSwap(false, true) {
 			f.cl.established.Add(1)
 			if f.closed.Load() && f.estCounted.CompareAndSwap(true, false) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -410,5 +411,71 @@ func TestHealthNotSpoofable(t *testing.T) {
 			}
 			t.Logf("backend %+v, probes %d answered %d", st.Backends[0], st.Probes, st.ProbesAnswered)
 		})
+	}
+}
+
+// A restart keeps the backend's view of each established flow: the state
+// file holds the client ↔ upstream port mapping, and the next proxy opens
+// the same upstream ports, so the client's ESP reaches the backend from
+// the address and port it knows.
+func TestStateReadopt(t *testing.T) {
+	ikePort, nattPort := testPorts()
+	bp := 30000 + ikePort%1000
+	be := startEcho(t, 1, netip.MustParseAddr("127.0.0.2"), bp, bp+1)
+	state := t.TempDir() + "/proxy-state.json"
+	cfg := Config{Listen: []string{"127.0.0.1"}, Backends: []string{fmt.Sprintf("127.0.0.2:%d/%d", bp, bp+1)},
+		IKEPort: ikePort, NATTPort: nattPort, StateFile: state}
+	run := func() (*Proxy, func()) {
+		p, err := New(cfg, Deps{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		return p, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}
+	p1, stop1 := run()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ikeTo := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ikePort))
+	nattTo := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(nattPort))
+	resp := roundTrip(t, c, ikeTo, ikeSAInit(0x5151000000000001, false))
+	var spiI, spiR ike.SPI
+	copy(spiI[:], resp[0:8])
+	copy(spiR[:], resp[8:16])
+	roundTrip(t, c, nattTo, append([]byte{0, 0, 0, 0}, ikeRequest(spiI, spiR, ike.ExchangeIKEAuth, 1)...))
+	esp := []byte{0xc0, 0, 0, 1, 0, 0, 0, 1}
+	roundTrip(t, c, nattTo, esp)
+	var nattUp netip.AddrPort
+	for _, f := range p1.Flows() {
+		if f.NATT {
+			nattUp = f.Upstream
+		}
+	}
+	before := be.sources()
+	stop1()
+	b, err := os.ReadFile(state)
+	if err != nil || !bytes.Contains(b, []byte(nattUp.String())) {
+		t.Fatalf("state file %s: %v", b, err)
+	}
+
+	p2, stop2 := run()
+	defer stop2()
+	roundTrip(t, c, nattTo, esp)
+	after := be.sources()
+	if len(after) != len(before) || after[nattUp] != before[nattUp]+1 {
+		t.Errorf("backend sources before the restart %v, after %v: want the ESP from %v again", before, after, nattUp)
+	}
+	if st := p2.Stats(); st.Adopted != 2 || st.AdoptSkipped != 0 || st.Flows != 2 {
+		t.Errorf("stats %+v", st)
 	}
 }

@@ -147,6 +147,14 @@ type Config struct {
 	// MetricsPerClient adds per-client series to the Prometheus collector
 	// (bounded by MaxClients). Default off: per-backend series only.
 	MetricsPerClient bool `mapstructure:"metrics_per_client"`
+	// StateFile keeps the established flows' client ↔ upstream port
+	// mapping across restarts: written when they change (at most once a
+	// second) and at Close, read at Run, which opens the same upstream
+	// ports for the same clients so that the backend keeps seeing each
+	// tunnel from where it knows it. Put it in the runtime directory
+	// (/run/ikefrag/proxy-state.json; with systemd, keep that directory
+	// across restarts: RuntimeDirectoryPreserve=restart). "": off.
+	StateFile string `mapstructure:"state_file"`
 	// FastPathMaxFlows is the number of flows the fast path holds at once;
 	// NAT-T flows beyond it stay in user space (counted as map_full) and
 	// move to the kernel when room appears. Default max_clients.

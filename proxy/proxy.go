@@ -79,6 +79,13 @@ type Proxy struct {
 	localAddrs atomic.Pointer[localSet]
 	probes     probeCounters
 
+	// state file (state.go): stateDirty is set when the established
+	// flows change; stateErr (janitor and Close only) the last error logged.
+	stateDirty   atomic.Bool
+	stateErr     string
+	adopted      atomic.Uint64
+	adoptSkipped atomic.Uint64
+
 	pool sync.Pool // *upBufs
 
 	runOnce   sync.Once
@@ -185,6 +192,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.log.Info("proxy running", "listen", p.listenStrings(), "backends", len(p.backends),
 		"refragment", p.s.Refragment, "keyed", p.keyed, "pmtu_step_down", p.s.stepDown, "route_mtu", p.s.RouteMTU,
 		"fast_path", p.fpx != nil)
+	p.adopt(p.now())
 	for _, l := range p.listeners {
 		p.wg.Add(1)
 		go l.run()
@@ -202,6 +210,12 @@ func (p *Proxy) Close() error {
 			p.cancel()
 		}
 		p.closeSockets()
+		if p.s.StateFile != "" && p.ctx != nil {
+			// the flows as they are, for the next start
+			if err := p.saveState(p.now()); err != nil {
+				p.log.Warn("proxy: cannot write the state file", "file", p.s.StateFile, "err", err)
+			}
+		}
 		for _, f := range p.flows.all() {
 			p.closeFlow(f)
 		}
@@ -788,6 +802,9 @@ func (p *Proxy) closeFlow(f *Flow) {
 	if f.closed.Swap(true) {
 		return
 	}
+	if f.level.Load() == levelEstablished {
+		p.stateDirty.Store(true)
+	}
 	p.flows.remove(f)
 	p.fpUnmap(f)
 	f.up.Close()
@@ -844,6 +861,7 @@ func (p *Proxy) sweep(now time.Time) {
 	}
 	p.sas.expireHalfOpen(now, p.s.HalfOpenTimeout)
 	p.healthSweep(now)
+	p.stateSweep(now)
 	for _, s := range p.sas.expire(now, p.s.IdleTimeout) {
 		s.mu.Lock()
 		spiR := s.spiR
@@ -926,6 +944,7 @@ func (p *Proxy) Stats() Stats {
 	st := Stats{Flows: p.flows.Len(), IKESAs: p.sas.len(), Total: p.total.snapshot(),
 		Unestablished: p.flows.unestablished(), HalfOpenSAs: p.sas.halfOpenTotal(),
 		Probes: p.probes.sent.Load(), ProbesAnswered: p.probes.answered.Load(),
+		Adopted: p.adopted.Load(), AdoptSkipped: p.adoptSkipped.Load(),
 		Reassembler: p.reasm.Stats(), Fragmenter: p.frag.Stats(), ICMPErrors: p.icmpErrors.Load(),
 		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings()}
 	p.clientsMu.Lock()

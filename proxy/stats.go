@@ -183,6 +183,11 @@ type Stats struct {
 	// version 3) sent and answered.
 	Probes         uint64 `json:"health_probes"`
 	ProbesAnswered uint64 `json:"health_probes_answered"`
+	// Adopted and AdoptSkipped count the flows of the state file
+	// re-opened at start, and those left out (listener or backend gone,
+	// port taken).
+	Adopted      uint64 `json:"flows_adopted,omitempty"`
+	AdoptSkipped uint64 `json:"flows_adopt_skipped,omitempty"`
 }
 
 // FastPathStats describe the ESP fast path (proxy.fast_path).
