@@ -150,11 +150,11 @@ func isInitRequest(msg []byte) bool {
 // port, or its NAT moved it), or anything (ESP, keepalive, IKEv1) from a
 // client address with an established flow, or with a flow the backend
 // answered within idle_timeout.
-func (p *Proxy) earned(l *listener, ca netip.Addr, payload []byte, now time.Time) bool {
+func (p *Proxy) earned(l *listener, ca netip.Addr, payload []byte, now time.Time) (ok, init bool) {
 	fr := p.classify(l, payload)
 	if fr.Kind == ike.KindIKE {
 		if isInitRequest(fr.IKE) {
-			return true
+			return true, true
 		}
 		if h, err := ike.ParseHeader(fr.IKE); err == nil && h.IsIKEv2() && !h.SPIr.IsZero() {
 			if sa := p.sas.get(ca, h.SPIi, h.SPIr, now); sa != nil {
@@ -162,23 +162,23 @@ func (p *Proxy) earned(l *listener, ca netip.Addr, payload []byte, now time.Time
 				known := sa.spiR == h.SPIr
 				sa.mu.Unlock()
 				if known {
-					return true
+					return true, false
 				}
 			}
 		}
 	}
 	if fr.Kind == ike.KindInvalid {
-		return false
+		return false, false
 	}
 	if c := p.lookupClient(ca); c != nil {
 		if c.established.Load() > 0 {
-			return true
+			return true, false
 		}
 		if at := c.answered.Load(); at != 0 && now.Sub(time.Unix(0, at)) <= p.s.IdleTimeout {
-			return true
+			return true, false
 		}
 	}
-	return false
+	return false, false
 }
 
 // admit opens a flow for a datagram of no known flow, or counts why not.
@@ -188,15 +188,31 @@ func (p *Proxy) admit(l *listener, src netip.AddrPort, mapped bool, local netip.
 		p.total.drops[why].Add(1)
 		return nil
 	}
-	if !p.earned(l, ca, payload, now) {
+	ok, init := p.earned(l, ca, payload, now)
+	if !ok {
 		p.total.drops[DropUnsolicited].Add(1)
 		return nil
 	}
-	if p.halfOpenRefused(ca, p.classify(l, payload)) {
+	fr := p.classify(l, payload)
+	if p.halfOpenRefused(ca, fr) {
 		p.total.drops[DropHalfOpenLimit].Add(1)
 		return nil
 	}
-	return p.newFlow(l, src, local, payload, now)
+	verified := false
+	if init {
+		pass, v := p.cookieGate(l, src, local, fr.IKE, fr.Marker, now)
+		if !pass {
+			return nil
+		}
+		verified = v
+	}
+	f := p.newFlow(l, src, local, payload, now)
+	if f != nil && verified {
+		// the client has the proxy's answers: it goes after the
+		// unverified flows when room is needed
+		p.promote(f, levelHalfOpen, now)
+	}
+	return f
 }
 
 // clientPrefix is the prefix new_flows_per_prefix counts a client in.

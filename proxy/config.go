@@ -116,6 +116,12 @@ type Config struct {
 	// multicast, broadcast, unspecified, IPv4-mapped IPv6) are always
 	// refused. Every refusal is counted.
 	Clients ClientsConfig `mapstructure:"clients"`
+	// CookieThreshold is the number of flows not yet established at which
+	// the proxy answers IKE_SA_INIT requests that would open a flow with
+	// its own N(COOKIE) (RFC 7296 §2.6), keeping no state, and opens
+	// flows only for requests that bring a valid one back (cookie.go).
+	// Default max_clients/10; max_clients or more turns it off.
+	CookieThreshold int `mapstructure:"cookie_threshold"`
 	// MaxClients bounds the client flows. When it is reached a new flow
 	// takes the place of the oldest flow the backend never answered, then
 	// of the oldest half-open one; established flows are never evicted.
@@ -256,6 +262,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxClients <= 0 {
 		c.MaxClients = DefaultMaxClients
+	}
+	if c.CookieThreshold <= 0 {
+		c.CookieThreshold = max(1, c.MaxClients/10)
 	}
 	if c.HalfOpenTimeout <= 0 {
 		c.HalfOpenTimeout = DefaultHalfOpenTimeout

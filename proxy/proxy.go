@@ -86,6 +86,9 @@ type Proxy struct {
 	adopted      atomic.Uint64
 	adoptSkipped atomic.Uint64
 
+	cookies   *cookieJar
+	cookieCtr struct{ sent, verified atomic.Uint64 }
+
 	pool sync.Pool // *upBufs
 
 	runOnce   sync.Once
@@ -121,11 +124,12 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		msgs:    newMsgCache(4096, 32<<20),
 		clients: map[netip.Addr]*client{},
 	}
-	if p.log == nil {
-		p.log = slog.New(slog.DiscardHandler)
-	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	p.cookies = newCookieJar(p.now())
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.keyed = p.keys != nil && s.Refragment == RefragmentAuto
 	p.reasm = sk.NewReassembler(sk.ReassemblerConfig{Now: p.now})
@@ -945,6 +949,7 @@ func (p *Proxy) Stats() Stats {
 		Unestablished: p.flows.unestablished(), HalfOpenSAs: p.sas.halfOpenTotal(),
 		Probes: p.probes.sent.Load(), ProbesAnswered: p.probes.answered.Load(),
 		Adopted: p.adopted.Load(), AdoptSkipped: p.adoptSkipped.Load(),
+		CookiesSent: p.cookieCtr.sent.Load(), CookiesVerified: p.cookieCtr.verified.Load(),
 		Reassembler: p.reasm.Stats(), Fragmenter: p.frag.Stats(), ICMPErrors: p.icmpErrors.Load(),
 		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings()}
 	p.clientsMu.Lock()

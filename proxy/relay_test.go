@@ -268,6 +268,7 @@ func TestRelayWildcardAndEviction(t *testing.T) {
 		Listen:   []string{"0.0.0.0"},
 		Backends: []string{fmt.Sprintf("127.0.0.2:%d/%d", bp, bp+1)},
 		IKEPort:  ikePort, NATTPort: nattPort, MaxClients: 3,
+		CookieThreshold: 1000, // eviction alone, no cookies
 	}, Deps{})
 	conn := func() *net.UDPConn {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

@@ -33,6 +33,7 @@ const (
 	DropAddressLimit      // the address has new_flows_per_address flows not yet established
 	DropPrefixLimit       // its prefix has new_flows_per_prefix flows not yet established
 	DropHalfOpenLimit     // an IKE_SA_INIT of a new IKE SA from a client with half_open_per_client half-open IKE SAs
+	DropCookieSent        // an IKE_SA_INIT without the proxy's cookie in cookie mode, answered with N(COOKIE) (not a loss)
 	numDropReasons
 )
 
@@ -40,7 +41,7 @@ var dropNames = [numDropReasons]string{"table_full", "truncated", "invalid", "no
 	"reassembly_hold", "retransmit_suppressed", "flow_closed",
 	"unsolicited", "source_backend", "source_local", "source_loopback", "source_multicast", "source_broadcast",
 	"source_unspecified", "source_v4mapped", "client_denied", "client_not_allowed", "address_limit", "prefix_limit",
-	"half_open_limit"}
+	"half_open_limit", "cookie_sent"}
 
 // FlowEnd says why a flow ended.
 type FlowEnd uint8
@@ -188,6 +189,10 @@ type Stats struct {
 	// port taken).
 	Adopted      uint64 `json:"flows_adopted,omitempty"`
 	AdoptSkipped uint64 `json:"flows_adopt_skipped,omitempty"`
+	// CookiesSent counts the proxy's own COOKIE responses (cookie mode),
+	// CookiesVerified the requests that came back with a valid one.
+	CookiesSent     uint64 `json:"cookies_sent"`
+	CookiesVerified uint64 `json:"cookies_verified"`
 }
 
 // FastPathStats describe the ESP fast path (proxy.fast_path).
