@@ -103,13 +103,20 @@ func TestLabProbeStrongSwan(t *testing.T) {
 			t.Errorf("IKE_SA_INIT without the I flag: %v", err)
 		}
 		// cookie_threshold_ip 1, block_threshold 2: the first IKE SA is
-		// half-open at once, the second after a COOKIE round trip, then
+		// half-open at once (its request carrying a cookie the server
+		// did not make), the second after a COOKIE round trip, then
 		// the server ignores IKE_SA_INIT from this address; the probe is
 		// still answered
 		halfOpen := 0
 		for i := range 3 {
 			spi := 0x2220 + uint64(i)
 			var cookie []byte
+			if i == 0 {
+				// a cookie the server did not make (the proxy's, in
+				// its cookie mode), while the server asks for none:
+				// ignored, the request answered
+				cookie = []byte("proxy's cookie!!")
+			}
 			for try := 0; try < 2; try++ {
 				got, err := send(c, init(spi, ike.FlagInitiator, cookie))
 				if err != nil {
@@ -120,7 +127,10 @@ func TestLabProbeStrongSwan(t *testing.T) {
 				if err != nil {
 					t.Fatalf("answer: %v", err)
 				}
-				if n := m.Notify(ike.NotifyCookie); n != nil && cookie == nil {
+				if n := m.Notify(ike.NotifyCookie); n != nil && (cookie == nil || i == 0) {
+					if i == 0 {
+						t.Errorf("a foreign cookie was not ignored: %s", m.Summary())
+					}
 					cookie = n.Data
 					continue
 				}
