@@ -153,6 +153,20 @@ type Config struct {
 	// MetricsPerClient adds per-client series to the Prometheus collector
 	// (bounded by MaxClients). Default off: per-backend series only.
 	MetricsPerClient bool `mapstructure:"metrics_per_client"`
+	// Source is the address the backend sees: "proxy" (default) sends
+	// from the proxy's own address, one port per flow; "client" sends
+	// from the client's own address and port (IP_TRANSPARENT,
+	// IPV6_TRANSPARENT; CAP_NET_ADMIN), so the backend's per-IP limits
+	// and logs see real clients. Replies then reach the proxy only if the
+	// backend routes client addresses through this host; the proxy adds
+	// policy rules (TransparentTable, TransparentPriority) that deliver
+	// UDP from the backends' IKE and NAT-T ports to its sockets. The ESP
+	// fast path is not used with "client". See docs/proxy.md.
+	Source string `mapstructure:"source"`
+	// TransparentTable and TransparentPriority are the routing table and
+	// rule priority of source: client. Defaults 4501 and 4501.
+	TransparentTable    int `mapstructure:"transparent_table"`
+	TransparentPriority int `mapstructure:"transparent_priority"`
 	// StateFile keeps the established flows' client ↔ upstream port
 	// mapping across restarts: written when they change (at most once a
 	// second) and at Close, read at Run, which opens the same upstream
@@ -173,6 +187,12 @@ type ClientsConfig struct {
 	Deny  []string `mapstructure:"deny"`
 }
 
+// Upstream source modes (proxy.source).
+const (
+	SourceProxy  = "proxy"
+	SourceClient = "client"
+)
+
 // Health probe modes (proxy.health_probe).
 const (
 	HealthProbeAuto = "auto"
@@ -191,12 +211,15 @@ const (
 	DefaultClientPrefixV4     = 24
 	DefaultClientPrefixV6     = 56
 	DefaultMaxClients         = 10000
-	DefaultPMTUExpiry         = 10 * time.Minute
-	DefaultRouteTable         = 4500
-	DefaultRoutePriority      = 4500
-	DefaultBatch              = 64
-	DefaultHealthFailures     = 3
-	DefaultHealthHold         = 30 * time.Second
+
+	DefaultTransparentTable    = 4501
+	DefaultTransparentPriority = 4501
+	DefaultPMTUExpiry          = 10 * time.Minute
+	DefaultRouteTable          = 4500
+	DefaultRoutePriority       = 4500
+	DefaultBatch               = 64
+	DefaultHealthFailures      = 3
+	DefaultHealthHold          = 30 * time.Second
 
 	// maxFastPathFlows is the fast path's own limit (fastpath.Options).
 	maxFastPathFlows = 1 << 21
@@ -287,6 +310,15 @@ func (c Config) withDefaults() Config {
 	if c.HealthProbe == "" {
 		c.HealthProbe = HealthProbeAuto
 	}
+	if c.Source == "" {
+		c.Source = SourceProxy
+	}
+	if c.TransparentTable <= 0 {
+		c.TransparentTable = DefaultTransparentTable
+	}
+	if c.TransparentPriority <= 0 {
+		c.TransparentPriority = DefaultTransparentPriority
+	}
 	if c.PMTUExpiry <= 0 {
 		c.PMTUExpiry = DefaultPMTUExpiry
 	}
@@ -333,6 +365,11 @@ func (c Config) parse() (*settings, error) {
 	case FastPathAuto, FastPathOff:
 	default:
 		errs = append(errs, fmt.Errorf("proxy.fast_path %q: want auto or off", c.FastPath))
+	}
+	switch c.Source {
+	case SourceProxy, SourceClient:
+	default:
+		errs = append(errs, fmt.Errorf("proxy.source %q: want proxy or client", c.Source))
 	}
 	switch c.HealthProbe {
 	case HealthProbeAuto, HealthProbeOff:

@@ -63,16 +63,19 @@ type floodCase struct {
 	// total stops the flood after this many datagrams (0: runs until the
 	// clients are done).
 	total int
+	// dur spreads the ten attempts of the client over this long (one
+	// every dur/10, the first 2 s into the flood).
+	dur time.Duration
 }
 
 func floodCases() []floodCase {
 	return []floodCase{
 		{name: "none", rate: 0, kind: ""},
-		{name: "spoofed IKE_SA_INIT, 100k sources", rate: 10000, kind: "init", total: 100000},
-		{name: "spoofed IKE_SA_INIT, sustained", rate: 400, kind: "init"},
-		{name: "spoofed IKE_SA_INIT answered with COOKIE", rate: 1200, kind: "init",
+		{name: "spoofed IKE_SA_INIT, 100k sources", rate: 10000, kind: "init", total: 100000, dur: 10 * time.Second},
+		{name: "spoofed IKE_SA_INIT, sustained", rate: 400, kind: "init", dur: 40 * time.Second},
+		{name: "spoofed IKE_SA_INIT answered with COOKIE", rate: 1200, kind: "init", dur: 20 * time.Second,
 			backend: "\tcookie_threshold = 1\n"},
-		{name: "spoofed IKE_SA_INIT without the I flag", rate: 50, kind: "noI"},
+		{name: "spoofed IKE_SA_INIT without the I flag", rate: 50, kind: "noI", dur: 10 * time.Second},
 		{name: "6 half-open IKE SAs from one address, backend defaults", kind: "halfopen"},
 		{name: "6 half-open IKE SAs from one address, backend per docs/proxy.md", kind: "halfopen",
 			backend: "\tcookie_threshold_ip = 100000\n\tblock_threshold = 100001\n"},
@@ -257,7 +260,10 @@ func (fc floodCase) run(t *testing.T, bin string) string {
 	}
 
 	established := 0
-	for range 10 {
+	for i := range 10 {
+		if d := time.Until(start.Add(2*time.Second + time.Duration(i)*fc.dur/10)); d > 0 {
+			time.Sleep(d)
+		}
 		ok, _, err := cli.Initiate(ctx)
 		if err != nil {
 			t.Fatal(err)

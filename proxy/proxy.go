@@ -64,6 +64,7 @@ type Proxy struct {
 	reasm     *sk.Reassembler
 	frag      *sk.Fragmenter
 	routes    *netcfg.MTURoutes
+	tproxy    *transparentRules // source: client
 
 	// ESP fast path (fast_path auto); nil when off or unavailable.
 	fpx              *fastPath
@@ -162,6 +163,20 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		}
 		p.routes = r
 	}
+	if s.Source == SourceClient {
+		tr, err := p.transparentSetup()
+		if err != nil {
+			if p.routes != nil {
+				p.routes.Close()
+			}
+			p.closeSockets()
+			return nil, fmt.Errorf("proxy: source client: %w", err)
+		}
+		p.tproxy = tr
+		// the fast path rewrites to the proxy's own upstream address
+		p.fpReason = "not used with proxy.source client"
+		return p, nil
+	}
 	// last: nothing after it can fail, so New never has to undo it
 	p.startFastPath()
 	return p, nil
@@ -231,6 +246,9 @@ func (p *Proxy) Close() error {
 		}
 		if p.routes != nil {
 			errs = append(errs, p.routes.Close())
+		}
+		if p.tproxy != nil {
+			errs = append(errs, p.tproxy.close())
 		}
 		p.closeErr = errors.Join(errs...)
 	})
@@ -536,7 +554,7 @@ func (p *Proxy) newFlow(l *listener, src, local netip.AddrPort, payload []byte, 
 	if l.natt {
 		to = be.cfg.NATT
 	}
-	up, err := dialUDP(to, sockOpts{recvErr: true, rcvBuf: 1 << 20, sndBuf: 1 << 20})
+	up, err := p.dialUpstream(src, to)
 	if err != nil {
 		p.total.drops[DropNoBackend].Add(1)
 		p.backendFailed(be, err.Error())

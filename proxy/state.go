@@ -163,7 +163,16 @@ func (p *Proxy) adoptOne(sf stateFlow, now time.Time) bool {
 	if sf.NATT {
 		to = be.cfg.NATT
 	}
-	up, err := dialUDPFrom(sf.Upstream, to, sockOpts{recvErr: true, rcvBuf: 1 << 20, sndBuf: 1 << 20})
+	var up *udpSock
+	var err error
+	if p.s.Source == SourceClient {
+		if sf.Upstream != sf.Client {
+			return false
+		}
+		up, err = p.dialUpstream(sf.Client, to)
+	} else {
+		up, err = dialUDPFrom(sf.Upstream, to, sockOpts{recvErr: true, rcvBuf: 1 << 20, sndBuf: 1 << 20})
+	}
 	if err != nil {
 		p.log.Debug("proxy: cannot re-adopt a flow", "client", sf.Client, "upstream", sf.Upstream, "err", err)
 		return false
