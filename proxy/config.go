@@ -96,8 +96,11 @@ type Config struct {
 	// IKE_AUTH not) of one client address; further IKE_SA_INIT requests of
 	// new IKE SAs from it are dropped and counted. The backend sees every
 	// client from the proxy's address and cannot tell them apart, so the
-	// proxy applies strongSwan's charon.block_threshold per client itself.
-	// Default 5 (strongSwan's block_threshold).
+	// proxy applies a per-client limit itself. Default 2: one address then
+	// leaves a strongSwan backend with its default block_threshold (5 per
+	// IP, here the proxy's) room for every other client; raise it
+	// together with the backend's per-IP limits (docs/proxy.md) for
+	// clients behind large NATs.
 	HalfOpenPerClient int `mapstructure:"half_open_per_client"`
 	// NewFlowsPerAddress and NewFlowsPerPrefix bound the flows not yet
 	// established (the backend has not answered beyond IKE_SA_INIT) of one
@@ -205,7 +208,7 @@ const (
 	DefaultIdleTimeout        = 5 * time.Minute
 	DefaultUnrepliedTimeout   = 10 * time.Second
 	DefaultHalfOpenTimeout    = 30 * time.Second
-	DefaultHalfOpenPerClient  = 5
+	DefaultHalfOpenPerClient  = 2
 	DefaultNewFlowsPerAddress = 32
 	DefaultNewFlowsPerPrefix  = 512
 	DefaultClientPrefixV4     = 24
