@@ -331,9 +331,16 @@ func (p *Proxy) Status() string {
 	case st.FastPath.Mode != FastPathOff:
 		fp = "unavailable"
 	}
-	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows, %d re-fragmented, %d replays, %d step-downs, %d key misses, ESP fast path %s",
-		mode, st.Refragment, up, len(st.Backends), st.Clients, st.Flows, st.Total.Refragmented, st.Total.Replays,
-		st.Total.StepDowns, st.Total.KeyMisses, fp)
+	refused := uint64(0)
+	for r := DropUnsolicited; r < numDropReasons; r++ {
+		if r != DropCookieSent {
+			refused += st.Total.Dropped[r.String()]
+		}
+	}
+	evicted := st.FlowEnds[EndEvictedUnanswered.String()] + st.FlowEnds[EndEvictedHalfOpen.String()]
+	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows (%d not established), %d re-fragmented, %d replays, %d step-downs, %d key misses, %d datagrams refused, %d flows evicted, %d cookies sent, ESP fast path %s",
+		mode, st.Refragment, up, len(st.Backends), st.Clients, st.Flows, st.Unestablished, st.Total.Refragmented, st.Total.Replays,
+		st.Total.StepDowns, st.Total.KeyMisses, refused, evicted, st.CookiesSent, fp)
 }
 
 // PMTU returns the path-MTU estimate toward a client.
