@@ -115,9 +115,10 @@ func p256() []byte {
 // spoofer sends IPv4/UDP datagrams with random sources in 198.18.0.0/15
 // from a raw socket in mid, toward the proxy's IKE port.
 type spoofer struct {
-	fd   int
-	dst  netip.Addr
-	sent atomic.Int64
+	fd        int
+	dst       netip.Addr
+	sent      atomic.Int64
+	sentBytes atomic.Int64 // UDP payload bytes
 }
 
 func (s *spoofer) run(ctx context.Context, rate, total int, kind string) {
@@ -151,6 +152,7 @@ func (s *spoofer) run(ctx context.Context, rate, total int, kind string) {
 			copy(pkt[28:], msg)
 			if unix.Sendto(s.fd, pkt, 0, to) == nil {
 				s.sent.Add(1)
+				s.sentBytes.Add(int64(len(msg)))
 			}
 			n++
 		}
@@ -211,8 +213,16 @@ func (fc floodCase) run(t *testing.T, bin string) string {
 	l := lab.New(t, lab.Topology{Gateway: true, PKI: lab.ECDSA256})
 	prop := "aes256gcm16-prfsha256-ecp256"
 	l.StartCharon(lab.Charon{Role: lab.Server, Proposals: prop, Extra: fc.backend})
+	// ten clients, each on its own ports: every attempt is a new client
+	// to the proxy (new flows), as in the field
+	var clis []*lab.Daemon
+	for i := range 10 {
+		clis = append(clis, l.StartCharon(lab.Charon{Role: lab.Client, RemoteAddr: l.Gw.Addr4, Proposals: prop,
+			RetransmitTries: 2, RetransmitTimeout: 1, RetransmitBase: 1.4, Port: 11000 + 2*i, PortNATT: 11001 + 2*i, RemotePort: 500}))
+	}
+	// and an eleventh for the recovery after the flood
 	cli := l.StartCharon(lab.Charon{Role: lab.Client, RemoteAddr: l.Gw.Addr4, Proposals: prop,
-		RetransmitTries: 2, RetransmitTimeout: 1, RetransmitBase: 1.4})
+		RetransmitTries: 2, RetransmitTimeout: 1, RetransmitBase: 1.4, Port: 11100, PortNATT: 11101, RemotePort: 500})
 	cfg := fmt.Sprintf("proxy:\n  enabled: true\n  listen: [%q]\n  backends: [%q]\n  fast_path: off\n", l.Gw.Addr4, l.Srv.Addr4)
 	var g *gwProxy
 	if bin != "" {
@@ -264,13 +274,13 @@ func (fc floodCase) run(t *testing.T, bin string) string {
 		if d := time.Until(start.Add(2*time.Second + time.Duration(i)*fc.dur/10)); d > 0 {
 			time.Sleep(d)
 		}
-		ok, _, err := cli.Initiate(ctx)
+		ok, _, err := clis[i].Initiate(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if ok {
 			established++
-			_, _ = cli.Swanctl(ctx, "--terminate", "--ike", "lab", "--timeout", "5")
+			_, _ = clis[i].Swanctl(ctx, "--terminate", "--ike", "lab", "--timeout", "5")
 		}
 	}
 	if fc.total > 0 {
@@ -306,15 +316,21 @@ func (fc floodCase) run(t *testing.T, bin string) string {
 		}
 	}
 	rate := "-"
+	amp := ""
 	if sp != nil {
 		rate = fmt.Sprintf("%d/s (%d sent in %.0f s)", fc.rate, sp.sent.Load(), floodFor.Seconds())
+		// what the proxy sent (relayed answers, its own cookies) per
+		// byte the spoofed sources sent, UDP payloads; the clients'
+		// own exchanges are in the relayed bytes too (a few kB)
+		out := float64(st.Total.BytesOut) + float64(st.CookiesSent)*(ike.HeaderLen+8+16)
+		amp = fmt.Sprintf("; amplification %.3f", out/float64(max(1, sp.sentBytes.Load())))
 	}
 	var drops []string
 	for k, v := range st.Total.Dropped {
 		drops = append(drops, fmt.Sprintf("%s %d", k, v))
 	}
-	return fmt.Sprintf("| %s | %s | %d MB | %d | %s | flows %d, backend up %d/%d; dropped: %s; ended: %v |",
-		fc.name, rate, rss, established, recover, st.Flows, up, len(st.Backends), strings.Join(drops, ", "), st.FlowEnds)
+	return fmt.Sprintf("| %s | %s | %d MB | %d | %s | flows %d, backend up %d/%d%s; dropped: %s; ended: %v |",
+		fc.name, rate, rss, established, recover, st.Flows, up, len(st.Backends), amp, strings.Join(drops, ", "), st.FlowEnds)
 }
 
 // startProxyBin is startProxy with another proxyrun binary.
