@@ -43,6 +43,8 @@ type Options struct {
 	// for: inner notifies such as AUTHENTICATION_FAILED and the CHILD SA
 	// proposal become visible.
 	Keys keys.Source
+	// MaxMemory is the budget in bytes for what sessions keep (budget.go).
+	MaxMemory int64
 }
 
 // DefaultOptions are the documented defaults.
@@ -54,6 +56,7 @@ var DefaultOptions = Options{
 	MaxSessions:      10000,
 	MaxExchanges:     64,
 	MaxTransmissions: 16,
+	MaxMemory:        DefaultMaxMemory,
 }
 
 func (o Options) withDefaults() Options {
@@ -78,6 +81,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxTransmissions <= 0 {
 		o.MaxTransmissions = d.MaxTransmissions
+	}
+	if o.MaxMemory <= 0 {
+		o.MaxMemory = d.MaxMemory
 	}
 	return o
 }
@@ -140,6 +146,8 @@ type Engine struct {
 	dec        *Decryptor
 	// warnings are report-level notes about the input (Warn).
 	warnings []string
+	// mem is the engine's memory budget (budget.go).
+	mem *budget
 }
 
 // orphanTrains counts incomplete fragment trains between two addresses
@@ -165,6 +173,7 @@ func New(opt Options) *Engine {
 		espByID:    make(map[dropKey]*espFlow),
 		pairLatest: make(map[[2]netip.Addr]*Session),
 	}
+	e.mem = newBudget(e.opt.MaxMemory)
 	if opt.Keys != nil {
 		e.dec = NewDecryptor(opt.Keys, e.Now)
 	}
@@ -399,6 +408,7 @@ func (e *Engine) evictOldest() {
 }
 
 func (e *Engine) forget(s *Session) {
+	e.mem.release(s)
 	delete(e.sessions, s.key)
 	if p := pairOf(s.Initiator.Addr(), s.Responder.Addr()); e.pairLatest[p] == s {
 		delete(e.pairLatest, p)
@@ -435,6 +445,11 @@ func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 		if prev.Message == nil && g.Message != nil {
 			prev.Message, prev.SKF = g.Message, g.SKF
 		}
+		return
+	}
+	if !e.charge(s, g, raw) {
+		s.dropped++
+		e.stats.LimitedDropped++
 		return
 	}
 	prev := s.seen[k]

@@ -17,6 +17,7 @@ type backend struct {
 	key uint64 // stable per backend, for rendezvous hashing
 	ctr counters
 
+	// mu guards the health state below (flows is atomic).
 	mu        sync.Mutex
 	down      bool
 	downUntil time.Time
@@ -24,6 +25,12 @@ type backend struct {
 	lastReply time.Time
 	lastFail  string
 	flows     atomic.Int64
+	// doubt holds the distinct client addresses whose well-formed
+	// IKE_SA_INIT went unanswered since the backend last answered
+	// (health.go); probing and lastProbe pace the active probe.
+	doubt     map[netip.Addr]time.Time
+	probing   bool
+	lastProbe time.Time
 }
 
 // mix64 is SplitMix64's finaliser: a cheap, well-distributed 64-bit mix.
@@ -90,7 +97,21 @@ func (b *backend) replied(now time.Time) {
 	b.lastReply = now
 	b.failures = 0
 	b.down = false
+	clear(b.doubt)
 	b.mu.Unlock()
+}
+
+// markDown puts the backend down for hold (again), and reports whether it
+// was up.
+func (b *backend) markDown(now time.Time, why string, hold time.Duration) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lastFail = why
+	b.failures++
+	was := !b.down
+	b.down, b.downUntil = true, now.Add(hold)
+	clear(b.doubt)
+	return was
 }
 
 // failed records a failure; after threshold consecutive ones the backend

@@ -80,11 +80,55 @@ type Config struct {
 	// traffic for this long. Default 5 minutes; NAT-T keepalives (20 s)
 	// keep live ones open.
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
-	// UnrepliedTimeout ends a flow the backend never answered. Default 30 s,
-	// so spoofed sources cannot hold table slots for IdleTimeout.
+	// UnrepliedTimeout ends a flow the backend has not answered, or has
+	// answered only with COOKIE or INVALID_KE_PAYLOAD, this long after it
+	// was created. Default 10 s, so spoofed sources cannot hold table slots:
+	// a real client's IKE_SA_INIT is answered in a round trip, and a client
+	// whose backend is slow gets a new flow at its next retransmission.
 	UnrepliedTimeout time.Duration `mapstructure:"unreplied_timeout"`
-	// MaxClients bounds the client flows; new flows beyond it are dropped
-	// and counted. Default 10000.
+	// HalfOpenTimeout ends a flow whose IKE_SA_INIT was answered with an SA
+	// payload but which never carried anything more from the backend
+	// (IKE_AUTH went elsewhere, or never happened), and is how long an IKE
+	// SA counts as half-open for HalfOpenPerClient. Default 30 s,
+	// strongSwan's charon.half_open_timeout.
+	HalfOpenTimeout time.Duration `mapstructure:"half_open_timeout"`
+	// HalfOpenPerClient bounds the half-open IKE SAs (IKE_SA_INIT answered,
+	// IKE_AUTH not) of one client address; further IKE_SA_INIT requests of
+	// new IKE SAs from it are dropped and counted. The backend sees every
+	// client from the proxy's address and cannot tell them apart, so the
+	// proxy applies a per-client limit itself. Default 2: one address then
+	// leaves a strongSwan backend with its default block_threshold (5 per
+	// IP, here the proxy's) room for every other client; raise it
+	// together with the backend's per-IP limits (docs/proxy.md) for
+	// clients behind large NATs.
+	HalfOpenPerClient int `mapstructure:"half_open_per_client"`
+	// NewFlowsPerAddress and NewFlowsPerPrefix bound the flows not yet
+	// established (the backend has not answered beyond IKE_SA_INIT) of one
+	// client address and of one client prefix (ClientPrefixV4,
+	// ClientPrefixV6 bits); datagrams that would open more are dropped and
+	// counted. Defaults 32 and 512: clients behind one NAT connecting at
+	// once each hold a flow here for a round trip or two.
+	NewFlowsPerAddress int `mapstructure:"new_flows_per_address"`
+	NewFlowsPerPrefix  int `mapstructure:"new_flows_per_prefix"`
+	ClientPrefixV4     int `mapstructure:"client_prefix_v4"`
+	ClientPrefixV6     int `mapstructure:"client_prefix_v6"`
+	// Clients restricts the client source addresses: a source in a deny
+	// prefix is refused; when allow is not empty, a source in none of its
+	// prefixes is refused. Sources that cannot be clients (a backend, an
+	// address of this host, loopback unless the listener is loopback,
+	// multicast, broadcast, unspecified, IPv4-mapped IPv6) are always
+	// refused. Every refusal is counted.
+	Clients ClientsConfig `mapstructure:"clients"`
+	// CookieThreshold is the number of flows not yet established at which
+	// the proxy answers IKE_SA_INIT requests that would open a flow with
+	// its own N(COOKIE) (RFC 7296 §2.6), keeping no state, and opens
+	// flows only for requests that bring a valid one back (cookie.go).
+	// Default max_clients/10; max_clients or more turns it off.
+	CookieThreshold int `mapstructure:"cookie_threshold"`
+	// MaxClients bounds the client flows. When it is reached a new flow
+	// takes the place of the oldest flow the backend never answered, then
+	// of the oldest half-open one; established flows are never evicted.
+	// A datagram that finds no room is dropped and counted. Default 10000.
 	MaxClients int `mapstructure:"max_clients"`
 	// PMTUExpiry is how long a learned path MTU is kept. Default 10 minutes.
 	PMTUExpiry time.Duration `mapstructure:"pmtu_expiry"`
@@ -95,33 +139,90 @@ type Config struct {
 	// Batch is the number of datagrams read or written per system call.
 	// Default 64.
 	Batch int `mapstructure:"batch"`
-	// HealthFailures is the number of consecutive failures (ICMP
-	// unreachable, IKE_SA_INIT left unanswered) that mark a backend down;
-	// HealthHold is how long it stays down before it is tried again.
-	// Defaults 3 and 30 s.
+	// HealthFailures is the number of failures that make the proxy doubt a
+	// backend: ICMP unreachable errors, or well-formed IKE_SA_INIT requests
+	// from that many distinct client addresses left unanswered while the
+	// backend answered nothing else. HealthHold is how long a backend
+	// found down stays down before it is tried again. Defaults 3 and 30 s.
 	HealthFailures int           `mapstructure:"health_failures"`
 	HealthHold     time.Duration `mapstructure:"health_hold"`
+	// HealthProbe is "auto" (default) or "off". With auto a doubted backend
+	// is marked down only when it also leaves unanswered an IKE_SA_INIT of
+	// major version 3 that the proxy sends it, which an RFC 7296 §2.5
+	// responder answers with INVALID_MAJOR_VERSION without creating state;
+	// a down backend is probed again every HealthHold. With off the doubt
+	// alone marks it down.
+	HealthProbe string `mapstructure:"health_probe"`
 	// MetricsPerClient adds per-client series to the Prometheus collector
 	// (bounded by MaxClients). Default off: per-backend series only.
 	MetricsPerClient bool `mapstructure:"metrics_per_client"`
+	// Source is the address the backend sees: "proxy" (default) sends
+	// from the proxy's own address, one port per flow; "client" sends
+	// from the client's own address and port (IP_TRANSPARENT,
+	// IPV6_TRANSPARENT; CAP_NET_ADMIN), so the backend's per-IP limits
+	// and logs see real clients. Replies then reach the proxy only if the
+	// backend routes client addresses through this host; the proxy adds
+	// policy rules (TransparentTable, TransparentPriority) that deliver
+	// UDP from the backends' IKE and NAT-T ports to its sockets. The ESP
+	// fast path is not used with "client". See docs/proxy.md.
+	Source string `mapstructure:"source"`
+	// TransparentTable and TransparentPriority are the routing table and
+	// rule priority of source: client. Defaults 4501 and 4501.
+	TransparentTable    int `mapstructure:"transparent_table"`
+	TransparentPriority int `mapstructure:"transparent_priority"`
+	// StateFile keeps the established flows' client ↔ upstream port
+	// mapping across restarts: written when they change (at most once a
+	// second) and at Close, read at Run, which opens the same upstream
+	// ports for the same clients so that the backend keeps seeing each
+	// tunnel from where it knows it. Put it in the runtime directory
+	// (/run/ikefrag/proxy-state.json; with systemd, keep that directory
+	// across restarts: RuntimeDirectoryPreserve=restart). "": off.
+	StateFile string `mapstructure:"state_file"`
 	// FastPathMaxFlows is the number of flows the fast path holds at once;
 	// NAT-T flows beyond it stay in user space (counted as map_full) and
 	// move to the kernel when room appears. Default max_clients.
 	FastPathMaxFlows int `mapstructure:"fast_path_max_flows"`
 }
 
+// ClientsConfig is proxy.clients: prefixes of client source addresses.
+type ClientsConfig struct {
+	Allow []string `mapstructure:"allow"`
+	Deny  []string `mapstructure:"deny"`
+}
+
+// Upstream source modes (proxy.source).
+const (
+	SourceProxy  = "proxy"
+	SourceClient = "client"
+)
+
+// Health probe modes (proxy.health_probe).
+const (
+	HealthProbeAuto = "auto"
+	HealthProbeOff  = "off"
+)
+
 // Defaults.
 const (
-	DefaultPMTU             = 1280
-	DefaultIdleTimeout      = 5 * time.Minute
-	DefaultUnrepliedTimeout = 30 * time.Second
-	DefaultMaxClients       = 10000
-	DefaultPMTUExpiry       = 10 * time.Minute
-	DefaultRouteTable       = 4500
-	DefaultRoutePriority    = 4500
-	DefaultBatch            = 64
-	DefaultHealthFailures   = 3
-	DefaultHealthHold       = 30 * time.Second
+	DefaultPMTU               = 1280
+	DefaultIdleTimeout        = 5 * time.Minute
+	DefaultUnrepliedTimeout   = 10 * time.Second
+	DefaultHalfOpenTimeout    = 30 * time.Second
+	DefaultHalfOpenPerClient  = 2
+	DefaultNewFlowsPerAddress = 32
+	DefaultNewFlowsPerPrefix  = 512
+	DefaultClientPrefixV4     = 24
+	DefaultClientPrefixV6     = 56
+	DefaultMaxClients         = 10000
+
+	DefaultTransparentTable    = 4501
+	DefaultTransparentPriority = 4501
+	DefaultPMTUExpiry          = 10 * time.Minute
+	DefaultRouteTable          = 4500
+	DefaultRoutePriority       = 4500
+	DefaultBatch               = 64
+	DefaultHealthFailures      = 3
+	DefaultHealthHold          = 30 * time.Second
 
 	// maxFastPathFlows is the fast path's own limit (fastpath.Options).
 	maxFastPathFlows = 1 << 21
@@ -157,6 +258,8 @@ type settings struct {
 	listen    []listenAddr
 	backends  []Backend
 	overrides []prefixMTU // longest prefix first
+	allow     []netip.Prefix
+	deny      []netip.Prefix
 	stepDown  bool
 	ladder    []int // decreasing
 }
@@ -185,6 +288,39 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxClients <= 0 {
 		c.MaxClients = DefaultMaxClients
+	}
+	if c.CookieThreshold <= 0 {
+		c.CookieThreshold = max(1, c.MaxClients/10)
+	}
+	if c.HalfOpenTimeout <= 0 {
+		c.HalfOpenTimeout = DefaultHalfOpenTimeout
+	}
+	if c.HalfOpenPerClient <= 0 {
+		c.HalfOpenPerClient = DefaultHalfOpenPerClient
+	}
+	if c.NewFlowsPerAddress <= 0 {
+		c.NewFlowsPerAddress = DefaultNewFlowsPerAddress
+	}
+	if c.NewFlowsPerPrefix <= 0 {
+		c.NewFlowsPerPrefix = DefaultNewFlowsPerPrefix
+	}
+	if c.ClientPrefixV4 <= 0 {
+		c.ClientPrefixV4 = DefaultClientPrefixV4
+	}
+	if c.ClientPrefixV6 <= 0 {
+		c.ClientPrefixV6 = DefaultClientPrefixV6
+	}
+	if c.HealthProbe == "" {
+		c.HealthProbe = HealthProbeAuto
+	}
+	if c.Source == "" {
+		c.Source = SourceProxy
+	}
+	if c.TransparentTable <= 0 {
+		c.TransparentTable = DefaultTransparentTable
+	}
+	if c.TransparentPriority <= 0 {
+		c.TransparentPriority = DefaultTransparentPriority
 	}
 	if c.PMTUExpiry <= 0 {
 		c.PMTUExpiry = DefaultPMTUExpiry
@@ -232,6 +368,29 @@ func (c Config) parse() (*settings, error) {
 	case FastPathAuto, FastPathOff:
 	default:
 		errs = append(errs, fmt.Errorf("proxy.fast_path %q: want auto or off", c.FastPath))
+	}
+	switch c.Source {
+	case SourceProxy, SourceClient:
+	default:
+		errs = append(errs, fmt.Errorf("proxy.source %q: want proxy or client", c.Source))
+	}
+	switch c.HealthProbe {
+	case HealthProbeAuto, HealthProbeOff:
+	default:
+		errs = append(errs, fmt.Errorf("proxy.health_probe %q: want auto or off", c.HealthProbe))
+	}
+	if c.ClientPrefixV4 > 32 {
+		errs = append(errs, fmt.Errorf("proxy.client_prefix_v4 %d: want 1..32", c.ClientPrefixV4))
+	}
+	if c.ClientPrefixV6 > 128 {
+		errs = append(errs, fmt.Errorf("proxy.client_prefix_v6 %d: want 1..128", c.ClientPrefixV6))
+	}
+	var perr error
+	if s.allow, perr = parsePrefixes("proxy.clients.allow", c.Clients.Allow); perr != nil {
+		errs = append(errs, perr)
+	}
+	if s.deny, perr = parsePrefixes("proxy.clients.deny", c.Clients.Deny); perr != nil {
+		errs = append(errs, perr)
 	}
 	if c.FastPathMaxFlows > maxFastPathFlows {
 		errs = append(errs, fmt.Errorf("proxy.fast_path_max_flows %d: at most %d", c.FastPathMaxFlows, maxFastPathFlows))
@@ -285,6 +444,30 @@ func (c Config) parse() (*settings, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// parsePrefixes reads a list of prefixes or addresses (a host prefix);
+// IPv4-mapped IPv6 prefixes are taken as IPv4.
+func parsePrefixes(key string, in []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	var errs []error
+	for i, e := range in {
+		e = strings.TrimSpace(e)
+		p, err := netip.ParsePrefix(e)
+		if err != nil {
+			a, aerr := netip.ParseAddr(e)
+			if aerr != nil {
+				errs = append(errs, fmt.Errorf("%s[%d] %q: not a prefix or an address", key, i, e))
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, errors.Join(errs...)
 }
 
 // ParseBackend parses one proxy.backends entry.

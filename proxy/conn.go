@@ -42,6 +42,9 @@ type sockOpts struct {
 	rcvBuf    int
 	sndBuf    int
 	reusePort bool
+	// transparent: IP_TRANSPARENT / IPV6_TRANSPARENT and SO_REUSEADDR, to
+	// bind a client's address (proxy.source: client)
+	transparent bool
 }
 
 func (o sockOpts) control(is6 bool) func(network, address string, c syscall.RawConn) error {
@@ -76,6 +79,14 @@ func (o sockOpts) control(is6 bool) func(network, address string, c syscall.RawC
 			}
 			if o.reusePort {
 				set(unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}
+			if o.transparent {
+				if is6 {
+					set(unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1)
+				} else {
+					set(unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+				}
+				set(unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 			}
 			// Buffer sizes are best effort: the FORCE variants need
 			// CAP_NET_ADMIN, the plain ones are capped at rmem_max and

@@ -103,7 +103,17 @@
 // # Bounds and secrets
 //
 // Flows (max_clients), IKE SAs, message states, the reassembler and the
-// fragment cache are all bounded; unreplied flows expire quickly. Bad input
-// is a counted drop. Keys stay in ike/sk and keys/, which redact them; the
+// fragment cache are all bounded. A flow is earned (admit.go): only a
+// well-formed IKE_SA_INIT request, an IKEv2 message of an IKE SA the
+// backend answered, or a datagram of a client with an answered flow opens
+// one, from a source that can be a client (no backend, local, loopback,
+// multicast, broadcast, unspecified or IPv4-mapped address; proxy.clients).
+// Flows not yet established are limited per address and per prefix,
+// expire in seconds and are evicted first, unanswered before half-open;
+// established flows are never evicted. Half-open IKE SAs are limited per
+// client (half_open_per_client), since the backend sees one address for
+// all. Backend health counts distinct clients only and is confirmed by a
+// probe the backend answers statelessly (health.go). docs/proxy.md has
+// the details and the backend's settings. Bad input is a counted drop. Keys stay in ike/sk and keys/, which redact them; the
 // proxy logs SPIs, addresses and sizes, never key material.
 package proxy

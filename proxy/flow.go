@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"container/list"
 	"net"
 	"net/netip"
 	"sync"
@@ -39,6 +40,14 @@ type Flow struct {
 	last    atomic.Int64 // unix nanoseconds of the last datagram either way
 	replied atomic.Bool  // the backend answered at least once
 	closed  atomic.Bool
+	// level is levelPending, levelHalfOpen or levelEstablished; it only
+	// rises, and is written under the table's lock (FlowTable.promote).
+	level atomic.Uint32
+	// estCounted: counted in cl.established (set by promote, cleared by
+	// whichever of promote and closeFlow sees the flow closed first)
+	estCounted atomic.Bool
+	prefix     netip.Prefix  // the client's prefix for new_flows_per_prefix
+	elem       *list.Element // in FlowTable.waiting[level] while not established; under the table's lock
 
 	pktsIn, pktsOut atomic.Uint64 // every datagram, the fast path's included
 	espIn, espOut   atomic.Uint64 // ESP relayed in user space
@@ -101,15 +110,38 @@ func (f *Flow) backendAddr() netip.AddrPort {
 	return f.be.cfg.IKE
 }
 
+// Flow levels: what the backend has said on a flow. Spoofed sources never
+// see the backend's answers, so they cannot raise a flow past
+// levelHalfOpen, and the table evicts and expires the lower levels first.
+const (
+	levelPending     uint32 = iota // nothing, or only COOKIE / INVALID_KE_PAYLOAD (RFC 7296 §2.6, §1.3)
+	levelHalfOpen                  // an IKE_SA_INIT response with an SA payload
+	levelEstablished               // more than IKE_SA_INIT: IKE_AUTH and later exchanges, ESP
+)
+
 // FlowTable holds the client flows, bounded by MaxClients.
 type FlowTable struct {
+	// mu guards the map, the waiting lists, the per-address and
+	// per-prefix counts and every flow's elem and level changes, so that a
+	// flow is always counted in exactly the places its level says.
 	mu  sync.RWMutex
 	m   map[flowKey]*Flow
 	max int
+	// waiting holds the flows not yet established, oldest first, per
+	// level (pending, half-open): the eviction order.
+	waiting  [2]*list.List
+	byAddr   map[netip.Addr]int
+	byPrefix map[netip.Prefix]int
 }
 
 func newFlowTable(max int) *FlowTable {
-	return &FlowTable{m: make(map[flowKey]*Flow), max: max}
+	return &FlowTable{m: make(map[flowKey]*Flow), max: max, waiting: [2]*list.List{list.New(), list.New()},
+		byAddr: map[netip.Addr]int{}, byPrefix: map[netip.Prefix]int{}}
+}
+
+// flowLimits are the admission limits of insert.
+type flowLimits struct {
+	perAddr, perPrefix int
 }
 
 func (t *FlowTable) get(k flowKey) *Flow {
@@ -119,27 +151,105 @@ func (t *FlowTable) get(k flowKey) *Flow {
 	return f
 }
 
-// insert adds f unless the table is full or the key exists (then the
-// existing flow is returned).
-func (t *FlowTable) insert(f *Flow) (*Flow, bool) {
+// insert adds f (a pending flow) unless the key exists (then the existing
+// flow is returned), its address or prefix has lim's number of flows not
+// yet established (DropAddressLimit, DropPrefixLimit), or the table is
+// full and holds no flow that is not established (DropTableFull). When the
+// table is full the oldest pending flow, else the oldest half-open one,
+// leaves it and is returned as victim, for the caller to close.
+func (t *FlowTable) insert(f *Flow, lim flowLimits) (got, victim *Flow, why DropReason, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old := t.m[f.key]; old != nil {
-		return old, false
+		return old, nil, 0, false
+	}
+	a := f.key.client.Addr()
+	if t.byAddr[a] >= lim.perAddr {
+		return nil, nil, DropAddressLimit, false
+	}
+	if t.byPrefix[f.prefix] >= lim.perPrefix {
+		return nil, nil, DropPrefixLimit, false
 	}
 	if len(t.m) >= t.max {
-		return nil, false
+		for _, w := range t.waiting {
+			if e := w.Front(); e != nil {
+				victim = e.Value.(*Flow)
+				break
+			}
+		}
+		if victim == nil {
+			return nil, nil, DropTableFull, false
+		}
+		t.removeLocked(victim)
 	}
 	t.m[f.key] = f
-	return f, true
+	f.elem = t.waiting[levelPending].PushBack(f)
+	t.byAddr[a]++
+	t.byPrefix[f.prefix]++
+	return f, victim, 0, true
 }
 
 func (t *FlowTable) remove(f *Flow) {
 	t.mu.Lock()
-	if t.m[f.key] == f {
-		delete(t.m, f.key)
-	}
+	t.removeLocked(f)
 	t.mu.Unlock()
+}
+
+func (t *FlowTable) removeLocked(f *Flow) {
+	if t.m[f.key] != f {
+		return
+	}
+	delete(t.m, f.key)
+	t.unwaitLocked(f)
+}
+
+// unwaitLocked takes f off its waiting list and out of the counts.
+func (t *FlowTable) unwaitLocked(f *Flow) {
+	if f.elem == nil {
+		return
+	}
+	t.waiting[f.level.Load()].Remove(f.elem)
+	f.elem = nil
+	a := f.key.client.Addr()
+	if t.byAddr[a]--; t.byAddr[a] <= 0 {
+		delete(t.byAddr, a)
+	}
+	if t.byPrefix[f.prefix]--; t.byPrefix[f.prefix] <= 0 {
+		delete(t.byPrefix, f.prefix)
+	}
+}
+
+// promote raises f to level (never lowers it) and reports whether it rose.
+func (t *FlowTable) promote(f *Flow, level uint32) bool {
+	if f.level.Load() >= level {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f.level.Load() >= level {
+		return false
+	}
+	if t.m[f.key] != f || f.elem == nil {
+		// closed meanwhile: only the level
+		f.level.Store(level)
+		return true
+	}
+	if level == levelEstablished {
+		t.unwaitLocked(f)
+		f.level.Store(level)
+		return true
+	}
+	t.waiting[f.level.Load()].Remove(f.elem)
+	f.level.Store(level)
+	f.elem = t.waiting[level].PushBack(f)
+	return true
+}
+
+// unestablished is the number of flows not yet established.
+func (t *FlowTable) unestablished() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.waiting[0].Len() + t.waiting[1].Len()
 }
 
 // Len is the number of flows.
@@ -181,6 +291,14 @@ type client struct {
 	ctr   counters
 	flows atomic.Int32
 	last  atomic.Int64
+
+	// answered is when the backend last raised one of the client's flows
+	// past pending (unix nanoseconds): the client may then open flows
+	// with ESP, keepalives or IKEv1 (a NAT that moved its port).
+	answered atomic.Int64
+	// established counts its flows at levelEstablished: while it has one,
+	// it may open flows as above.
+	established atomic.Int32
 
 	mu       sync.Mutex
 	backend  *backend // backend of its latest IKE SA, for ESP on a new flow

@@ -23,6 +23,10 @@ type ikeSA struct {
 	key  saKey
 	spiR ike.SPI
 	be   *backend
+	// initFlow carried the IKE_SA_INIT request (guarded by mu): when the
+	// IKE SA goes on over another flow (the NAT-T port, RFC 7296 §2.23)
+	// it has nothing more to carry.
+	initFlow *Flow
 
 	// RFC 7383 §2.3: IKEV2_FRAGMENTATION_SUPPORTED in the IKE_SA_INIT
 	// request and in the response. Re-fragmentation needs both.
@@ -31,6 +35,14 @@ type ikeSA struct {
 	// health: an IKE_SA_INIT request forwarded and not yet answered
 	initAt      time.Time
 	initPending bool
+
+	// half-open (RFC 7296 §2.6, strongSwan's block_threshold): the
+	// backend answered IKE_SA_INIT with an SA payload at halfOpenAt and
+	// has sent nothing of the IKE SA since; counted in
+	// saTable.halfOpen while halfOpen is set. Guarded by the table's mu.
+	halfOpenAt time.Time
+	halfOpen   bool
+	authed     bool // the backend sent more than IKE_SA_INIT
 
 	// the latest request from the client, to recognise its
 	// retransmissions (RFC 7296 §2.1: bitwise identical)
@@ -51,10 +63,81 @@ type saTable struct {
 	bySPI map[[2]ike.SPI]*ikeSA
 	lru   *list.List // front: most recent
 	max   int
+	// half-open IKE SAs per client address, and in all
+	halfOpen  map[netip.Addr]int
+	halfOpenN int
 }
 
 func newSATable(max int) *saTable {
-	return &saTable{m: map[saKey]*ikeSA{}, bySPI: map[[2]ike.SPI]*ikeSA{}, lru: list.New(), max: max}
+	return &saTable{m: map[saKey]*ikeSA{}, bySPI: map[[2]ike.SPI]*ikeSA{}, lru: list.New(), max: max,
+		halfOpen: map[netip.Addr]int{}}
+}
+
+// known reports whether the IKE SA (client, spiI) is in the table.
+func (t *saTable) known(client netip.Addr, spiI ike.SPI) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[saKey{client, spiI}] != nil
+}
+
+// halfOpenOf is the number of half-open IKE SAs of a client address.
+func (t *saTable) halfOpenOf(client netip.Addr) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.halfOpen[client]
+}
+
+func (t *saTable) halfOpenTotal() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.halfOpenN
+}
+
+// setHalfOpen marks s half-open (its IKE_SA_INIT answered with an SA
+// payload), once, unless the backend already went further.
+func (t *saTable) setHalfOpen(s *ikeSA, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.halfOpen || s.authed || t.m[s.key] != s {
+		return
+	}
+	s.halfOpen, s.halfOpenAt = true, now
+	t.halfOpen[s.key.client]++
+	t.halfOpenN++
+}
+
+// setAuthed records that the backend sent more than IKE_SA_INIT on s.
+func (t *saTable) setAuthed(s *ikeSA) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s.authed = true
+	t.clearHalfOpenLocked(s)
+}
+
+func (t *saTable) clearHalfOpenLocked(s *ikeSA) {
+	if !s.halfOpen {
+		return
+	}
+	s.halfOpen = false
+	if t.halfOpen[s.key.client]--; t.halfOpen[s.key.client] <= 0 {
+		delete(t.halfOpen, s.key.client)
+	}
+	t.halfOpenN--
+}
+
+// expireHalfOpen stops counting IKE SAs half-open for longer than d (the
+// backend has dropped them by now: strongSwan's half_open_timeout).
+func (t *saTable) expireHalfOpen(now time.Time, d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.halfOpenN == 0 {
+		return
+	}
+	for _, s := range t.m {
+		if s.halfOpen && now.Sub(s.halfOpenAt) > d {
+			t.clearHalfOpenLocked(s)
+		}
+	}
 }
 
 // get returns the SA by client and SPIi, else by the SPI pair (a client
@@ -105,6 +188,7 @@ func (t *saTable) setSPIr(s *ikeSA, spiR ike.SPI) {
 }
 
 func (t *saTable) removeLocked(s *ikeSA) {
+	t.clearHalfOpenLocked(s)
 	t.lru.Remove(s.elem)
 	delete(t.m, s.key)
 	if !s.spiR.IsZero() && t.bySPI[[2]ike.SPI{s.key.spiI, s.spiR}] == s {

@@ -50,13 +50,41 @@ func (g *genFlow) port() uint16 { return uint16(g.c.LocalAddr().(*net.UDPAddr).P
 // fast path.
 func (g *genFlow) ike() {
 	g.t.Helper()
+	// IKE_SA_INIT on the IKE port first (the proxy opens no flow for an
+	// IKE SA the backend has not answered), then IKE_AUTH on the flow
+	spiR := g.init()
 	h := ike.Header{MajorVersion: 2, Exchange: ike.ExchangeIKEAuth, Flags: ike.FlagInitiator, MessageID: 1, Length: ike.HeaderLen}
 	binary.BigEndian.PutUint64(h.SPIi[:], uint64(g.spi)<<32|1)
-	binary.BigEndian.PutUint64(h.SPIr[:], 2)
+	h.SPIr = spiR
 	g.send(append([]byte{0, 0, 0, 0}, h.AppendTo(nil)...))
 	if r := g.recv(1); len(r) != 1 || len(r[0]) < 4+ike.HeaderLen || !bytes.Equal(r[0][:4], []byte{0, 0, 0, 0}) {
 		g.t.Fatalf("flow %d: no IKE answer", g.port())
 	}
+}
+
+// init sends a well-formed IKE_SA_INIT request to the proxy's IKE port
+// and returns the responder SPI of the answer.
+func (g *genFlow) init() ike.SPI {
+	g.t.Helper()
+	h := ike.Header{NextPayload: ike.PayloadSA, MajorVersion: 2, Exchange: ike.ExchangeIKESAInit, Flags: ike.FlagInitiator}
+	binary.BigEndian.PutUint64(h.SPIi[:], uint64(g.spi)<<32|1)
+	body := []byte{34, 0, 0, 20, 0, 0, 0, 16, 1, 1, 0, 1, 0, 0, 0, 8, 4, 0, 0, 19,
+		40, 0, 0, 12, 0, 19, 0, 0, 1, 2, 3, 4,
+		0, 0, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	h.Length = uint32(ike.HeaderLen + len(body))
+	to := netip.AddrPortFrom(g.to.Addr(), 500)
+	if _, err := g.c.WriteToUDPAddrPort(append(h.AppendTo(nil), body...), to); err != nil {
+		g.t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	_ = g.c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, from, err := g.c.ReadFromUDPAddrPort(buf)
+	if err != nil || from != to || n < ike.HeaderLen {
+		g.t.Fatalf("flow %d: no IKE_SA_INIT answer from %v: %v", g.port(), to, err)
+	}
+	var spiR ike.SPI
+	copy(spiR[:], buf[8:16])
+	return spiR
 }
 
 // esp sends n ESP datagrams and waits for their echoes.

@@ -274,7 +274,12 @@ func TestLabTwoBackends200Clients(t *testing.T) {
 			}
 			h := ike.Header{MajorVersion: 2, Exchange: ike.ExchangeIKESAInit, Flags: ike.FlagInitiator, NextPayload: 41}
 			binary.BigEndian.PutUint64(h.SPIi[:], gc.spiI)
-			body := []byte{0, 0, 0, 8, 0, 0, 0x40, 0x2e} // N(IKEV2_FRAGMENTATION_SUPPORTED)
+			// N(IKEV2_FRAGMENTATION_SUPPORTED), SA, KE, Nonce: a
+			// well-formed request (the proxy opens no flow for less)
+			body := []byte{33, 0, 0, 8, 0, 0, 0x40, 0x2e,
+				34, 0, 0, 20, 0, 0, 0, 16, 1, 1, 0, 1, 0, 0, 0, 8, 4, 0, 0, 19,
+				40, 0, 0, 12, 0, 19, 0, 0, 1, 2, 3, 4,
+				0, 0, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 			h.Length = uint32(ike.HeaderLen + len(body))
 			init := append(h.AppendTo(nil), body...)
 			_, _ = gc.ike.WriteToUDPAddrPort(init, ikeAddr)

@@ -40,6 +40,13 @@ var (
 	descClientPMTU    = prometheus.NewDesc(ns+"client_pmtu_bytes", "Path MTU estimate toward a client.", []string{"client", "source"}, nil)
 	descClientCtr     = prometheus.NewDesc(ns+"client_events_total", "Per-client counters (metrics_per_client).", []string{"client", "event"}, nil)
 	descESP           = prometheus.NewDesc(ns+"esp_datagrams_total", "ESP-in-UDP datagrams relayed, by backend, direction and path (user_space: the proxy's sockets; fast_path: the kernel), included in datagrams_total.", []string{"backend", "direction", "path"}, nil)
+	descFlowEnds      = prometheus.NewDesc(ns+"flows_ended_total", "Client flows ended, by reason (idle, unanswered, half_open, evicted_unanswered, evicted_half_open).", []string{"reason"}, nil)
+	descUnestablished = prometheus.NewDesc(ns+"flows_unestablished", "Client flows the backend has not answered beyond IKE_SA_INIT (the ones new flows may evict).", nil, nil)
+	descHalfOpen      = prometheus.NewDesc(ns+"half_open_ike_sas", "IKE SAs whose IKE_SA_INIT was answered and IKE_AUTH not yet (half_open_per_client applies per client).", nil, nil)
+	descProbes        = prometheus.NewDesc(ns+"health_probes_total", "Health probes (IKE_SA_INIT of major version 3) sent to doubted or down backends, by result.", []string{"result"}, nil)
+	descCookies       = prometheus.NewDesc(ns+"cookies_total", "The proxy's own COOKIE responses (cookie mode), sent and verified (brought back valid).", []string{"result"}, nil)
+	descAdopted       = prometheus.NewDesc(ns+"flows_adopted_total", "Flows of the state file re-opened at start (adopted) or left out (skipped).", []string{"result"}, nil)
+	descDoubt         = prometheus.NewDesc(ns+"backend_doubt", "Distinct client addresses whose IKE_SA_INIT the backend left unanswered since it last answered.", []string{"backend"}, nil)
 	descESPBytes      = prometheus.NewDesc(ns+"esp_bytes_total", "UDP payload bytes of ESP-in-UDP relayed, by backend, direction and path, included in bytes_total.", []string{"backend", "direction", "path"}, nil)
 
 	descFPActive     = prometheus.NewDesc(fpns+"active", "1 when the ESP fast path is loaded and attached (proxy.fast_path auto).", nil, nil)
@@ -62,6 +69,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDatagrams, descBytes, descRefrag, descFragments, descReplays,
 		descKeyMisses, descNotNeg, descOversize, descStepDowns, descRetransmits, descDropped, descDroppedGlobal,
 		descUp, descFlows, descClients, descSAs, descRoutes, descICMP, descClientPMTU, descClientCtr, descESP, descESPBytes,
+		descFlowEnds, descUnestablished, descHalfOpen, descProbes, descDoubt, descCookies, descAdopted,
 		descFPActive, descFPFlows, descFPMax, descFPRedirected, descFPPassed, descFPDropped, descFPMapFull, descFPPutErrors,
 		descFPUnmapped, descFPAttach, descFPLoad} {
 		ch <- d
@@ -109,11 +117,23 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		gauge(descUp, up, b.Name)
+		gauge(descDoubt, float64(b.Doubt), b.Name)
 		gauge(descFlows, float64(b.Flows), b.Name)
 	}
 	for r := DropReason(0); r < numDropReasons; r++ {
 		counter(descDroppedGlobal, st.Total.Dropped[r.String()]-min(placed[r.String()], st.Total.Dropped[r.String()]), r.String())
 	}
+	for e := FlowEnd(0); e < numFlowEnds; e++ {
+		counter(descFlowEnds, st.FlowEnds[e.String()], e.String())
+	}
+	gauge(descUnestablished, float64(st.Unestablished))
+	gauge(descHalfOpen, float64(st.HalfOpenSAs))
+	counter(descProbes, st.ProbesAnswered, "answered")
+	counter(descProbes, st.Probes-min(st.ProbesAnswered, st.Probes), "unanswered")
+	counter(descCookies, st.CookiesSent, "sent")
+	counter(descCookies, st.CookiesVerified, "verified")
+	counter(descAdopted, st.Adopted, "adopted")
+	counter(descAdopted, st.AdoptSkipped, "skipped")
 	gauge(descClients, float64(st.Clients))
 	gauge(descSAs, float64(st.IKESAs))
 	gauge(descRoutes, float64(st.Routes))

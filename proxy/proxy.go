@@ -64,6 +64,7 @@ type Proxy struct {
 	reasm     *sk.Reassembler
 	frag      *sk.Fragmenter
 	routes    *netcfg.MTURoutes
+	tproxy    *transparentRules // source: client
 
 	// ESP fast path (fast_path auto); nil when off or unavailable.
 	fpx              *fastPath
@@ -75,6 +76,19 @@ type Proxy struct {
 
 	total      counters
 	icmpErrors atomic.Uint64
+	flowEnds   [numFlowEnds]atomic.Uint64
+	localAddrs atomic.Pointer[localSet]
+	probes     probeCounters
+
+	// state file (state.go): stateDirty is set when the established
+	// flows change; stateErr (janitor and Close only) the last error logged.
+	stateDirty   atomic.Bool
+	stateErr     string
+	adopted      atomic.Uint64
+	adoptSkipped atomic.Uint64
+
+	cookies   *cookieJar
+	cookieCtr struct{ sent, verified atomic.Uint64 }
 
 	pool sync.Pool // *upBufs
 
@@ -111,11 +125,12 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		msgs:    newMsgCache(4096, 32<<20),
 		clients: map[netip.Addr]*client{},
 	}
-	if p.log == nil {
-		p.log = slog.New(slog.DiscardHandler)
-	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	p.cookies = newCookieJar(p.now())
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.keyed = p.keys != nil && s.Refragment == RefragmentAuto
 	p.reasm = sk.NewReassembler(sk.ReassemblerConfig{Now: p.now})
@@ -147,6 +162,20 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 			return nil, fmt.Errorf("proxy: route_mtu: %w", err)
 		}
 		p.routes = r
+	}
+	if s.Source == SourceClient {
+		tr, err := p.transparentSetup()
+		if err != nil {
+			if p.routes != nil {
+				p.routes.Close()
+			}
+			p.closeSockets()
+			return nil, fmt.Errorf("proxy: source client: %w", err)
+		}
+		p.tproxy = tr
+		// the fast path rewrites to the proxy's own upstream address
+		p.fpReason = "not used with proxy.source client"
+		return p, nil
 	}
 	// last: nothing after it can fail, so New never has to undo it
 	p.startFastPath()
@@ -182,6 +211,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.log.Info("proxy running", "listen", p.listenStrings(), "backends", len(p.backends),
 		"refragment", p.s.Refragment, "keyed", p.keyed, "pmtu_step_down", p.s.stepDown, "route_mtu", p.s.RouteMTU,
 		"fast_path", p.fpx != nil)
+	p.adopt(p.now())
 	for _, l := range p.listeners {
 		p.wg.Add(1)
 		go l.run()
@@ -199,6 +229,12 @@ func (p *Proxy) Close() error {
 			p.cancel()
 		}
 		p.closeSockets()
+		if p.s.StateFile != "" && p.ctx != nil {
+			// the flows as they are, for the next start
+			if err := p.saveState(p.now()); err != nil {
+				p.log.Warn("proxy: cannot write the state file", "file", p.s.StateFile, "err", err)
+			}
+		}
 		for _, f := range p.flows.all() {
 			p.closeFlow(f)
 		}
@@ -210,6 +246,9 @@ func (p *Proxy) Close() error {
 		}
 		if p.routes != nil {
 			errs = append(errs, p.routes.Close())
+		}
+		if p.tproxy != nil {
+			errs = append(errs, p.tproxy.close())
 		}
 		p.closeErr = errors.Join(errs...)
 	})
@@ -292,9 +331,16 @@ func (p *Proxy) Status() string {
 	case st.FastPath.Mode != FastPathOff:
 		fp = "unavailable"
 	}
-	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows, %d re-fragmented, %d replays, %d step-downs, %d key misses, ESP fast path %s",
-		mode, st.Refragment, up, len(st.Backends), st.Clients, st.Flows, st.Total.Refragmented, st.Total.Replays,
-		st.Total.StepDowns, st.Total.KeyMisses, fp)
+	refused := uint64(0)
+	for r := DropUnsolicited; r < numDropReasons; r++ {
+		if r != DropCookieSent {
+			refused += st.Total.Dropped[r.String()]
+		}
+	}
+	evicted := st.FlowEnds[EndEvictedUnanswered.String()] + st.FlowEnds[EndEvictedHalfOpen.String()]
+	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows (%d not established), %d re-fragmented, %d replays, %d step-downs, %d key misses, %d datagrams refused, %d flows evicted, %d cookies sent, ESP fast path %s",
+		mode, st.Refragment, up, len(st.Backends), st.Clients, st.Flows, st.Unestablished, st.Total.Refragmented, st.Total.Replays,
+		st.Total.StepDowns, st.Total.KeyMisses, refused, evicted, st.CookiesSent, fp)
 }
 
 // PMTU returns the path-MTU estimate toward a client.
@@ -403,6 +449,7 @@ func (l *listener) run() {
 				continue
 			}
 			src := ua.AddrPort()
+			mapped := src.Addr().Is4In6()
 			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 			rx := parseRx(m.OOB[:m.NN])
 			local := l.addr
@@ -412,7 +459,7 @@ func (l *listener) run() {
 			payload := m.Buffers[0][:m.N]
 			f := p.flows.get(flowKey{src, local})
 			if f == nil || f.closed.Load() {
-				if f = p.newFlow(l, src, local, payload, now); f == nil {
+				if f = p.admit(l, src, mapped, local, payload, now); f == nil {
 					continue
 				}
 			}
@@ -508,33 +555,36 @@ func (p *Proxy) drop(f *Flow, r DropReason, n int) {
 // newFlow places a new client flow on a backend and opens its upstream
 // socket.
 func (p *Proxy) newFlow(l *listener, src, local netip.AddrPort, payload []byte, now time.Time) *Flow {
-	if p.flows.Len() >= p.s.MaxClients {
-		p.total.drops[DropTableFull].Add(1)
-		return nil
-	}
 	ca := src.Addr()
 	be := p.place(l, ca, payload, now)
 	to := be.cfg.IKE
 	if l.natt {
 		to = be.cfg.NATT
 	}
-	up, err := dialUDP(to, sockOpts{recvErr: true, rcvBuf: 1 << 20, sndBuf: 1 << 20})
+	up, err := p.dialUpstream(src, to)
 	if err != nil {
 		p.total.drops[DropNoBackend].Add(1)
 		p.backendFailed(be, err.Error())
 		return nil
 	}
 	f := &Flow{p: p, key: flowKey{src, local}, ln: l, be: be, up: up, natt: l.natt, created: now,
-		dst: net.UDPAddrFromAddrPort(src), addMarker: !l.natt && be.cfg.IKEMarker}
+		dst: net.UDPAddrFromAddrPort(src), addMarker: !l.natt && be.cfg.IKEMarker, prefix: p.clientPrefix(ca)}
 	if l.wildcard {
 		f.oob = srcCmsg(local.Addr())
 	}
 	f.last.Store(now.UnixNano())
-	got, ok := p.flows.insert(f)
+	got, victim, why, ok := p.flows.insert(f, flowLimits{perAddr: p.s.NewFlowsPerAddress, perPrefix: p.s.NewFlowsPerPrefix})
+	if victim != nil {
+		end := EndEvictedUnanswered
+		if victim.level.Load() == levelHalfOpen {
+			end = EndEvictedHalfOpen
+		}
+		p.endFlow(victim, end)
+	}
 	if !ok {
 		up.Close()
 		if got == nil {
-			p.total.drops[DropTableFull].Add(1)
+			p.total.drops[why].Add(1)
 		}
 		return got
 	}
@@ -585,6 +635,10 @@ func (p *Proxy) fromClient(f *Flow, payload []byte, rx rxInfo, now time.Time) bo
 	fr := p.classify(f.ln, payload)
 	if fr.Kind == ike.KindInvalid {
 		p.drop(f, DropInvalid, 1)
+		return false
+	}
+	if p.halfOpenRefused(f.key.client.Addr(), fr) {
+		p.drop(f, DropHalfOpenLimit, 1)
 		return false
 	}
 	n := uint64(len(payload))
@@ -705,12 +759,6 @@ func (f *Flow) upError(err error) {
 	})
 }
 
-func (p *Proxy) backendFailed(b *backend, why string) {
-	if b.failed(p.now(), why, p.s.HealthFailures, p.s.HealthHold) {
-		p.log.Warn("proxy: backend down", "backend", b.cfg.Name, "reason", why, "hold", p.s.HealthHold)
-	}
-}
-
 // fromBackend queues what a backend datagram becomes for the client.
 func (p *Proxy) fromBackend(f *Flow, b *upBufs, payload []byte, now time.Time) {
 	fr := p.classify(f.ln, payload)
@@ -722,6 +770,9 @@ func (p *Proxy) fromBackend(f *Flow, b *upBufs, payload []byte, now time.Time) {
 		} else {
 			fr = ike.Framing{Kind: ike.KindNone}
 		}
+	}
+	if fr.Kind == ike.KindESP {
+		p.promote(f, levelEstablished, now)
 	}
 	if fr.Kind == ike.KindIKE && len(fr.IKE) >= ike.HeaderLen {
 		out, relay := p.backendIKE(f, payload, fr, now)
@@ -780,12 +831,18 @@ func (p *Proxy) closeFlow(f *Flow) {
 	if f.closed.Swap(true) {
 		return
 	}
+	if f.level.Load() == levelEstablished {
+		p.stateDirty.Store(true)
+	}
 	p.flows.remove(f)
 	p.fpUnmap(f)
 	f.up.Close()
 	f.be.flows.Add(-1)
 	if f.cl != nil {
 		f.cl.flows.Add(-1)
+		if f.estCounted.CompareAndSwap(true, false) {
+			f.cl.established.Add(-1)
+		}
 	}
 }
 
@@ -817,14 +874,23 @@ func (p *Proxy) sweep(now time.Time) {
 			f.last.Store(last)
 		}
 		idle := now.Sub(time.Unix(0, last))
-		if idle > p.s.IdleTimeout || (!f.replied.Load() && now.Sub(f.created) > p.s.UnrepliedTimeout) {
-			p.closeFlow(f)
+		age := now.Sub(f.created)
+		switch lvl := f.level.Load(); {
+		case idle > p.s.IdleTimeout:
+			p.endFlow(f, EndIdle)
+		case lvl == levelPending && age > p.s.UnrepliedTimeout:
+			p.endFlow(f, EndUnanswered)
+		case lvl == levelHalfOpen && age > p.s.HalfOpenTimeout:
+			p.endFlow(f, EndHalfOpen)
 		}
 	}
 	p.fpSweep(flows)
 	for _, s := range p.sas.pendingInits(now, initUnanswered) {
-		p.backendFailed(s.be, "IKE_SA_INIT unanswered")
+		p.initUnanswered(s.be, s.key.client, now)
 	}
+	p.sas.expireHalfOpen(now, p.s.HalfOpenTimeout)
+	p.healthSweep(now)
+	p.stateSweep(now)
 	for _, s := range p.sas.expire(now, p.s.IdleTimeout) {
 		s.mu.Lock()
 		spiR := s.spiR
@@ -905,6 +971,10 @@ func (p *Proxy) Flows() []FlowInfo {
 func (p *Proxy) Stats() Stats {
 	p.fpSync()
 	st := Stats{Flows: p.flows.Len(), IKESAs: p.sas.len(), Total: p.total.snapshot(),
+		Unestablished: p.flows.unestablished(), HalfOpenSAs: p.sas.halfOpenTotal(),
+		Probes: p.probes.sent.Load(), ProbesAnswered: p.probes.answered.Load(),
+		Adopted: p.adopted.Load(), AdoptSkipped: p.adoptSkipped.Load(),
+		CookiesSent: p.cookieCtr.sent.Load(), CookiesVerified: p.cookieCtr.verified.Load(),
 		Reassembler: p.reasm.Stats(), Fragmenter: p.frag.Stats(), ICMPErrors: p.icmpErrors.Load(),
 		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings()}
 	p.clientsMu.Lock()
@@ -919,10 +989,18 @@ func (p *Proxy) Stats() Stats {
 			Flows: b.flows.Load(), Counters: b.ctr.snapshot()}
 		bs.Up = b.usable(now)
 		b.mu.Lock()
-		bs.Failures, bs.LastError = b.failures, b.lastFail
+		bs.Failures, bs.LastError, bs.Doubt = b.failures, b.lastFail, len(b.doubt)
 		b.mu.Unlock()
 		st.Backends = append(st.Backends, bs)
 	}
 	st.FastPath = p.fastPathStats()
+	for e := FlowEnd(0); e < numFlowEnds; e++ {
+		if n := p.flowEnds[e].Load(); n != 0 {
+			if st.FlowEnds == nil {
+				st.FlowEnds = map[string]uint64{}
+			}
+			st.FlowEnds[e.String()] = n
+		}
+	}
 	return st
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"net/netip"
 	"time"
 
 	"github.com/ikefrag/ikefrag/ike"
@@ -54,6 +55,21 @@ func responseFlags(f ike.Flags) ike.Flags {
 	return (f&ike.FlagInitiator ^ ike.FlagInitiator) | ike.FlagResponse
 }
 
+// halfOpenRefused reports an IKE_SA_INIT request that would start a new
+// IKE SA for a client that has half_open_per_client half-open ones: the
+// backend sees all clients from the proxy's address, so its own per-IP
+// limit would let one client block them all (RFC 7296 §2.6).
+func (p *Proxy) halfOpenRefused(ca netip.Addr, fr ike.Framing) bool {
+	if fr.Kind != ike.KindIKE {
+		return false
+	}
+	h, err := ike.ParseHeader(fr.IKE)
+	if err != nil || !h.IsIKEv2() || h.Exchange != ike.ExchangeIKESAInit || h.Flags.Response() || !h.SPIr.IsZero() {
+		return false
+	}
+	return p.sas.halfOpenOf(ca) >= p.s.HalfOpenPerClient && !p.sas.known(ca, h.SPIi)
+}
+
 // clientIKE inspects an IKE message from a client; the datagram is
 // forwarded unchanged whatever it finds.
 func (p *Proxy) clientIKE(f *Flow, fr ike.Framing, now time.Time) {
@@ -64,12 +80,18 @@ func (p *Proxy) clientIKE(f *Flow, fr ike.Framing, now time.Time) {
 	}
 	ca := f.key.client.Addr()
 	if h.Exchange == ike.ExchangeIKESAInit && h.SPIr.IsZero() {
+		// Only a well-formed request is one the backend must answer:
+		// health and IKE SA state come from nothing else.
+		if !isInitRequest(msg) || !h.IsIKEv2() {
+			return
+		}
 		m, err := ike.Decode(msg)
 		if err != nil {
 			return
 		}
 		sa := p.sas.create(saKey{ca, h.SPIi}, f.be, now)
 		sa.mu.Lock()
+		sa.initFlow = f
 		sa.fragReq = m.HasNotify(ike.NotifyIKEv2FragmentationSupported)
 		if !sa.initPending {
 			sa.initPending, sa.initAt = true, now
@@ -139,21 +161,47 @@ func (p *Proxy) learnInitResponse(f *Flow, h ike.Header, msg []byte, now time.Ti
 	if sa == nil {
 		return
 	}
+	// Any response answers the request (health); only one whose payloads
+	// decode can complete the exchange.
 	m, err := ike.Decode(msg)
-	if err != nil {
-		return
-	}
 	sa.mu.Lock()
 	sa.initPending = false
 	// A response with an SA payload completes the exchange; one without
 	// (COOKIE, INVALID_KE_PAYLOAD) is followed by another request.
-	if m.Find(ike.PayloadSA) != nil {
+	complete := err == nil && m.Find(ike.PayloadSA) != nil && !h.SPIr.IsZero()
+	if complete {
 		sa.fragResp = m.HasNotify(ike.NotifyIKEv2FragmentationSupported)
 	}
 	sa.mu.Unlock()
 	if !h.SPIr.IsZero() {
 		p.sas.setSPIr(sa, h.SPIr)
 	}
+	if complete {
+		p.sas.setHalfOpen(sa, now)
+		p.promote(f, levelHalfOpen, now)
+	}
+}
+
+// learnBeyondInit records a backend message of an IKE SA after
+// IKE_SA_INIT: the IKE SA is no longer half-open and the flow is
+// established.
+func (p *Proxy) learnBeyondInit(f *Flow, h ike.Header, now time.Time) {
+	if h.IsIKEv2() && !h.SPIr.IsZero() {
+		if sa := p.sas.get(f.key.client.Addr(), h.SPIi, h.SPIr, now); sa != nil {
+			p.sas.setAuthed(sa)
+			sa.mu.Lock()
+			old := sa.initFlow
+			sa.initFlow = nil
+			sa.mu.Unlock()
+			if old != nil && old != f {
+				// the client answered the IKE_SA_INIT response (the
+				// backend went on with it): its first flow is the
+				// client's too, and ends only when idle
+				p.promote(old, levelEstablished, now)
+			}
+		}
+	}
+	p.promote(f, levelEstablished, now)
 }
 
 // backendIKE decides what an IKE datagram from a backend becomes for the
@@ -162,6 +210,11 @@ func (p *Proxy) learnInitResponse(f *Flow, h ike.Header, msg []byte, now time.Ti
 func (p *Proxy) backendIKE(f *Flow, payload []byte, fr ike.Framing, now time.Time) (out [][]byte, relay bool) {
 	msg := fr.IKE
 	h, err := ike.ParseHeader(msg)
+	if err == nil && h.IsIKEv1() && int(h.Length) == len(msg) {
+		// ISAKMP has no response flag: any message from the backend
+		// means it talks to this client
+		p.promote(f, levelEstablished, now)
+	}
 	if err != nil || !h.IsIKEv2() || int(h.Length) != len(msg) {
 		return nil, true
 	}
@@ -171,6 +224,7 @@ func (p *Proxy) backendIKE(f *Flow, payload []byte, fr ike.Framing, now time.Tim
 		}
 		return nil, true
 	}
+	p.learnBeyondInit(f, h, now)
 	typ, off, ok := encryptedPayload(msg, h.NextPayload)
 	if !ok {
 		return nil, true

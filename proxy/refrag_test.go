@@ -56,7 +56,7 @@ func engine(t testing.TB, src keys.Source, stepDown bool) (*Proxy, *Flow) {
 	}
 	now := time.Unix(1000, 0)
 	p := &Proxy{s: s, keys: src, log: discard(), now: func() time.Time { return now }, keyed: src != nil,
-		sas: newSATable(100), msgs: newMsgCache(64, 1<<20), clients: map[netip.Addr]*client{},
+		sas: newSATable(100), msgs: newMsgCache(64, 1<<20), clients: map[netip.Addr]*client{}, flows: newFlowTable(100), cookies: newCookieJar(now),
 		reasm: sk.NewReassembler(sk.ReassemblerConfig{}), frag: sk.NewFragmenter(sk.FragmenterConfig{})}
 	be := newBackend(0, s.backends[0])
 	p.backends = []*backend{be}

@@ -18,11 +18,51 @@ const (
 	DropReassembly                   // held back while a fragment set is incomplete (not a loss)
 	DropSuppressed                   // a backend retransmission already answered from the cache
 	DropClosed                       // the flow was closing
+
+	// Datagrams that would have opened a flow and did not (admit.go).
+	DropUnsolicited       // neither a well-formed IKE_SA_INIT request nor of a known flow, IKE SA or client
+	DropSourceBackend     // the source is a backend
+	DropSourceLocal       // the source is an address of this host
+	DropSourceLoopback    // the source is a loopback address (and the destination is not)
+	DropSourceMulticast   // the source is multicast
+	DropSourceBroadcast   // the source is a broadcast address
+	DropSourceUnspecified // the source is 0.0.0.0 or ::
+	DropSourceMapped      // an IPv6 source that is IPv4-mapped (::ffff:a.b.c.d)
+	DropClientDenied      // the source is in proxy.clients.deny
+	DropClientNotAllowed  // the source is in no prefix of proxy.clients.allow
+	DropAddressLimit      // the address has new_flows_per_address flows not yet established
+	DropPrefixLimit       // its prefix has new_flows_per_prefix flows not yet established
+	DropHalfOpenLimit     // an IKE_SA_INIT of a new IKE SA from a client with half_open_per_client half-open IKE SAs
+	DropCookieSent        // an IKE_SA_INIT without the proxy's cookie in cookie mode, answered with N(COOKIE) (not a loss)
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{"table_full", "truncated", "invalid", "no_backend", "send_error",
-	"reassembly_hold", "retransmit_suppressed", "flow_closed"}
+	"reassembly_hold", "retransmit_suppressed", "flow_closed",
+	"unsolicited", "source_backend", "source_local", "source_loopback", "source_multicast", "source_broadcast",
+	"source_unspecified", "source_v4mapped", "client_denied", "client_not_allowed", "address_limit", "prefix_limit",
+	"half_open_limit", "cookie_sent"}
+
+// FlowEnd says why a flow ended.
+type FlowEnd uint8
+
+const (
+	EndIdle              FlowEnd = iota // no datagram for idle_timeout
+	EndUnanswered                       // unanswered (or COOKIE / INVALID_KE_PAYLOAD only) for unreplied_timeout
+	EndHalfOpen                         // IKE_SA_INIT answered, nothing more for half_open_timeout
+	EndEvictedUnanswered                // room made for a new flow: the oldest unanswered flow
+	EndEvictedHalfOpen                  // room made for a new flow: the oldest half-open flow (no unanswered one left)
+	numFlowEnds
+)
+
+var flowEndNames = [numFlowEnds]string{"idle", "unanswered", "half_open", "evicted_unanswered", "evicted_half_open"}
+
+func (e FlowEnd) String() string {
+	if e < numFlowEnds {
+		return flowEndNames[e]
+	}
+	return "unknown"
+}
 
 func (d DropReason) String() string {
 	if d < numDropReasons {
@@ -112,6 +152,9 @@ type BackendStats struct {
 	LastError string   `json:"last_error,omitempty"`
 	Flows     int64    `json:"flows"`
 	Counters  Counters `json:"counters"`
+	// Doubt is the number of distinct client addresses whose well-formed
+	// IKE_SA_INIT went unanswered since the backend last answered.
+	Doubt int `json:"doubt,omitempty"`
 }
 
 // Stats is a snapshot of the proxy.
@@ -129,6 +172,27 @@ type Stats struct {
 	Refragment  string              `json:"refragment"`
 	Listeners   []string            `json:"listeners"`
 	FastPath    FastPathStats       `json:"fast_path"`
+	// FlowEnds counts the flows ended, by FlowEnd (close at shutdown
+	// not included).
+	FlowEnds map[string]uint64 `json:"flow_ends,omitempty"`
+	// Unestablished is the number of flows the backend has not answered
+	// beyond IKE_SA_INIT; HalfOpenSAs the IKE SAs whose IKE_SA_INIT was
+	// answered and IKE_AUTH not yet (within half_open_timeout).
+	Unestablished int `json:"flows_unestablished"`
+	HalfOpenSAs   int `json:"half_open_ike_sas"`
+	// Probes counts the active health probes (IKE_SA_INIT of major
+	// version 3) sent and answered.
+	Probes         uint64 `json:"health_probes"`
+	ProbesAnswered uint64 `json:"health_probes_answered"`
+	// Adopted and AdoptSkipped count the flows of the state file
+	// re-opened at start, and those left out (listener or backend gone,
+	// port taken).
+	Adopted      uint64 `json:"flows_adopted,omitempty"`
+	AdoptSkipped uint64 `json:"flows_adopt_skipped,omitempty"`
+	// CookiesSent counts the proxy's own COOKIE responses (cookie mode),
+	// CookiesVerified the requests that came back with a valid one.
+	CookiesSent     uint64 `json:"cookies_sent"`
+	CookiesVerified uint64 `json:"cookies_verified"`
 }
 
 // FastPathStats describe the ESP fast path (proxy.fast_path).

@@ -67,6 +67,7 @@ type DiagConfig struct {
 	Settle      time.Duration `mapstructure:"settle"`
 	Idle        time.Duration `mapstructure:"idle"`
 	MaxSessions int           `mapstructure:"max_sessions"`
+	MaxMemory   int           `mapstructure:"max_memory"`
 	// VerdictLogRate bounds verdict log lines per second (a flood of
 	// failing sessions must not flood the journal); every verdict still
 	// reaches metrics and events.
@@ -111,6 +112,7 @@ func defaultConfig() Config {
 			Settle:         diag.DefaultOptions.Settle,
 			Idle:           diag.DefaultOptions.Idle,
 			MaxSessions:    diag.DefaultOptions.MaxSessions,
+			MaxMemory:      diag.DefaultMaxMemory,
 			VerdictLogRate: 20,
 		},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9717"},
@@ -126,12 +128,23 @@ func defaultConfig() Config {
 			IdleTimeout:      proxy.DefaultIdleTimeout,
 			UnrepliedTimeout: proxy.DefaultUnrepliedTimeout,
 			MaxClients:       proxy.DefaultMaxClients,
-			PMTUExpiry:       proxy.DefaultPMTUExpiry,
-			RouteTable:       proxy.DefaultRouteTable,
-			RoutePriority:    proxy.DefaultRoutePriority,
-			Batch:            proxy.DefaultBatch,
-			HealthFailures:   proxy.DefaultHealthFailures,
-			HealthHold:       proxy.DefaultHealthHold,
+
+			HalfOpenTimeout:     proxy.DefaultHalfOpenTimeout,
+			HalfOpenPerClient:   proxy.DefaultHalfOpenPerClient,
+			NewFlowsPerAddress:  proxy.DefaultNewFlowsPerAddress,
+			NewFlowsPerPrefix:   proxy.DefaultNewFlowsPerPrefix,
+			ClientPrefixV4:      proxy.DefaultClientPrefixV4,
+			ClientPrefixV6:      proxy.DefaultClientPrefixV6,
+			HealthProbe:         proxy.HealthProbeAuto,
+			Source:              proxy.SourceProxy,
+			TransparentTable:    proxy.DefaultTransparentTable,
+			TransparentPriority: proxy.DefaultTransparentPriority,
+			PMTUExpiry:          proxy.DefaultPMTUExpiry,
+			RouteTable:          proxy.DefaultRouteTable,
+			RoutePriority:       proxy.DefaultRoutePriority,
+			Batch:               proxy.DefaultBatch,
+			HealthFailures:      proxy.DefaultHealthFailures,
+			HealthHold:          proxy.DefaultHealthHold,
 		},
 	}
 }
@@ -603,6 +616,7 @@ func (c *Config) validate() problems {
 		add("diag.idle", "%v must be longer than diag.settle (%v): sessions must settle before they are forgotten", d.Idle, d.Settle)
 	}
 	rng("diag.max_sessions", d.MaxSessions, 1, 1_000_000, "sessions kept")
+	rng("diag.max_memory", d.MaxMemory, 1<<20, 1<<40, "bytes the diagnosis keeps of sessions")
 	rng("diag.verdict_log_rate", d.VerdictLogRate, 1, 100000, "verdict log lines per second")
 
 	if c.Metrics.Listen != "" {

@@ -123,6 +123,7 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	opt := diag.Options{
 		Ports:  ike.Ports{IKE: uint16(cfg.Ports.IKE), NATT: uint16(cfg.Ports.NATT)},
 		Settle: cfg.Diag.Settle, Idle: cfg.Diag.Idle, MaxSessions: cfg.Diag.MaxSessions,
+		MaxMemory: int64(cfg.Diag.MaxMemory),
 	}
 	if d.store != nil {
 		opt.Keys = d.store

@@ -137,7 +137,7 @@ func (pk *Packets) open(r io.Reader) (err error) {
 	}
 	switch m := binary.LittleEndian.Uint32(magic); m {
 	case magicPcapMicro, magicPcapMicroBE, magicPcapNano, magicPcapNanoBE:
-		pr, err := pcapgo.NewReader(br)
+		pr, err := pcapgo.NewReader(newRecordGuard(br, false))
 		if err != nil {
 			return fmt.Errorf("pcap header: %w", noEOF(err))
 		}
@@ -147,7 +147,7 @@ func (pk *Packets) open(r io.Reader) (err error) {
 			return &UnsupportedLinkTypeError{LinkType: pk.link, Interface: -1}
 		}
 	case magicPcapng:
-		nr, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+		nr, err := pcapgo.NewNgReader(newRecordGuard(br, true), pcapgo.NgReaderOptions{WantMixedLinkType: true})
 		if err != nil {
 			return fmt.Errorf("pcapng section header: %w", noEOF(err))
 		}
