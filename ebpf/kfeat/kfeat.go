@@ -83,7 +83,11 @@ var (
 			asm.Mov.Imm(asm.R1, 0),
 			asm.StoreMem(asm.R10, -8, asm.R1, asm.DWord),
 			asm.Mov.Imm(asm.R1, 1),
-			asm.FetchAdd.Mem(asm.R10, asm.R1, asm.DWord, -8),
+			// BPF_STX|BPF_ATOMIC with imm BPF_ADD|BPF_FETCH, written out:
+			// asm.FetchAdd.Mem leaves imm 0, the non-fetching add that
+			// every kernel accepts.
+			{OpCode: asm.OpCode(asm.StXClass).SetMode(asm.AtomicMode).SetSize(asm.DWord),
+				Dst: asm.R10, Src: asm.R1, Offset: -8, Constant: bpfAdd | bpfFetch},
 			asm.Mov.Imm(asm.R0, -1),
 			asm.Return(),
 		}
@@ -126,6 +130,12 @@ var (
 		}
 		return nil
 	}}
+)
+
+// The imm of an atomic instruction: the operation and the fetch flag.
+const (
+	bpfAdd   = 0x00
+	bpfFetch = 0x01
 )
 
 func trivialSchedCLS() (*ebpf.Program, error) {
