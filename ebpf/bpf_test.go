@@ -45,6 +45,7 @@ func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
 	requireBPF(t)
 	opts.NoDrops = true
+	opts.build = testBuild
 	if opts.TrainTimeout == 0 {
 		opts.TrainTimeout = time.Hour // sweeps are driven by the test
 	}
@@ -53,6 +54,9 @@ func newHarness(t *testing.T, opts Options) *harness {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { o.Close() })
+	if testBuild != "" && o.Features().Build != testBuild {
+		t.Fatalf("observer runs the %s build, want %s", o.Features().Build, testBuild)
+	}
 	coll, err := o.loadInstance(0, testIfindex, false)
 	if err != nil {
 		var ve *ebpf.VerifierError
@@ -325,5 +329,41 @@ func TestRingBufferFullIsCounted(t *testing.T) {
 	c := h.counters(0)
 	if c[CounterIKEv2].Packets != 20 || c[CounterRingbufFail].Packets == 0 {
 		t.Errorf("ikev2 %d, ringbuf failures %d", c[CounterIKEv2].Packets, c[CounterRingbufFail].Packets)
+	}
+}
+
+// testBuild is the program build newHarness loads ("" lets the probe
+// choose); TestCompatBuild sets it. The harness tests are not parallel.
+var testBuild Build
+
+// The compat build (kernels without fetching atomics) runs the same
+// BPF_PROG_TEST_RUN tests on whatever kernel this is, so that it is tested
+// where the default build is too, not only on old kernels.
+func TestCompatBuild(t *testing.T) {
+	requireBPF(t)
+	testBuild = BuildCompat
+	defer func() { testBuild = "" }()
+	for _, c := range []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"NonIKETrafficIsIgnored", TestNonIKETrafficIsIgnored},
+		{"IKEv2Datagram", TestIKEv2Datagram},
+		{"EgressCountsSeparately", TestEgressCountsSeparately},
+		{"IKEv1AndIPv6AndVLAN", TestIKEv1AndIPv6AndVLAN},
+		{"NATTSubclasses", TestNATTSubclasses},
+		{"CaptureTruncationAndLargeCounter", TestCaptureTruncationAndLargeCounter},
+		{"Malformed", TestMalformed},
+		{"IPv6ExtensionChainLimit", TestIPv6ExtensionChainLimit},
+		{"ICMPTooBig", TestICMPTooBig},
+		{"RingBufferFullIsCounted", TestRingBufferFullIsCounted},
+		{"FragmentTrainsEveryOrder", TestFragmentTrainsEveryOrder},
+		{"FragmentTrainsIPv6", TestFragmentTrainsIPv6},
+		{"FragmentDuplicatesOverlapsAndLate", TestFragmentDuplicatesOverlapsAndLate},
+		{"FragmentBogus", TestFragmentBogus},
+		{"FragmentsOfOtherTraffic", TestFragmentsOfOtherTraffic},
+		{"IncompleteTrains", TestIncompleteTrains},
+	} {
+		t.Run(c.name, c.fn)
 	}
 }

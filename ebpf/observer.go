@@ -157,6 +157,9 @@ func (o *Observer) loadShared() error {
 		load, build = loadTcCompat, BuildCompat
 		o.opts.Logger.Info("observer: compat BPF build", "reason", err.Error())
 	}
+	if o.opts.build == BuildCompat {
+		load, build = loadTcCompat, BuildCompat
+	}
 	spec, err := load()
 	if err != nil {
 		return err

@@ -64,6 +64,9 @@ type Options struct {
 	AttachMode AttachMode
 	// NoDrops disables the kfree_skb drop reporter.
 	NoDrops bool
+	// build, when set, replaces the probe's choice of program build (the
+	// package's tests run the compat build on every kernel).
+	build Build
 	// RecordQueue is the capacity of the Records channel; records that do
 	// not fit are counted and dropped rather than stalling the reader.
 	// Default 4096.
