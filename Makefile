@@ -30,8 +30,11 @@ LDFLAGS     := -X github.com/ikefrag/ikefrag/cmd/internal/buildinfo.version=$(VE
 
 all: build
 
+# Static binaries (CGO_ENABLED=0) in every build path: they run on any
+# Debian release, and only without cgo can ikefragd drop a capability from
+# all of its threads.
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 # deps installs missing Debian packages (apt-get update only when needed).
 deps:

@@ -6,9 +6,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -243,4 +246,37 @@ func checkUnit(c Config) problems {
 	return problems{{Key: "proxy.enabled", Msg: fmt.Sprintf(
 		"true, but the installed unit (%s) does not grant CAP_NET_BIND_SERVICE, which binding UDP port %d needs: install the drop-in %s next to it (make install and the package ship it), then systemctl daemon-reload",
 		strings.Join(files, ", "), port, proxyDropIn)}}
+}
+
+// dropBindService gives up CAP_NET_BIND_SERVICE when the configuration
+// binds no privileged port: the unit's drop-in grants it for the proxy,
+// and a daemon that only observes then holds it only until this runs.
+// Capabilities belong to threads, so every thread of the process drops
+// it; that needs a binary without cgo (the Makefile builds with
+// CGO_ENABLED=0), else it stays, and the error says so. Removed from the
+// permitted set, it cannot come back: enabling the proxy takes a restart,
+// as every proxy setting does.
+func dropBindService(c Config) (dropped bool, err error) {
+	if proxyPrivilegedPort(c) != 0 {
+		return false, nil
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false, err
+	}
+	bit := uint32(1) << capNetBindService
+	if (data[0].Effective|data[0].Permitted|data[0].Inheritable)&bit == 0 {
+		return false, nil
+	}
+	data[0].Effective &^= bit
+	data[0].Permitted &^= bit
+	data[0].Inheritable &^= bit
+	_, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
+	runtime.KeepAlive(&hdr)
+	runtime.KeepAlive(&data)
+	if errno != 0 {
+		return false, fmt.Errorf("drop CAP_NET_BIND_SERVICE: %w", errno)
+	}
+	return true, nil
 }

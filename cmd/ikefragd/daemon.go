@@ -101,6 +101,11 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	if missing, port := missingCaps(cfg); len(missing) > 0 {
 		return &startError{err: capsError(missing, port)}
 	}
+	if dropped, err := dropBindService(cfg); err != nil {
+		log.Warn("keeping CAP_NET_BIND_SERVICE although the proxy is off", "err", err)
+	} else if dropped {
+		log.Info("dropped CAP_NET_BIND_SERVICE: no privileged port to bind (the proxy is off)")
+	}
 	if err := d.startKeys(ctx, goRun); err != nil {
 		return err
 	}

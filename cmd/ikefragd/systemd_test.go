@@ -152,6 +152,9 @@ func TestCapabilities(t *testing.T) {
 		// Without CAP_SYS_ADMIN the daemon cannot enter a network
 		// namespace, not even its own: removing its filters must not try.
 		{"+bpf,+net_admin,+perfmon", true, true, "", false, true},
+		// What the unit with its proxy drop-in grants, to a daemon that
+		// only observes: it gives CAP_NET_BIND_SERVICE up, in every thread.
+		{"+bpf,+net_admin,+perfmon,+net_bind_service", true, true, "", false, false},
 		{"+bpf,+net_admin", false, false, "ikefragd lacks CAP_PERFMON: " + needs, false, false},
 		{"+net_admin,+perfmon", false, false, "ikefragd lacks CAP_BPF: " + needs, false, false},
 		{"+bpf,+perfmon", false, false, "ikefragd lacks CAP_NET_ADMIN: " + needs, false, false},
@@ -199,8 +202,12 @@ func TestCapabilities(t *testing.T) {
 			if got := attachedNames(st); !slices.Equal(got, []string{"c0"}) || st.DropsEnabled != c.drops || !st.Healthy {
 				t.Errorf("attached %v, drop reasons %v (want %v), healthy %v", got, st.DropsEnabled, c.drops, st.Healthy)
 			}
-			if capEff := procCapEff(t, d.cmd.Process.Pid); capEff != wantCapMask(c.caps) {
-				t.Errorf("CapEff %#x, want %#x", capEff, wantCapMask(c.caps))
+			want := wantCapMask(c.caps) &^ (1 << capNetBindService) // no proxy in these cases
+			tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", d.cmd.Process.Pid))
+			for _, task := range tasks {
+				if capEff := procCapEff(t, task); capEff != want {
+					t.Errorf("%s: CapEff %#x, want %#x", task, capEff, want)
+				}
 			}
 			var evs []control.Event = d.events()
 			if len(evs) == 0 {
@@ -228,9 +235,9 @@ func TestCapabilities(t *testing.T) {
 	}
 }
 
-func procCapEff(t *testing.T, pid int) uint64 {
+func procCapEff(t *testing.T, proc string) uint64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := os.ReadFile(proc + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +254,7 @@ func procCapEff(t *testing.T, pid int) uint64 {
 
 // wantCapMask turns "+bpf,+net_admin" into a capability bit mask.
 func wantCapMask(caps string) uint64 {
-	bits := map[string]uint{"net_admin": 12, "net_raw": 13, "perfmon": 38, "bpf": 39}
+	bits := map[string]uint{"net_bind_service": 10, "net_admin": 12, "net_raw": 13, "perfmon": 38, "bpf": 39}
 	var m uint64
 	for _, c := range strings.Split(caps, ",") {
 		m |= 1 << bits[strings.TrimPrefix(c, "+")]
