@@ -192,7 +192,11 @@ func writeEvent(w io.Writer, e *control.Event) {
 		if v.Direction != "" {
 			dir = " (" + strings.ReplaceAll(v.Direction, "_", " ") + ")"
 		}
-		fmt.Fprintf(w, "%s  verdict    %s %s%s  session %d  %s → %s: %s\n", ts, strings.ToUpper(string(v.Severity)), v.Code, dir, v.Session, v.Client, v.Server, v.Summary)
+		mark := ""
+		if v.Provisional {
+			mark = " [provisional]"
+		}
+		fmt.Fprintf(w, "%s  verdict    %s %s%s%s  session %d  %s → %s: %s\n", ts, strings.ToUpper(string(v.Severity)), v.Code, dir, mark, v.Session, v.Client, v.Server, v.Summary)
 	case e.Kind == control.EventLost:
 		fmt.Fprintf(w, "%s  lost       %d event(s): %s\n", ts, e.Lost, e.Message)
 	default:
