@@ -256,6 +256,18 @@ func tooBigFromEvent(c monoClock, r *rawRecord) *obs.ICMPTooBig {
 }
 
 func dropFromEvent(c monoClock, ev *tcEvent, names map[uint32]string) *obs.Drop {
+	if ev.Proto == 1 || ev.Proto == 58 {
+		// bpf/drop.c: an ICMP record carries type and code in the port
+		// fields.
+		d := dropFromUDP(c, ev, names)
+		d.SrcPort, d.DstPort = 0, 0
+		d.ICMPType, d.ICMPCode = uint8(ev.Sport), uint8(ev.Dport)
+		return d
+	}
+	return dropFromUDP(c, ev, names)
+}
+
+func dropFromUDP(c monoClock, ev *tcEvent, names map[uint32]string) *obs.Drop {
 	return &obs.Drop{
 		Time:       c.wall(ev.TsNs),
 		Source:     obs.Source{Ifindex: int(ev.Ifindex), Dir: obs.DirUnknown},

@@ -1,8 +1,7 @@
 package ebpf
 
 import (
-	"github.com/ikefrag/ikefrag/ebpf/kfeat"
-	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"strings"
@@ -11,8 +10,12 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
 
 	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"github.com/ikefrag/ikefrag/netcfg"
 )
 
@@ -160,6 +163,9 @@ func runPathLab(t *testing.T, mode AttachMode) {
 		len(incomplete.Missing) != 1 || incomplete.Missing[0] != (obs.Range{Start: 1480, End: 2960}) || incomplete.Dst.Port() != 4500 {
 		t.Errorf("incomplete train: %+v", incomplete)
 	}
+	if kfeat.DropReasons() == nil && !o.DropsEnabled() {
+		t.Errorf("the kernel has drop reasons but the drop reporter is off: %+v", o.Features())
+	}
 	if o.DropsEnabled() {
 		if drop == nil {
 			t.Fatal("no NETFILTER_DROP record for the dropped fragment")
@@ -299,4 +305,74 @@ func TestOptionsValidation(t *testing.T) {
 	if err != nil || d.IKEPort != 500 || d.NATTPort != 4500 || d.CaptureBytes != 1500 || d.TrainTimeout <= 0 || d.AttachMode != AttachAuto {
 		t.Errorf("defaults %+v %v", d, err)
 	}
+}
+
+// A fragmentation-needed message that the receiving host's firewall drops
+// is a local path-MTU discovery black hole: the drop reporter hands it up
+// with its ICMP type and code.
+func TestDropOfICMPTooBig(t *testing.T) {
+	requireBPF(t)
+	kfeattest.Require(t, kfeat.DropReasons)
+	l := pathLab(t)
+	l.in("srv", "nft", "add table ip ikficmp; add chain ip ikficmp in { type filter hook input priority 0; policy accept; }; "+
+		"add rule ip ikficmp in icmp type destination-unreachable icmp code frag-needed counter drop")
+	o, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if !o.DropsEnabled() {
+		t.Fatalf("drop reporter off: %+v", o.Features())
+	}
+	// An ICMP fragmentation needed (MTU 1280) quoting a UDP datagram from
+	// srv to cli's port 500, sent from cli to srv.
+	quoted := []byte{0x45, 0, 0, 0x30, 0, 1, 0x40, 0, 64, 17, 0, 0, 10, 200, 2, 2, 10, 200, 1, 2, 0x01, 0xf4, 0x01, 0xf4, 0, 0x1c, 0, 0}
+	msg, err := (&icmp.Message{Type: ipv4.ICMPTypeDestinationUnreachable, Code: 4,
+		Body: &icmp.DstUnreach{Data: quoted}}).Marshal(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.BigEndian.PutUint16(msg[6:], 1280) // next-hop MTU (RFC 1191)
+	binary.BigEndian.PutUint16(msg[2:], 0)
+	binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
+	l.do("cli", func() {
+		var c net.PacketConn
+		if c, err = net.ListenPacket("ip4:icmp", "0.0.0.0"); err != nil {
+			return
+		}
+		defer c.Close()
+		_, err = c.WriteTo(msg, &net.IPAddr{IP: labSrv.AsSlice()})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drop *obs.Drop
+	collect(t, o, 10*time.Second, func(rs []obs.Record) bool {
+		for _, r := range rs {
+			if d := r.Drop; d != nil && d.Proto == 1 && d.Src == labCli && d.Dst == labSrv {
+				drop = d
+			}
+		}
+		return drop != nil
+	})
+	if drop == nil {
+		t.Fatal("no drop record for the dropped fragmentation-needed message")
+	}
+	if drop.ICMPType != 3 || drop.ICMPCode != 4 || drop.Name != "NETFILTER_DROP" || drop.SrcPort != 0 || drop.DstPort != 0 {
+		t.Errorf("drop record: %+v", drop)
+	}
+}
+
+func icmpChecksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
 }

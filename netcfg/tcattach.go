@@ -3,12 +3,13 @@ package netcfg
 import (
 	"errors"
 	"fmt"
-	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 )
 
 // TCMode selects how programs are attached to a tc hook.

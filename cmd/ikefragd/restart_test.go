@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 	"net"
 	"net/netip"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	ikebpf "github.com/ikefrag/ikefrag/ebpf"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 	"github.com/ikefrag/ikefrag/netcfg"
 	"github.com/ikefrag/ikefrag/test/lab"
 )

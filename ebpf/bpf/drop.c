@@ -1,7 +1,8 @@
 //go:build ignore
 
-/* kfree_skb tracepoint: reports the kernel's drop reason for IP fragments
- * and for UDP packets of the IKE and NAT-T ports, wherever in the stack
+/* kfree_skb tracepoint: reports the kernel's drop reason for IP fragments,
+ * for UDP packets of the IKE and NAT-T ports, and for ICMP fragmentation-
+ * needed and ICMPv6 packet-too-big messages, wherever in the stack
  * they are freed (netfilter, reassembly timeout, too big, ...). It shares
  * the ring buffer with the tc programs. The few sk_buff fields it reads
  * are declared here and relocated against the running kernel (CO-RE). */
@@ -111,7 +112,7 @@ int BPF_PROG(ikefrag_kfree_skb, struct sk_buff *skb, void *location, enum skb_dr
 		__builtin_memcpy(ev.saddr, &ip.saddr, 4);
 		__builtin_memcpy(ev.daddr, &ip.daddr, 4);
 		l4 = (ip.vihl & 0x0f) * 4;
-		has_l4 = ip.proto == 17 && !(fo & 0x1fff);
+		has_l4 = (ip.proto == 17 || ip.proto == 1) && !(fo & 0x1fff);
 	} else {
 		struct ipv6_hdr ip6;
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3))
@@ -147,10 +148,22 @@ int BPF_PROG(ikefrag_kfree_skb, struct sk_buff *skb, void *location, enum skb_dr
 			nh = x.nexthdr;
 		}
 		ev.proto = nh;
-		has_l4 = nh == 17 && ev.frag_off == 0;
+		has_l4 = (nh == 17 || nh == 58) && ev.frag_off == 0;
 	}
 
-	if (has_l4) {
+	if (has_l4 && ev.proto != 17) {
+		/* ICMP: only fragmentation needed (v4 type 3 code 4) and packet
+		 * too big (v6 type 2) matter; dropped here they make a local
+		 * path-MTU discovery black hole. Type and code go in the port
+		 * fields of the record. */
+		__u8 tc[2];
+		if (bpf_probe_read_kernel(tc, sizeof(tc), l3 + (l4 & 0x3ff)))
+			goto unreadable;
+		if (!(ev.proto == 1 && tc[0] == 3 && tc[1] == 4) && !(ev.proto == 58 && tc[0] == 2))
+			return 0;
+		ev.sport = tc[0];
+		ev.dport = tc[1];
+	} else if (has_l4) {
 		struct {
 			__be16 sport;
 			__be16 dport;

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 	"github.com/ikefrag/ikefrag/netcfg"
 )
 

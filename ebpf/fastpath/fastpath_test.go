@@ -3,8 +3,6 @@ package fastpath
 import (
 	"bytes"
 	"errors"
-	"github.com/ikefrag/ikefrag/ebpf/kfeat"
-	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -12,6 +10,9 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 )
 
 const (

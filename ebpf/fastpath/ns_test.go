@@ -3,8 +3,6 @@ package fastpath
 import (
 	"bytes"
 	"errors"
-	"github.com/ikefrag/ikefrag/ebpf/kfeat"
-	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -13,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"github.com/ikefrag/ikefrag/netcfg"
 	"github.com/ikefrag/ikefrag/test/netns"
 )

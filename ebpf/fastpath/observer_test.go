@@ -1,8 +1,6 @@
 package fastpath
 
 import (
-	"github.com/ikefrag/ikefrag/ebpf/kfeat"
-	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -10,6 +8,8 @@ import (
 	"time"
 
 	obsebpf "github.com/ikefrag/ikefrag/ebpf"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"github.com/ikefrag/ikefrag/netcfg"
 )
 
