@@ -163,6 +163,7 @@ boot() {
 		echo "IKM_PKGS='$PKGS'"
 		echo "IKM_RUN='${RUN:-}'"
 		echo "IKM_ACCEL=$acc"
+		echo "IKM_DEBS='$(ls "$W"/deb/*.deb 2>/dev/null | sort | tr '\n' ' ')'"
 	} > "$out/env"
 	local a=(-accel tcg,thread=multi -cpu max)
 	[ "$acc" = kvm ] && a=(-accel kvm -cpu host)
@@ -191,6 +192,16 @@ boot() {
 	fi
 }
 
+# debs: two builds of the Debian package that differ only in version, for
+# the systemd guest's install, upgrade and purge
+debs() {
+	rm -rf "$W/deb"; mkdir -p "$W/deb"
+	local v
+	for v in 1 2; do
+		make -C "$repo" --no-print-directory deb BIN="$W/deb/b$v" DEBDIR="$W/deb" DEB_VERSION="0.0~matrix$v" GO="$GO" >&2
+	done
+}
+
 build() {
 	local p n
 	log "building test binaries"
@@ -212,6 +223,7 @@ for k in "${kernels[@]}"; do
 	initramfs "${ver[$k]}"
 done
 build
+[ "$mode" = systemd ] && debs
 
 for k in "${kernels[@]}"; do
 	[ -n "${ver[$k]:-}" ] || continue

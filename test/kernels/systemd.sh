@@ -105,10 +105,48 @@ systemctl stop ikefragd
 [ "$(show ActiveState)" = inactive ] && [ "$(show Result)" = success ] && ok stop || bad stop "$(show ActiveState) $(show Result)"
 [ "$(progs ingress)$(progs egress)" = 00 ] && ok "nothing left attached after stop" || bad "nothing left attached after stop" "$(listing)"
 
-journalctl -u ikefragd --no-pager -o short-monotonic > "$O/journal.txt"
-# the structured fields (ERR=...) of the daemon's warnings and errors
-journalctl -u ikefragd --no-pager -o verbose -p warning > "$O/journal-verbose.txt"
 score=$(systemd-analyze security ikefragd --no-pager 2>/dev/null | awk '/Overall exposure level/{print $(NF-2), $(NF-1), $NF}')
 echo "EXPOSURE ikefragd: $score"
 systemd-analyze security ikefragd --no-pager > "$O/security.txt" 2>&1
+
+# 8. the Debian package on the same machine, once make install's files are
+# gone: install, start, upgrade keeping an edited configuration, purge
+# leaving nothing behind
+read -r deb1 deb2 <<< "$IKM_DEBS"
+if [ -n "${deb1:-}" ] && [ -n "${deb2:-}" ]; then
+	rm -f /usr/local/sbin/ikefragd /usr/local/bin/ikefragctl
+	rm -rf /etc/systemd/system/ikefragd.service /etc/systemd/system/ikefragd.service.d /etc/ikefrag
+	systemctl daemon-reload
+	export DEBIAN_FRONTEND=noninteractive
+	if apt-get install -y -q --no-download "$deb1" > "$O/apt-install.log" 2>&1; then
+		ok "apt install" "$(dpkg-query -W -f='${Package} ${Version}' ikefrag)"
+	else
+		bad "apt install" "$(tail -3 "$O/apt-install.log")"
+	fi
+	if systemctl start ikefragd && [ "$(show ActiveState)" = active ] && /usr/bin/ikefragctl status >/dev/null; then
+		ok "package: start" "$(/usr/bin/ikefragctl version 2>&1 | tr '\n' ' ')"
+	else
+		bad "package: start" "$(journalctl -u ikefragd --no-pager -n 5 | tr '\n' ' ')"
+	fi
+	echo "# kept across upgrades" >> /etc/ikefrag/ikefragd.yaml
+	if apt-get install -y -q --no-download "$deb2" > "$O/apt-upgrade.log" 2>&1 &&
+		[ "$(dpkg-query -W -f='${Version}' ikefrag)" = "0.0~matrix2" ] && grep -q "kept across upgrades" /etc/ikefrag/ikefragd.yaml; then
+		ok "package: upgrade keeps the edited configuration" "$(dpkg-query -W -f='${Version}' ikefrag)"
+	else
+		bad "package: upgrade keeps the edited configuration" "$(tail -3 "$O/apt-upgrade.log")"
+	fi
+	systemctl is-active -q ikefragd && ok "package: running after the upgrade" || bad "package: running after the upgrade" "$(show ActiveState)"
+	files=$(dpkg -L ikefrag | while read -r f; do [ -f "$f" ] && echo "$f"; done)
+	if apt-get purge -y -q ikefrag > "$O/apt-purge.log" 2>&1; then
+		left=$(for f in $files /etc/ikefrag /run/ikefrag /etc/systemd/system/multi-user.target.wants/ikefragd.service; do [ -e "$f" ] && echo "$f"; done)
+		[ -z "$left" ] && ok "package: purge leaves nothing" "$(echo "$files" | wc -l) files removed" || bad "package: purge leaves nothing" "$left"
+	else
+		bad "package: purge" "$(tail -3 "$O/apt-purge.log")"
+	fi
+	[ "$(progs ingress)$(progs egress)" = 00 ] && ok "package: nothing attached after purge" || bad "package: nothing attached after purge" "$(listing)"
+fi
+
+journalctl -u ikefragd --no-pager -o short-monotonic > "$O/journal.txt"
+# the structured fields (ERR=...) of the daemon's warnings and errors
+journalctl -u ikefragd --no-pager -o verbose -p warning > "$O/journal-verbose.txt"
 exit $failed
