@@ -116,6 +116,9 @@ func citeDrop(d *obs.Drop) string {
 		name = sprintf("reason %d", d.Reason)
 	}
 	b.WriteString(sprintf("dropped on this host by the kernel (%s)", name))
+	if d.OtherNetns {
+		b.WriteString(sprintf(" in another network namespace (inode %d)", d.Netns))
+	}
 	if d.Ifindex > 0 {
 		b.WriteString(", interface " + ifName(d.Ifindex))
 		if d.Dir != obs.DirUnknown {

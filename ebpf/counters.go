@@ -85,6 +85,10 @@ type Snapshot struct {
 	DropsReported   uint64
 	DropsRingbuf    uint64
 	DropsUnreadable uint64
+	// DropsOtherNetns counts drops in network namespaces none of the
+	// observed interfaces is in, left out (Options.AllNamespaces keeps
+	// them, marked).
+	DropsOtherNetns uint64
 	// User space: records not delivered because the Records channel was
 	// full, first-fragment payloads discarded because too many trains were
 	// pending, and ring-buffer records that failed to decode.

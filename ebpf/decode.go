@@ -281,5 +281,6 @@ func dropFromUDP(c monoClock, ev *tcEvent, names map[uint32]string) *obs.Drop {
 		IPID:       ev.IpId,
 		Fragment:   ev.IpFlags&ipfFrag != 0,
 		FragOffset: int(ev.FragOff),
+		Netns:      ev.Netns,
 	}
 }

@@ -101,7 +101,9 @@ func runPathLab(t *testing.T, mode AttachMode) {
 		kfeattest.Require(t, kfeat.TCX)
 	}
 	l := pathLab(t)
-	o, err := New(Options{AttachMode: mode, TrainTimeout: time.Second})
+	// The fragment is dropped on mid, the observer watches srv: a drop in
+	// a namespace it does not observe, reported because it is asked to.
+	o, err := New(Options{AttachMode: mode, TrainTimeout: time.Second, AllNamespaces: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +172,7 @@ func runPathLab(t *testing.T, mode AttachMode) {
 		if drop == nil {
 			t.Fatal("no NETFILTER_DROP record for the dropped fragment")
 		}
-		if !drop.Fragment || drop.FragOffset != 1480 || drop.IPID != incomplete.IPID || drop.Proto != 17 {
+		if !drop.Fragment || drop.FragOffset != 1480 || drop.IPID != incomplete.IPID || drop.Proto != 17 || !drop.OtherNetns || drop.Netns == 0 {
 			t.Errorf("drop record: %+v", drop)
 		}
 	} else {
@@ -335,17 +337,42 @@ func TestDropOfICMPTooBig(t *testing.T) {
 	binary.BigEndian.PutUint16(msg[6:], 1280) // next-hop MTU (RFC 1191)
 	binary.BigEndian.PutUint16(msg[2:], 0)
 	binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
-	l.do("cli", func() {
-		var c net.PacketConn
-		if c, err = net.ListenPacket("ip4:icmp", "0.0.0.0"); err != nil {
-			return
+	send := func() {
+		t.Helper()
+		l.do("cli", func() {
+			var c net.PacketConn
+			if c, err = net.ListenPacket("ip4:icmp", "0.0.0.0"); err != nil {
+				return
+			}
+			defer c.Close()
+			_, err = c.WriteTo(msg, &net.IPAddr{IP: labSrv.AsSlice()})
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		defer c.Close()
-		_, err = c.WriteTo(msg, &net.IPAddr{IP: labSrv.AsSlice()})
-	})
+	}
+	// Nothing of srv's namespace is observed yet: the drop is counted, not
+	// reported.
+	send()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := o.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.DropsOtherNetns > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the drop in an unobserved namespace was not counted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	l.do("srv", func() { err = o.Attach("srv0") })
 	if err != nil {
 		t.Fatal(err)
 	}
+	send()
 	var drop *obs.Drop
 	collect(t, o, 10*time.Second, func(rs []obs.Record) bool {
 		for _, r := range rs {
@@ -358,7 +385,7 @@ func TestDropOfICMPTooBig(t *testing.T) {
 	if drop == nil {
 		t.Fatal("no drop record for the dropped fragmentation-needed message")
 	}
-	if drop.ICMPType != 3 || drop.ICMPCode != 4 || drop.Name != "NETFILTER_DROP" || drop.SrcPort != 0 || drop.DstPort != 0 {
+	if drop.ICMPType != 3 || drop.ICMPCode != 4 || drop.Name != "NETFILTER_DROP" || drop.SrcPort != 0 || drop.DstPort != 0 || drop.OtherNetns {
 		t.Errorf("drop record: %+v", drop)
 	}
 }

@@ -53,6 +53,9 @@ type Observer struct {
 	tcxWarned  bool
 
 	recordsDropped atomic.Uint64
+	// dropsOtherNetns counts drop records of namespaces with no observed
+	// interface, left out unless Options.AllNamespaces.
+	dropsOtherNetns atomic.Uint64
 	pendingEvicted atomic.Uint64
 	decodeErrors   atomic.Uint64
 
@@ -64,6 +67,7 @@ type Observer struct {
 type iface struct {
 	ifindex int
 	name    string
+	netns   uint32 // inode of the interface's network namespace
 	slot    int
 	coll    *ebpf.Collection
 	tc      *netcfg.TCAttachment
@@ -261,6 +265,19 @@ func dropReasonNames() map[uint32]string {
 	return names
 }
 
+// observedNetns says whether an attached interface is in the network
+// namespace with inode ns.
+func (o *Observer) observedNetns(ns uint32) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, ifc := range o.ifaces {
+		if ifc.netns == ns {
+			return true
+		}
+	}
+	return false
+}
+
 // DropsEnabled reports whether kernel drop reasons are being reported.
 func (o *Observer) DropsEnabled() bool { return o.dropLink != nil }
 
@@ -351,7 +368,13 @@ func (o *Observer) attachLink(l netlink.Link) error {
 	if err != nil {
 		return err
 	}
-	ifc := &iface{ifindex: idx, name: l.Attrs().Name, slot: slot, coll: coll}
+	// attachLink runs in the interface's namespace (the caller's thread).
+	ns, err := netcfg.CurrentNSInode()
+	if err != nil {
+		coll.Close()
+		return err
+	}
+	ifc := &iface{ifindex: idx, name: l.Attrs().Name, netns: ns, slot: slot, coll: coll}
 	if err := o.attachHooks(ifc, l); err != nil {
 		coll.Close()
 		return err
@@ -493,6 +516,7 @@ func (o *Observer) Counters() (Snapshot, error) {
 		}
 	}
 	s.RecordsDropped = o.recordsDropped.Load()
+	s.DropsOtherNetns = o.dropsOtherNetns.Load()
 	s.PendingEvicted = o.pendingEvicted.Load()
 	s.DecodeErrors = o.decodeErrors.Load()
 	return s, nil

@@ -64,6 +64,10 @@ type Options struct {
 	AttachMode AttachMode
 	// NoDrops disables the kfree_skb drop reporter.
 	NoDrops bool
+	// AllNamespaces keeps drop records of network namespaces that no
+	// observed interface is in (marked OtherNetns); by default they are
+	// only counted (Snapshot.DropsOtherNetns).
+	AllNamespaces bool
 	// build, when set, replaces the probe's choice of program build (the
 	// package's tests run the compat build on every kernel).
 	build Build

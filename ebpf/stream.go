@@ -57,7 +57,17 @@ func (o *Observer) handleRecord(b []byte) {
 	case evTooBig:
 		o.emit(obs.Record{TooBig: tooBigFromEvent(o.clock, &r)})
 	case evDrop:
-		o.emit(obs.Record{Drop: dropFromEvent(o.clock, ev, o.reasons)})
+		d := dropFromEvent(o.clock, ev, o.reasons)
+		// The tracepoint is host-wide: drops in namespaces that are not
+		// observed belong to someone else (another container's traffic).
+		if d.Netns != 0 && !o.observedNetns(d.Netns) {
+			if !o.opts.AllNamespaces {
+				o.dropsOtherNetns.Add(1)
+				return
+			}
+			d.OtherNetns = true
+		}
+		o.emit(obs.Record{Drop: d})
 	}
 }
 

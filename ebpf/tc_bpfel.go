@@ -50,6 +50,8 @@ type tcEvent struct {
 	CapLen  uint32
 	Reason  uint32
 	FragLen uint32
+	Netns   uint32
+	_       [4]byte
 }
 
 type tcFragRec struct {

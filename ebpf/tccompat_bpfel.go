@@ -46,6 +46,8 @@ type tcCompatDgramBuf struct {
 		CapLen  uint32
 		Reason  uint32
 		FragLen uint32
+		Netns   uint32
+		_       [4]byte
 	}
 	Data [8192]uint8
 }

@@ -5,6 +5,7 @@ import (
 	"runtime"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // CurrentNS returns a handle of the calling thread's network namespace,
@@ -15,6 +16,22 @@ func CurrentNS() (netns.NsHandle, error) {
 		return netns.None(), fmt.Errorf("get network namespace: %w", err)
 	}
 	return h, nil
+}
+
+// CurrentNSInode returns the inode number of the calling thread's network
+// namespace: what the kernel calls the namespace's inum, which BPF programs
+// read from a device (dev->nd_net.net->ns.inum).
+func CurrentNSInode() (uint32, error) {
+	h, err := CurrentNS()
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(h), &st); err != nil {
+		return 0, fmt.Errorf("stat network namespace: %w", err)
+	}
+	return uint32(st.Ino), nil
 }
 
 // Do runs fn on an OS thread inside namespace ns and returns its error.

@@ -61,6 +61,7 @@ type ObserveConfig struct {
 	MaxInterfaces   int           `mapstructure:"max_interfaces"`
 	RecordQueue     int           `mapstructure:"record_queue"`
 	Drops           bool          `mapstructure:"drops"`
+	DropsAllNetns   bool          `mapstructure:"drops_all_namespaces"`
 }
 
 type DiagConfig struct {

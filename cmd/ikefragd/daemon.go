@@ -116,7 +116,8 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 		TrainTimeout: cfg.Observe.FragmentTimeout, TrainMapSize: cfg.Observe.TrainMapSize,
 		RingBufferSize: cfg.Observe.RingBufferSize, MaxInterfaces: cfg.Observe.MaxInterfaces,
 		AttachMode: ebpf.AttachMode(cfg.Observe.AttachMode), NoDrops: !cfg.Observe.Drops,
-		RecordQueue: cfg.Observe.RecordQueue, Logger: log.With("component", "observer"),
+		AllNamespaces: cfg.Observe.DropsAllNetns,
+		RecordQueue:   cfg.Observe.RecordQueue, Logger: log.With("component", "observer"),
 	})
 	if err != nil {
 		return &startError{err: fmt.Errorf("loading the BPF observer: %w%s", err, capHint(err))}

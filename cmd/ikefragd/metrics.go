@@ -120,6 +120,8 @@ var (
 		"Trains the LRU map dropped to make room before they completed or timed out.", nil, nil)
 	descObsLoss = prometheus.NewDesc(ns+"_observer_losses_total",
 		"Observations lost between the kernel and the diagnosis engine, by cause.", []string{"cause"}, nil)
+	descDropsOtherNetns = prometheus.NewDesc(ns+"_kernel_drops_other_netns_total",
+		"Kernel drop records of network namespaces that no observed interface is in, left out (observe.drops_all_namespaces: false).", nil, nil)
 	descDropReports = prometheus.NewDesc(ns+"_drop_reports_total",
 		"Kernel drops (kfree_skb) of IKE packets and IP fragments reported to user space.", nil, nil)
 	descDropsEnabled = prometheus.NewDesc(ns+"_drop_reasons_enabled",
@@ -227,7 +229,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descTrains, descAnomalies, descBPFLoss,
-		descTrainsLive, descTrainsEvicted, descObsLoss, descDropReports, descDropsEnabled, descAttached, descKernel,
+		descTrainsLive, descTrainsEvicted, descObsLoss, descDropReports, descDropsOtherNetns, descDropsEnabled, descAttached, descKernel,
 		descSessions, descPeers, descPMTU, descEngine, descRecords, descExpired, descKernelIP,
 		descLinkPackets, descLinkBytes, descLinkDropped, descLinkErrors, descLinkMTU} {
 		ch <- d
@@ -274,6 +276,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descObsLoss, s.DropsRingbuf, "drop_ringbuf_reserve")
 		counter(descObsLoss, s.DropsUnreadable, "drop_unreadable")
 		counter(descDropReports, s.DropsReported)
+		counter(descDropsOtherNetns, s.DropsOtherNetns)
 		gauge(descDropsEnabled, b2f(s.DropsEnabled))
 	}
 	for _, ifc := range c.d.watch.attached() {

@@ -171,6 +171,12 @@ type Drop struct {
 	// (Proto 1 or 58): a dropped fragmentation-needed / packet-too-big is
 	// a local path-MTU discovery black hole.
 	ICMPType, ICMPCode uint8
+	// Netns is the inode of the network namespace of the device the
+	// packet was on (0: unknown). OtherNetns is set when that is none of
+	// the namespaces whose interfaces are observed (reported only when the
+	// observer is told to report every namespace).
+	Netns      uint32
+	OtherNetns bool
 }
 
 // Record is one element of the observation stream: exactly one field is set.

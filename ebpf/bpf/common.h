@@ -103,6 +103,7 @@ struct event {
 	__u32 cap_len;		/* bytes of payload that follow the header */
 	__u32 reason;		/* EV_DROP: drop reason; EV_TOO_BIG: MTU */
 	__u32 frag_len;		/* fragment data bytes (IP payload after all IP headers) */
+	__u32 netns;		/* EV_DROP: inode of the device's network namespace, 0 unknown */
 };
 
 #endif

@@ -14,8 +14,21 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
 struct net_device {
 	int ifindex;
+	possible_net_t nd_net;
 } __attribute__((preserve_access_index));
 
 struct sk_buff {
@@ -192,6 +205,9 @@ int BPF_PROG(ikefrag_kfree_skb, struct sk_buff *skb, void *location, enum skb_dr
 	ev.reason = reason;
 	struct net_device *dev = skb->dev;
 	ev.ifindex = dev ? dev->ifindex : skb->skb_iif;
+	/* The reporter sees every namespace of the host; user space keeps
+	 * the drops of the namespaces it observes. */
+	ev.netns = dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
 	__builtin_memcpy(e, &ev, sizeof(ev));
 	bpf_ringbuf_submit(e, 0);
 	if (dc)

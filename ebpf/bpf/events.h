@@ -49,6 +49,7 @@ static __always_inline void event_fill(struct event *e, __u8 type, __u32 dir, co
 	e->cap_len = 0;
 	e->reason = 0;
 	e->frag_len = pk->frag_len;
+	e->netns = 0;
 }
 
 #endif
