@@ -213,8 +213,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		uid := peerUID(c)
 		if why := s.admit(uid); why != "" {
 			s.cfg.Logger.Warn("control socket: refusing a connection", "uid", uid, "reason", why)
-			writeResponse(c, Response{Version: Version, Error: why})
-			c.Close()
+			go refuse(c, why)
 			continue
 		}
 		if !s.track(c) {
@@ -230,6 +229,20 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.serveConn(ctx, c)
 		}()
 	}
+}
+
+// refuseWait bounds how long a refused client has to send its request:
+// reading it before answering lets the client read the refusal instead of
+// failing to write into a closed connection (EPIPE).
+const refuseWait = 2 * time.Second
+
+// refuse answers a connection over the limits with the reason and closes
+// it. It runs on its own goroutine, never on the accept loop.
+func refuse(c net.Conn, why string) {
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(refuseWait))
+	_, _ = bufio.NewReaderSize(c, MaxLine).ReadSlice('\n')
+	writeResponse(c, Response{Version: Version, Error: why})
 }
 
 // peerUID returns the uid of the process at the other end (SO_PEERCRED),
