@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -97,5 +100,19 @@ func TestCapsError(t *testing.T) {
 	c.Proxy.Listen = []string{"[::]:400"}
 	if p := proxyPrivilegedPort(c); p != 400 {
 		t.Errorf("listen [::]:400: privileged port %d, want 400", p)
+	}
+}
+
+// A bind refused with EACCES — as net reports it, wrapped in *net.OpError
+// and *os.SyscallError — names CAP_NET_BIND_SERVICE and the drop-in; other
+// errors get no such hint.
+func TestBindHint(t *testing.T) {
+	eacces := &net.OpError{Op: "listen", Net: "udp4", Err: os.NewSyscallError("bind", syscall.EACCES)}
+	if h := bindHint(fmt.Errorf("proxy: %w", eacces)); !strings.Contains(h, "CAP_NET_BIND_SERVICE") || !strings.Contains(h, proxyDropIn) {
+		t.Errorf("EACCES: %q", h)
+	}
+	inUse := &net.OpError{Op: "listen", Net: "udp4", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}
+	if h := bindHint(inUse); h != "" {
+		t.Errorf("EADDRINUSE: %q", h)
 	}
 }
