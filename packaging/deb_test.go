@@ -53,7 +53,9 @@ func run(t *testing.T, name string, args ...string) string {
 // configuration as the only conffile, man pages, completions, dashboard
 // and rules, and the maintainer scripts.
 func TestDebContents(t *testing.T) {
-	need(t, "make", "go", "dpkg-deb")
+	need(t, "make", "go", "dpkg-deb", "git")
+	// Read before the build, as make reads it.
+	describe := strings.TrimSpace(run(t, "git", "describe", "--tags", "--always", "--dirty"))
 	deb := buildDeb(t, "1.2.3+test1")
 	if base := filepath.Base(deb); !strings.HasPrefix(base, "ikefrag_1.2.3+test1_") || !strings.HasSuffix(base, ".deb") {
 		t.Errorf("package file name %s", base)
@@ -129,7 +131,6 @@ func TestDebContents(t *testing.T) {
 	}
 	// The binaries are stamped with git describe, and static.
 	v := run(t, filepath.Join(x, "usr/bin/ikefragctl"), "--version")
-	describe := strings.TrimSpace(run(t, "git", "describe", "--tags", "--always", "--dirty"))
 	if !strings.HasPrefix(v, "ikefragctl "+describe+" (") {
 		t.Errorf("packaged ikefragctl --version: %q, want git describe %q", v, describe)
 	}
