@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -71,6 +72,46 @@ func TestCheckConfigUnitCapabilities(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(md, "zz-local.conf"), []byte("[Service]\nCapabilityBoundingSet=\nCapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON\n"), 0o644)
 	if code, _ := check(proxyCfg); code != exitConfig {
 		t.Errorf("proxy with a local override resetting the bounding set: exit %d, want 2", code)
+	}
+}
+
+// --check-config: control.group under a unit that does not make the
+// daemon a member of the group is refused (the unit keeps CAP_CHOWN out);
+// SupplementaryGroups= with the group, by name or id, passes.
+func TestCheckConfigUnitGroup(t *testing.T) {
+	grp, err := user.LookupGroup("nogroup")
+	if err != nil {
+		t.Skip("no group nogroup")
+	}
+	lib := t.TempDir()
+	t.Setenv("SYSTEMD_UNIT_PATH", lib)
+	unit, err := os.ReadFile("../../systemd/ikefragd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(filepath.Join(lib, "ikefragd.service"), unit, 0o644)
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	_ = os.WriteFile(cfg, []byte("interfaces: [lo]\ncontrol:\n  group: nogroup\n"), 0o644)
+	check := func() (int, string) {
+		var out, errb bytes.Buffer
+		code := execute(context.Background(), []string{"--check-config", "--config", cfg}, &out, &errb)
+		return code, errb.String()
+	}
+	if code, msg := check(); code != exitConfig || !strings.Contains(msg, "control.group: \"nogroup\", but the installed unit") || !strings.Contains(msg, "SupplementaryGroups=nogroup") {
+		t.Errorf("control.group without SupplementaryGroups: exit %d:\n%s", code, msg)
+	}
+	d := filepath.Join(lib, "ikefragd.service.d")
+	_ = os.MkdirAll(d, 0o755)
+	for _, v := range []string{"nogroup", grp.Gid} {
+		_ = os.WriteFile(filepath.Join(d, "group.conf"), []byte("[Service]\nSupplementaryGroups=adm "+v+"\n"), 0o644)
+		if code, msg := check(); code != exitOK {
+			t.Errorf("SupplementaryGroups=adm %s: exit %d:\n%s", v, code, msg)
+		}
+	}
+	// An empty assignment later resets the list.
+	_ = os.WriteFile(filepath.Join(d, "zz.conf"), []byte("[Service]\nSupplementaryGroups=\n"), 0o644)
+	if code, _ := check(); code != exitConfig {
+		t.Errorf("after a reset: exit %d, want 2", code)
 	}
 }
 
