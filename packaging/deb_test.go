@@ -53,7 +53,9 @@ func run(t *testing.T, name string, args ...string) string {
 // configuration as the only conffile, man pages, completions, dashboard
 // and rules, and the maintainer scripts.
 func TestDebContents(t *testing.T) {
-	need(t, "make", "go", "dpkg-deb")
+	need(t, "make", "go", "dpkg-deb", "git")
+	// Read before the build, as make reads it.
+	describe := strings.TrimSpace(run(t, "git", "describe", "--tags", "--always", "--dirty"))
 	deb := buildDeb(t, "1.2.3+test1")
 	if base := filepath.Base(deb); !strings.HasPrefix(base, "ikefrag_1.2.3+test1_") || !strings.HasSuffix(base, ".deb") {
 		t.Errorf("package file name %s", base)
@@ -129,7 +131,6 @@ func TestDebContents(t *testing.T) {
 	}
 	// The binaries are stamped with git describe, and static.
 	v := run(t, filepath.Join(x, "usr/bin/ikefragctl"), "--version")
-	describe := strings.TrimSpace(run(t, "git", "describe", "--tags", "--always", "--dirty"))
 	if !strings.HasPrefix(v, "ikefragctl "+describe+" (") {
 		t.Errorf("packaged ikefragctl --version: %q, want git describe %q", v, describe)
 	}
@@ -184,4 +185,29 @@ func debVersion(t *testing.T, v string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// The package on a clean bookworm root (packaging/chroot-test.sh): apt
+// install, upgrade to a newer build keeping an edited configuration and a
+// unit override, purge leaving nothing. It needs root and the bookworm
+// tarball mmdebstrap makes once (from the Debian mirror): it runs when the
+// tarball is cached or IKEFRAG_DEB_CHROOT=1 allows making it.
+func TestDebChrootLifecycle(t *testing.T) {
+	need(t, "make", "go", "dpkg-deb", "chroot", "tar")
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chroot)")
+	}
+	if _, err := os.Stat("/var/cache/ikefrag-chroot/bookworm.tar"); err != nil && os.Getenv("IKEFRAG_DEB_CHROOT") != "1" {
+		t.Skip("no cached bookworm root; IKEFRAG_DEB_CHROOT=1 makes one with mmdebstrap (downloads from the Debian mirror)")
+	}
+	old := buildDeb(t, "1.0.0+chroot1")
+	newer := buildDeb(t, "1.0.0+chroot2")
+	out, err := exec.Command("./chroot-test.sh", old, newer).CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("chroot-test.sh: %v", err)
+	}
+	if !bytes.Contains(out, []byte("edited configuration and unit override kept")) || !bytes.Contains(out, []byte("purged: nothing left")) {
+		t.Errorf("chroot-test.sh did not report both checks")
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ikefrag/ikefrag/cmd/internal/control"
 )
 
 // Capabilities the daemon needs (numbers from linux/capability.h).
@@ -139,35 +142,9 @@ func unitDirs() []string {
 // CAP_NET_BIND_SERVICE in. installed is false when no unit is found; files
 // lists what was read.
 func unitGrantsBindService() (grants, installed bool, files []string) {
-	dirs := unitDirs()
-	var unit string
-	for _, d := range dirs {
-		if p := filepath.Join(d, "ikefragd.service"); fileExists(p) {
-			unit = p
-			break
-		}
-	}
-	if unit == "" {
+	files = unitFiles()
+	if files == nil {
 		return false, false, nil
-	}
-	dropins := map[string]string{}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		ms, _ := filepath.Glob(filepath.Join(dirs[i], "ikefragd.service.d", "*.conf"))
-		for _, m := range ms {
-			dropins[filepath.Base(m)] = m
-		}
-	}
-	names := make([]string, 0, len(dropins))
-	for n := range dropins {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	files = []string{unit}
-	for _, n := range names {
-		if t, err := filepath.EvalSymlinks(dropins[n]); err == nil && t == os.DevNull {
-			continue
-		}
-		files = append(files, dropins[n])
 	}
 	grants = true // no CapabilityBoundingSet= at all: every capability
 	for _, f := range files {
@@ -233,19 +210,99 @@ func serviceValues(path, key string) []string {
 }
 
 // checkUnit is --check-config's look at how the installed unit would run
-// this configuration: a proxy on a privileged port needs the drop-in.
+// this configuration: a proxy on a privileged port needs the drop-in, and
+// control.group needs the group among the unit's SupplementaryGroups= (the
+// daemon gives the socket to a group only as a member: the unit keeps
+// CAP_CHOWN out).
 func checkUnit(c Config) problems {
-	port := proxyPrivilegedPort(c)
-	if port == 0 {
+	var ps problems
+	if port := proxyPrivilegedPort(c); port > 0 {
+		grants, installed, files := unitGrantsBindService()
+		if installed && !grants {
+			ps = append(ps, problem{Key: "proxy.enabled", Msg: fmt.Sprintf(
+				"true, but the installed unit (%s) does not grant CAP_NET_BIND_SERVICE, which binding UDP port %d needs: install the drop-in %s next to it (make install and the package ship it), then systemctl daemon-reload",
+				strings.Join(files, ", "), port, proxyDropIn)})
+		}
+	}
+	if g := c.Control.Group; g != "" {
+		groups, installed, files := unitSupplementaryGroups()
+		if installed && !slices.Contains(groups, g) && !sameGroup(groups, g) {
+			ps = append(ps, problem{Key: "control.group", Msg: fmt.Sprintf(
+				"%q, but the installed unit (%s) does not make the daemon a member of it, so it cannot give the socket to that group (the unit keeps CAP_CHOWN out): systemctl edit ikefragd, add SupplementaryGroups=%s under [Service]",
+				g, strings.Join(files, ", "), g)})
+		}
+	}
+	return ps
+}
+
+// sameGroup: one of groups names g by the other spelling (name or id).
+func sameGroup(groups []string, g string) bool {
+	want, err := control.LookupGroup(g)
+	if err != nil {
+		return false
+	}
+	for _, x := range groups {
+		if id, err := control.LookupGroup(x); err == nil && id == want {
+			return true
+		}
+	}
+	return false
+}
+
+// unitFiles returns the installed unit and its drop-ins in the order
+// systemd applies them (see unitGrantsBindService); nil when no unit is
+// installed.
+func unitFiles() []string {
+	dirs := unitDirs()
+	var unit string
+	for _, d := range dirs {
+		if p := filepath.Join(d, "ikefragd.service"); fileExists(p) {
+			unit = p
+			break
+		}
+	}
+	if unit == "" {
 		return nil
 	}
-	grants, installed, files := unitGrantsBindService()
-	if !installed || grants {
-		return nil
+	dropins := map[string]string{}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		ms, _ := filepath.Glob(filepath.Join(dirs[i], "ikefragd.service.d", "*.conf"))
+		for _, m := range ms {
+			dropins[filepath.Base(m)] = m
+		}
 	}
-	return problems{{Key: "proxy.enabled", Msg: fmt.Sprintf(
-		"true, but the installed unit (%s) does not grant CAP_NET_BIND_SERVICE, which binding UDP port %d needs: install the drop-in %s next to it (make install and the package ship it), then systemctl daemon-reload",
-		strings.Join(files, ", "), port, proxyDropIn)}}
+	names := make([]string, 0, len(dropins))
+	for n := range dropins {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	files := []string{unit}
+	for _, n := range names {
+		if t, err := filepath.EvalSymlinks(dropins[n]); err == nil && t == os.DevNull {
+			continue
+		}
+		files = append(files, dropins[n])
+	}
+	return files
+}
+
+// unitSupplementaryGroups merges SupplementaryGroups= of the installed
+// unit and drop-ins (lists add up; an empty assignment resets).
+func unitSupplementaryGroups() (groups []string, installed bool, files []string) {
+	files = unitFiles()
+	if files == nil {
+		return nil, false, nil
+	}
+	for _, f := range files {
+		for _, v := range serviceValues(f, "SupplementaryGroups") {
+			if strings.TrimSpace(v) == "" {
+				groups = nil
+				continue
+			}
+			groups = append(groups, strings.Fields(v)...)
+		}
+	}
+	return groups, true, files
 }
 
 // dropBindService gives up CAP_NET_BIND_SERVICE when the configuration

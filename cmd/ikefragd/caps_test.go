@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -71,6 +75,46 @@ func TestCheckConfigUnitCapabilities(t *testing.T) {
 	}
 }
 
+// --check-config: control.group under a unit that does not make the
+// daemon a member of the group is refused (the unit keeps CAP_CHOWN out);
+// SupplementaryGroups= with the group, by name or id, passes.
+func TestCheckConfigUnitGroup(t *testing.T) {
+	grp, err := user.LookupGroup("nogroup")
+	if err != nil {
+		t.Skip("no group nogroup")
+	}
+	lib := t.TempDir()
+	t.Setenv("SYSTEMD_UNIT_PATH", lib)
+	unit, err := os.ReadFile("../../systemd/ikefragd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(filepath.Join(lib, "ikefragd.service"), unit, 0o644)
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	_ = os.WriteFile(cfg, []byte("interfaces: [lo]\ncontrol:\n  group: nogroup\n"), 0o644)
+	check := func() (int, string) {
+		var out, errb bytes.Buffer
+		code := execute(context.Background(), []string{"--check-config", "--config", cfg}, &out, &errb)
+		return code, errb.String()
+	}
+	if code, msg := check(); code != exitConfig || !strings.Contains(msg, "control.group: \"nogroup\", but the installed unit") || !strings.Contains(msg, "SupplementaryGroups=nogroup") {
+		t.Errorf("control.group without SupplementaryGroups: exit %d:\n%s", code, msg)
+	}
+	d := filepath.Join(lib, "ikefragd.service.d")
+	_ = os.MkdirAll(d, 0o755)
+	for _, v := range []string{"nogroup", grp.Gid} {
+		_ = os.WriteFile(filepath.Join(d, "group.conf"), []byte("[Service]\nSupplementaryGroups=adm "+v+"\n"), 0o644)
+		if code, msg := check(); code != exitOK {
+			t.Errorf("SupplementaryGroups=adm %s: exit %d:\n%s", v, code, msg)
+		}
+	}
+	// An empty assignment later resets the list.
+	_ = os.WriteFile(filepath.Join(d, "zz.conf"), []byte("[Service]\nSupplementaryGroups=\n"), 0o644)
+	if code, _ := check(); code != exitConfig {
+		t.Errorf("after a reset: exit %d, want 2", code)
+	}
+}
+
 // The capability check names exactly the missing ones, and the proxy's
 // only when it binds a port below ip_unprivileged_port_start.
 func TestCapsError(t *testing.T) {
@@ -97,5 +141,19 @@ func TestCapsError(t *testing.T) {
 	c.Proxy.Listen = []string{"[::]:400"}
 	if p := proxyPrivilegedPort(c); p != 400 {
 		t.Errorf("listen [::]:400: privileged port %d, want 400", p)
+	}
+}
+
+// A bind refused with EACCES — as net reports it, wrapped in *net.OpError
+// and *os.SyscallError — names CAP_NET_BIND_SERVICE and the drop-in; other
+// errors get no such hint.
+func TestBindHint(t *testing.T) {
+	eacces := &net.OpError{Op: "listen", Net: "udp4", Err: os.NewSyscallError("bind", syscall.EACCES)}
+	if h := bindHint(fmt.Errorf("proxy: %w", eacces)); !strings.Contains(h, "CAP_NET_BIND_SERVICE") || !strings.Contains(h, proxyDropIn) {
+		t.Errorf("EACCES: %q", h)
+	}
+	inUse := &net.OpError{Op: "listen", Net: "udp4", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}
+	if h := bindHint(inUse); h != "" {
+		t.Errorf("EADDRINUSE: %q", h)
 	}
 }

@@ -276,7 +276,7 @@ func TestDefaultRouteInterface(t *testing.T) {
 	}
 	c := defaultConfig()
 	want, ps = checkSystem(&c)
-	if len(ps) != 0 || !reflect.DeepEqual(want.names, []string{"lo"}) {
+	if len(ps) != 0 || !want.followDefault || !reflect.DeepEqual(want.wanted(), []string{"lo"}) || !want.match("lo") {
 		t.Errorf("problems %v, interfaces %v", ps, want)
 	}
 }

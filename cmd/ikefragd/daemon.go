@@ -242,11 +242,7 @@ func (d *daemon) startProxy(ctx context.Context) error {
 	}
 	p, err := proxyStarter(ctx, deps)
 	if err != nil {
-		hint := ""
-		if errors.Is(err, unix.EACCES) {
-			hint = " (binding UDP ports below 1024 needs CAP_NET_BIND_SERVICE: the shipped unit grants it through the drop-in " + proxyDropIn + ")"
-		}
-		return &startError{err: fmt.Errorf("starting the proxy: %w%s", err, hint)}
+		return &startError{err: fmt.Errorf("starting the proxy: %w%s", err, bindHint(err))}
 	}
 	d.proxy = p
 	d.m.reg.MustRegister(p.Collector())
@@ -278,6 +274,15 @@ func (d *daemon) unattached(want ifaceSet) ([]string, error) {
 		bad = append(bad, msg)
 	}
 	return bad, first
+}
+
+// bindHint names CAP_NET_BIND_SERVICE and the drop-in that grants it when
+// a bind was refused for lack of it.
+func bindHint(err error) string {
+	if errors.Is(err, unix.EACCES) {
+		return " (binding UDP ports below 1024 needs CAP_NET_BIND_SERVICE: the shipped unit grants it through the drop-in " + proxyDropIn + ")"
+	}
+	return ""
 }
 
 // capHint names the capabilities when the kernel refused for lack of one.

@@ -55,9 +55,11 @@ func asUser(t *testing.T, bins binaries, name string, args ...string) (string, i
 }
 
 // control.group works end to end, as under the unit: systemd creates the
-// runtime directory root:root 0750 (RuntimeDirectory=, $RUNTIME_DIRECTORY);
-// the daemon gives it control.group and group access, so a real member of
-// the group (not root) reaches the 0660 socket and a non-member does not.
+// runtime directory root:root 0750 (RuntimeDirectory=, $RUNTIME_DIRECTORY)
+// and runs the daemon with the unit's capabilities only (no CAP_CHOWN) and
+// the group in SupplementaryGroups=; the daemon gives the directory and the
+// socket to control.group, so a real member of the group (not root)
+// reaches the 0660 socket and a non-member does not.
 // A member's 32 event followers do not lock root out: it may hold 16, and
 // root's status still answers.
 func TestControlGroupMember(t *testing.T) {
@@ -88,12 +90,22 @@ func TestControlGroupMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.env = []string{"RUNTIME_DIRECTORY=" + rt}
-	d.start()
-
 	g, err := user.LookupGroup(group)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As under the unit: only its capabilities, so no CAP_CHOWN. Without
+	// the group among its supplementary groups the daemon cannot give the
+	// socket to it, and says what to add to the unit.
+	unitCaps := []string{"setpriv", "--bounding-set=-all,+bpf,+net_admin,+perfmon", "--inh-caps=-all"}
+	d.wrap = append(append([]string{}, unitCaps...), "--")
+	if code, out := d.runToExit(60 * time.Second); code != exitFailure || !strings.Contains(out, "SupplementaryGroups="+group) {
+		t.Errorf("control.group without membership or CAP_CHOWN: exit %d, want 1 naming SupplementaryGroups=%s:\n%s", code, group, out)
+	}
+	// SupplementaryGroups= of the unit.
+	d.wrap = append(append([]string{}, unitCaps...), "--groups="+g.Gid, "--")
+	d.start()
+
 	for p, mode := range map[string]os.FileMode{rt: os.ModeDir | 0o750, d.socket: os.ModeSocket | 0o660} {
 		fi, err := os.Stat(p)
 		if err != nil {

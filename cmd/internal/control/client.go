@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -53,10 +54,15 @@ func Call(ctx context.Context, path, method string, out any) error {
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	r := bufio.NewReader(c)
 	if err := json.NewEncoder(c).Encode(Request{Method: method}); err != nil {
+		// A daemon that refused the connection may have answered
+		// already: its reason beats EPIPE.
+		if resp, rerr := readResponse(r); rerr != nil && resp == nil && strings.HasPrefix(rerr.Error(), "ikefragd: ") {
+			return rerr
+		}
 		return err
 	}
-	r := bufio.NewReader(c)
 	resp, err := readResponse(r)
 	if err != nil {
 		return err
@@ -115,10 +121,13 @@ func Follow(ctx context.Context, path string, fn func(Event) error) error {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	r := bufio.NewReader(c)
 	if err := json.NewEncoder(c).Encode(Request{Method: MethodEvents, Follow: true}); err != nil {
+		if _, rerr := readResponse(r); rerr != nil && strings.HasPrefix(rerr.Error(), "ikefragd: ") {
+			return rerr
+		}
 		return err
 	}
-	r := bufio.NewReader(c)
 	for {
 		resp, err := readResponse(r)
 		if err != nil {

@@ -100,7 +100,7 @@ func Listen(cfg ServerConfig, h Handler) (*Server, error) {
 		return nil, err
 	}
 	if gid >= 0 {
-		if err := openDirToGroup(dir, gid, created, cfg.Logger); err != nil {
+		if err := openDirToGroup(dir, cfg.Group, gid, created, cfg.Logger); err != nil {
 			return nil, err
 		}
 	}
@@ -127,7 +127,7 @@ func Listen(cfg ServerConfig, h Handler) (*Server, error) {
 	if gid >= 0 {
 		if err := os.Chown(cfg.Path, -1, gid); err != nil {
 			ln.Close()
-			return nil, err
+			return nil, chownError(cfg.Group, cfg.Path, err)
 		}
 	}
 	if err := os.Chmod(cfg.Path, 0o660); err != nil {
@@ -144,7 +144,7 @@ func Listen(cfg ServerConfig, h Handler) (*Server, error) {
 // ($RUNTIME_DIRECTORY). Any other directory (the socket placed in /tmp or
 // a home directory) is left alone, with a warning when the group cannot
 // pass it.
-func openDirToGroup(dir string, gid int, created bool, log *slog.Logger) error {
+func openDirToGroup(dir, group string, gid int, created bool, log *slog.Logger) error {
 	own := created
 	for _, rd := range filepath.SplitList(os.Getenv("RUNTIME_DIRECTORY")) {
 		if rd != "" && filepath.Clean(rd) == filepath.Clean(dir) {
@@ -158,7 +158,7 @@ func openDirToGroup(dir string, gid int, created bool, log *slog.Logger) error {
 	st, _ := fi.Sys().(*syscall.Stat_t)
 	if own && st != nil && int(st.Uid) == os.Geteuid() {
 		if err := os.Chown(dir, -1, gid); err != nil {
-			return fmt.Errorf("control.group: giving %s to group %d: %w", dir, gid, err)
+			return chownError(group, dir, err)
 		}
 		mode := fi.Mode().Perm()&^0o070 | 0o050
 		if err := os.Chmod(dir, mode); err != nil {
@@ -172,6 +172,16 @@ func openDirToGroup(dir string, gid int, created bool, log *slog.Logger) error {
 			"dir", dir, "mode", perm.String(), "gid", st.Gid)
 	}
 	return nil
+}
+
+// chownError explains a refused change of group: a process may give its
+// file to a group it is a member of, or to any group with CAP_CHOWN. The
+// unit keeps CAP_CHOWN out and adds the group with SupplementaryGroups=.
+func chownError(group, path string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("control.group %q: giving %s to the group: %w: the daemon must be a member of the group (under the unit: systemctl edit ikefragd, add SupplementaryGroups=%s under [Service]) or hold CAP_CHOWN", group, path, err, group)
+	}
+	return fmt.Errorf("control.group %q: giving %s to the group: %w", group, path, err)
 }
 
 // LookupGroup returns the id of a group given by name or number.
@@ -213,8 +223,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		uid := peerUID(c)
 		if why := s.admit(uid); why != "" {
 			s.cfg.Logger.Warn("control socket: refusing a connection", "uid", uid, "reason", why)
-			writeResponse(c, Response{Version: Version, Error: why})
-			c.Close()
+			go refuse(c, why)
 			continue
 		}
 		if !s.track(c) {
@@ -230,6 +239,20 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.serveConn(ctx, c)
 		}()
 	}
+}
+
+// refuseWait bounds how long a refused client has to send its request:
+// reading it before answering lets the client read the refusal instead of
+// failing to write into a closed connection (EPIPE).
+const refuseWait = 2 * time.Second
+
+// refuse answers a connection over the limits with the reason and closes
+// it. It runs on its own goroutine, never on the accept loop.
+func refuse(c net.Conn, why string) {
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(refuseWait))
+	_, _ = bufio.NewReaderSize(c, MaxLine).ReadSlice('\n')
+	writeResponse(c, Response{Version: Version, Error: why})
 }
 
 // peerUID returns the uid of the process at the other end (SO_PEERCRED),
