@@ -14,6 +14,8 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/ikefrag/ikefrag/ebpf/fastpath"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"github.com/ikefrag/ikefrag/netcfg"
 )
 
@@ -88,6 +90,7 @@ func fpNamespaces(t *testing.T) netns.NsHandle {
 // counter, and when no backend is left the program is not kept at all.
 func TestFastPathInterfaces(t *testing.T) {
 	ns := fpNamespaces(t)
+	kfeattest.Require(t, kfeat.CheckMTU)
 	cases := []struct {
 		name       string
 		backends   []string

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/proxy"
 	"github.com/ikefrag/ikefrag/test/lab"
@@ -219,6 +221,7 @@ func waitFor(d time.Duration, cond func() bool) bool {
 // after expiry is a new flow: its first ESP datagram crosses user space.
 func TestLabFastPathFullAndExpiry(t *testing.T) {
 	lab.Require(t)
+	kfeattest.Require(t, kfeat.CheckMTU)
 	t.Parallel()
 	for _, v6 := range []bool{false, true} {
 		name := "ipv4"
