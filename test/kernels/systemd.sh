@@ -118,7 +118,7 @@ if [ -n "${deb1:-}" ] && [ -n "${deb2:-}" ]; then
 	rm -rf /etc/systemd/system/ikefragd.service /etc/systemd/system/ikefragd.service.d /etc/ikefrag
 	systemctl daemon-reload
 	export DEBIAN_FRONTEND=noninteractive
-	if apt-get install -y -q --no-download "$deb1" > "$O/apt-install.log" 2>&1; then
+	if apt-get install -y -q "$deb1" > "$O/apt-install.log" 2>&1; then
 		ok "apt install" "$(dpkg-query -W -f='${Package} ${Version}' ikefrag)"
 	else
 		bad "apt install" "$(tail -3 "$O/apt-install.log")"
@@ -129,7 +129,7 @@ if [ -n "${deb1:-}" ] && [ -n "${deb2:-}" ]; then
 		bad "package: start" "$(journalctl -u ikefragd --no-pager -n 5 | tr '\n' ' ')"
 	fi
 	echo "# kept across upgrades" >> /etc/ikefrag/ikefragd.yaml
-	if apt-get install -y -q --no-download "$deb2" > "$O/apt-upgrade.log" 2>&1 &&
+	if apt-get install -y -q "$deb2" > "$O/apt-upgrade.log" 2>&1 &&
 		[ "$(dpkg-query -W -f='${Version}' ikefrag)" = "0.0~matrix2" ] && grep -q "kept across upgrades" /etc/ikefrag/ikefragd.yaml; then
 		ok "package: upgrade keeps the edited configuration" "$(dpkg-query -W -f='${Version}' ikefrag)"
 	else
