@@ -1,6 +1,10 @@
 package diag
 
-import "github.com/ikefrag/ikefrag/ike"
+import (
+	"sort"
+
+	"github.com/ikefrag/ikefrag/ike"
+)
 
 // Remedies, one place. Each line names the platform it applies to, so an
 // operator can pick the one that runs the responder. The facts behind them:
@@ -167,6 +171,25 @@ func espRemedies(mtu, mss4, mss6 int) []string {
 		sprintf(`Windows client: set the VPN interface MTU: netsh interface ipv4 set subinterface "<VPN connection name>" mtu=%d store=persistent (and ipv6 likewise); TCP MSS then follows (%s)`, mtu, tcpMSSNote(mss4, mss6)),
 		pathAllowFragments,
 	}
+}
+
+// CodeSeverity is a verdict code with a severity it is given with.
+type CodeSeverity struct {
+	Code     Code
+	Severity Severity
+}
+
+// OtherVerdicts lists the verdicts not made by the evaluator's add calls:
+// the error notifies (named after the notify; one of unknown type is an
+// error) and the local path-MTU discovery black hole. With those add calls
+// they are every (code, severity) the engine gives.
+func OtherVerdicts() []CodeSeverity {
+	out := []CodeSeverity{{PMTUDBlackholeLocal, Error}}
+	for t, n := range errorNotifies {
+		out = append(out, CodeSeverity{Code(t.String()), n.sev})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Code < out[j].Code })
+	return out
 }
 
 func init() {

@@ -60,6 +60,9 @@ func newMetrics() *metrics {
 	for _, v := range verdictSeries {
 		m.verdicts.WithLabelValues(string(v.code), string(v.sev))
 	}
+	for _, v := range diag.OtherVerdicts() {
+		m.verdicts.WithLabelValues(string(v.Code), string(v.Severity))
+	}
 	for _, c := range []prometheus.Collector{m.verdicts, m.kernelDrops, m.verdictLogsSuppressed, m.reloads, m.reloadFailures, m.reloadOK, m.ifaceEvents} {
 		f(c)
 	}
@@ -90,6 +93,10 @@ var verdictSeries = []struct {
 	{diag.UnansweredSAInit, diag.Error},
 	{diag.UnansweredIKEAuth, diag.Error},
 	{diag.IKEv1, diag.Info},
+	{diag.UnansweredIKEv1, diag.Error},
+	{diag.IKEAuthNotSeen, diag.Warning},
+	{diag.ESPFragmentsDropped, diag.Error},
+	{diag.ESPExceedsPMTU, diag.Error},
 	{diag.OK, diag.Info},
 }
 
