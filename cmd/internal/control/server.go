@@ -241,18 +241,20 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
-// refuseWait bounds how long a refused client has to send its request:
-// reading it before answering lets the client read the refusal instead of
-// failing to write into a closed connection (EPIPE).
+// refuseWait bounds how long a refused connection is kept open for the
+// client's request to arrive.
 const refuseWait = 2 * time.Second
 
 // refuse answers a connection over the limits with the reason and closes
-// it. It runs on its own goroutine, never on the accept loop.
+// it. It runs on its own goroutine, never on the accept loop. The reason is
+// written first: a client that writes its request late (a slow machine)
+// gets EPIPE and then still reads the reason from its socket; one that
+// writes in time has its request read before the close.
 func refuse(c net.Conn, why string) {
 	defer c.Close()
+	writeResponse(c, Response{Version: Version, Error: why})
 	_ = c.SetReadDeadline(time.Now().Add(refuseWait))
 	_, _ = bufio.NewReaderSize(c, MaxLine).ReadSlice('\n')
-	writeResponse(c, Response{Version: Version, Error: why})
 }
 
 // peerUID returns the uid of the process at the other end (SO_PEERCRED),
