@@ -24,6 +24,7 @@ import (
 
 	"github.com/ikefrag/ikefrag/cmd/internal/buildinfo"
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 	"github.com/ikefrag/ikefrag/netcfg"
 	"github.com/ikefrag/ikefrag/test/lab"
 )
@@ -169,6 +170,13 @@ type daemonProc struct {
 // gets control.socket added) and notify socket.
 func newDaemon(t *testing.T, bins binaries, netnsName string, yamlText string) *daemonProc {
 	t.Helper()
+	// What the unit's LimitMEMLOCK=infinity gives the daemon, inherited:
+	// kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, and a daemon
+	// run without CAP_SYS_RESOURCE (as the unit runs it) cannot raise it.
+	// Elsewhere this changes nothing.
+	if err := kfeat.Memlock(); err != nil {
+		t.Logf("RLIMIT_MEMLOCK stays: %v", err)
+	}
 	dir, err := os.MkdirTemp("", "ikfd-")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/ikefrag/ikefrag/diag"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat"
+	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
 	"github.com/ikefrag/ikefrag/test/lab"
 )
 
@@ -30,6 +32,9 @@ func startOnMid(t *testing.T, bins binaries, l *lab.Lab, settle string, extra ..
 // drops of the ESP-in-UDP fragments, while the IKE SA stays OK.
 func TestLiveESPBlackholeDaemon(t *testing.T) {
 	lab.Require(t)
+	// Live, the kernel's drops of the ESP fragments are the evidence (the
+	// observer hands no ESP up).
+	kfeattest.Require(t, kfeat.DropReasons)
 	bins := buildBinaries(t)
 	t.Parallel()
 	l := lab.New(t, lab.Topology{MTU: lab.MTUs{CliMid: 1280}, Drop: lab.DropAll})
