@@ -569,3 +569,37 @@ func TestCookieMode(t *testing.T) {
 	}
 	t.Errorf("no flow for the client that sent the cookie back")
 }
+
+// Under a spoofed flood the COOKIE responses carry at most 15 % of the
+// request bytes (after a burst), and a request repeated by its source
+// (a client retransmitting) is answered even when the share is used up.
+func TestCookieAmplification(t *testing.T) {
+	now := time.Unix(1000, 0)
+	j := newCookieJar(now)
+	const req, resp, n = 176, 52, 100000
+	answered := 0
+	for i := range n {
+		if j.mayAnswer(uint64(i)*0x9e3779b97f4a7c15, req, resp, now) {
+			answered++
+		}
+	}
+	out, in := float64(answered*resp), float64(n*req)
+	t.Logf("%d of %d answered: %.3f of the request bytes", answered, n, out/in)
+	if out > 0.15*in+cookieBurst {
+		t.Errorf("responses %.0f bytes for %.0f bytes of requests", out, in)
+	}
+	// credit used up: a new request is not answered, its retransmission
+	// is (a response larger than two requests' credit: only the repeat
+	// rule can let it through)
+	j.credit = 0
+	h := uint64(42)
+	if j.mayAnswer(h, req, 200, now) {
+		t.Fatal("answered without credit")
+	}
+	if !j.mayAnswer(h, req, 200, now.Add(time.Second)) {
+		t.Error("retransmission not answered")
+	}
+	if j.mayAnswer(h, req, 200, now.Add(time.Second+repeatWindow+time.Second)) {
+		t.Error("answered a repeat after the window")
+	}
+}
