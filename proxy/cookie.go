@@ -59,9 +59,8 @@ type cookieJar struct {
 
 	// credit is in hundredths of a byte (requests add
 	// maxAmplificationPct per byte, responses cost 100 per byte)
-	credit   int64
-	credited time.Time
-	recent   []recentReq
+	credit int64
+	recent []recentReq
 }
 
 type recentReq struct {
