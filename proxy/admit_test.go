@@ -104,11 +104,16 @@ func TestFlowsEarned(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > before {
 		t.Errorf("goroutines %d → %d", before, n)
 	}
-	// the well-formed request opens one, and then the client's other
-	// datagrams are of a client the backend answered
-	if got := roundTrip(t, c, ikeTo, good); !bytes.Equal(got, ikeAnswer(good, 1)) {
+	// the well-formed request opens one; its IKE SA, answered, opens one
+	// on the NAT-T port; then the client's ESP is of an established client
+	got := roundTrip(t, c, ikeTo, good)
+	if !bytes.Equal(got, ikeAnswer(good, 1)) {
 		t.Fatalf("answer %x", got)
 	}
+	var spiI, spiR ike.SPI
+	copy(spiI[:], got[0:8])
+	copy(spiR[:], got[8:16])
+	roundTrip(t, c, nattTo, append([]byte{0, 0, 0, 0}, ikeRequest(spiI, spiR, ike.ExchangeIKEAuth, 1)...))
 	roundTrip(t, c, nattTo, []byte{0xc0, 0, 0, 1, 0, 0, 0, 1})
 	if st := p.Stats(); st.Flows != 2 || st.Total.Dropped["unsolicited"] != want {
 		t.Errorf("stats %+v", st)
