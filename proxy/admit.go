@@ -211,6 +211,9 @@ func (p *Proxy) admit(l *listener, src netip.AddrPort, mapped bool, local netip.
 		// the client has the proxy's answers: it goes after the
 		// unverified flows when room is needed
 		p.promote(f, levelHalfOpen, now)
+		if f.cl != nil {
+			f.cl.answered.Store(now.UnixNano())
+		}
 	}
 	return f
 }
@@ -225,12 +228,14 @@ func (p *Proxy) clientPrefix(a netip.Addr) netip.Prefix {
 	return pf
 }
 
-// promote raises a flow's level after a backend datagram and records the
-// answer on its client.
+// promote raises a flow's level after a backend datagram; an established
+// flow marks its client answered.
 func (p *Proxy) promote(f *Flow, level uint32, now time.Time) {
 	if p.flows.promote(f, level) && f.cl != nil {
-		f.cl.answered.Store(now.UnixNano())
 		if level == levelEstablished {
+			// (half-open proves nothing about the client: the backend
+			// answers a spoofed IKE_SA_INIT too)
+			f.cl.answered.Store(now.UnixNano())
 			p.stateDirty.Store(true)
 		}
 		if level == levelEstablished && f.estCounted.CompareAndSwap(false, true) {

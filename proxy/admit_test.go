@@ -104,11 +104,16 @@ func TestFlowsEarned(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > before {
 		t.Errorf("goroutines %d → %d", before, n)
 	}
-	// the well-formed request opens one, and then the client's other
-	// datagrams are of a client the backend answered
-	if got := roundTrip(t, c, ikeTo, good); !bytes.Equal(got, ikeAnswer(good, 1)) {
+	// the well-formed request opens one; its IKE SA, answered, opens one
+	// on the NAT-T port; then the client's ESP is of an established client
+	got := roundTrip(t, c, ikeTo, good)
+	if !bytes.Equal(got, ikeAnswer(good, 1)) {
 		t.Fatalf("answer %x", got)
 	}
+	var spiI, spiR ike.SPI
+	copy(spiI[:], got[0:8])
+	copy(spiR[:], got[8:16])
+	roundTrip(t, c, nattTo, append([]byte{0, 0, 0, 0}, ikeRequest(spiI, spiR, ike.ExchangeIKEAuth, 1)...))
 	roundTrip(t, c, nattTo, []byte{0xc0, 0, 0, 1, 0, 0, 0, 1})
 	if st := p.Stats(); st.Flows != 2 || st.Total.Dropped["unsolicited"] != want {
 		t.Errorf("stats %+v", st)
@@ -568,4 +573,38 @@ func TestCookieMode(t *testing.T) {
 		}
 	}
 	t.Errorf("no flow for the client that sent the cookie back")
+}
+
+// Under a spoofed flood the COOKIE responses carry at most 15 % of the
+// request bytes (after a burst), and a request repeated by its source
+// (a client retransmitting) is answered even when the share is used up.
+func TestCookieAmplification(t *testing.T) {
+	now := time.Unix(1000, 0)
+	j := newCookieJar(now)
+	const req, resp, n = 176, 52, 100000
+	answered := 0
+	for i := range n {
+		if j.mayAnswer(uint64(i)*0x9e3779b97f4a7c15, req, resp, now) {
+			answered++
+		}
+	}
+	out, in := float64(answered*resp), float64(n*req)
+	t.Logf("%d of %d answered: %.3f of the request bytes", answered, n, out/in)
+	if out > 0.15*in+cookieBurst {
+		t.Errorf("responses %.0f bytes for %.0f bytes of requests", out, in)
+	}
+	// credit used up: a new request is not answered, its retransmission
+	// is (a response larger than two requests' credit: only the repeat
+	// rule can let it through)
+	j.credit = 0
+	h := uint64(42)
+	if j.mayAnswer(h, req, 200, now) {
+		t.Fatal("answered without credit")
+	}
+	if !j.mayAnswer(h, req, 200, now.Add(time.Second)) {
+		t.Error("retransmission not answered")
+	}
+	if j.mayAnswer(h, req, 200, now.Add(time.Second+repeatWindow+time.Second)) {
+		t.Error("answered a repeat after the window")
+	}
 }

@@ -123,7 +123,9 @@ type Config struct {
 	// the proxy answers IKE_SA_INIT requests that would open a flow with
 	// its own N(COOKIE) (RFC 7296 §2.6), keeping no state, and opens
 	// flows only for requests that bring a valid one back (cookie.go).
-	// Default max_clients/10; max_clients or more turns it off.
+	// Default max_clients/100 (100 of the default 10000): few enough that
+	// a spoofed flood gets the backend's answers relayed only that many
+	// times per unreplied_timeout. max_clients or more turns it off.
 	CookieThreshold int `mapstructure:"cookie_threshold"`
 	// MaxClients bounds the client flows. When it is reached a new flow
 	// takes the place of the oldest flow the backend never answered, then
@@ -290,7 +292,7 @@ func (c Config) withDefaults() Config {
 		c.MaxClients = DefaultMaxClients
 	}
 	if c.CookieThreshold <= 0 {
-		c.CookieThreshold = max(1, c.MaxClients/10)
+		c.CookieThreshold = max(1, c.MaxClients/100)
 	}
 	if c.HalfOpenTimeout <= 0 {
 		c.HalfOpenTimeout = DefaultHalfOpenTimeout

@@ -34,20 +34,61 @@ const (
 	// the previous one is still taken (a client answers within a round
 	// trip, retransmissions within seconds).
 	cookieRotate = time.Minute
+
+	// Amplification: the COOKIE responses may carry at most
+	// maxAmplificationPct % of the bytes of the requests that asked for
+	// them (a spoofed flood reflects less than it sends), with a burst of
+	// cookieBurst bytes. A request repeated from the same source with the
+	// same SPIi within repeatWindow (a real client retransmitting) is
+	// answered even without credit: two requests then pay for one
+	// response.
+	maxAmplificationPct = 15
+	cookieBurst         = 64 << 10
+	repeatWindow        = 10 * time.Second
+	// repeatSlots is the size of the direct-mapped table of recent
+	// requests (source, SPIi): 16 bytes a slot.
+	repeatSlots = 1 << 16
 )
 
 // cookieJar makes and checks cookies.
 type cookieJar struct {
-	mu      sync.Mutex // guards the secrets and their rotation
+	mu      sync.Mutex // guards everything below
 	gen     byte
 	secrets [2][32]byte // [gen&1]
 	rotated time.Time
+
+	// credit is in hundredths of a byte (requests add
+	// maxAmplificationPct per byte, responses cost 100 per byte)
+	credit int64
+	recent []recentReq
+}
+
+type recentReq struct {
+	h  uint64
+	at int64 // unix nanoseconds
 }
 
 func newCookieJar(now time.Time) *cookieJar {
-	j := &cookieJar{rotated: now}
+	j := &cookieJar{rotated: now, credit: 100 * cookieBurst, recent: make([]recentReq, repeatSlots)}
 	_, _ = rand.Read(j.secrets[0][:])
 	return j
+}
+
+// mayAnswer reports whether a COOKIE response of respLen bytes may go to
+// a request of reqLen bytes, h identifying its source and SPIi.
+func (j *cookieJar) mayAnswer(h uint64, reqLen, respLen int, now time.Time) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.credit = min(j.credit+int64(maxAmplificationPct*reqLen), 100*cookieBurst)
+	slot := &j.recent[h&(repeatSlots-1)]
+	repeat := slot.h == h && now.UnixNano()-slot.at <= int64(repeatWindow)
+	slot.h, slot.at = h, now.UnixNano()
+	cost := int64(100 * respLen)
+	if j.credit >= cost {
+		j.credit -= cost
+		return true
+	}
+	return repeat
 }
 
 func (j *cookieJar) rotate(now time.Time) {
@@ -149,6 +190,12 @@ func (p *Proxy) cookieGate(l *listener, src, local netip.AddrPort, msg []byte, m
 	resp := cookieResponse(h.SPIi, p.cookies.make(src, local, h.SPIi, now))
 	if marker {
 		resp = append(make([]byte, ike.NonESPMarkerLen), resp...)
+	}
+	a := src.Addr().As16()
+	rh := hashBytes(hashBytes(0xc00c1e, a[:]), append(h.SPIi[:], byte(src.Port()>>8), byte(src.Port())))
+	if !p.cookies.mayAnswer(rh, len(msg), len(resp), now) {
+		p.total.drops[DropCookieLimited].Add(1)
+		return false, false
 	}
 	var oob []byte
 	if l.wildcard {

@@ -219,10 +219,14 @@ func (t *saTable) pendingInits(now time.Time, d time.Duration) []*ikeSA {
 	defer t.mu.Unlock()
 	var out []*ikeSA
 	for _, s := range t.m {
+		// initPending and initAt are the SA's (its mu; taken inside the
+		// table's, never the other way round)
+		s.mu.Lock()
 		if s.initPending && now.Sub(s.initAt) > d {
 			s.initPending = false
 			out = append(out, s)
 		}
+		s.mu.Unlock()
 	}
 	return out
 }

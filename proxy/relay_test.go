@@ -226,9 +226,15 @@ func TestRelayLoopback(t *testing.T) {
 	nattAddr := netip.AddrPortFrom(lo, uint16(nattPort))
 
 	init := ikeSAInit(0x1122334455667788, true)
-	if got := roundTrip(t, c, ikeAddr, init); !bytes.Equal(got, ikeAnswer(init, 1)) {
+	got := roundTrip(t, c, ikeAddr, init)
+	if !bytes.Equal(got, ikeAnswer(init, 1)) {
 		t.Fatalf("IKE answer %x", got)
 	}
+	// IKE_AUTH on the NAT-T port: the client is established there
+	var spiI, spiR ike.SPI
+	copy(spiI[:], got[0:8])
+	copy(spiR[:], got[8:16])
+	roundTrip(t, c, nattAddr, append([]byte{0, 0, 0, 0}, ikeRequest(spiI, spiR, ike.ExchangeIKEAuth, 1)...))
 	esp := []byte{0xc0, 1, 2, 3, 0, 0, 0, 1, 0xaa, 0xbb}
 	if got := roundTrip(t, c, nattAddr, esp); !bytes.Equal(got, append([]byte{1}, esp...)) {
 		t.Fatalf("ESP answer %x", got)
@@ -243,7 +249,7 @@ func TestRelayLoopback(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	st := p.Stats()
-	if st.Flows != 2 || st.Total.DatagramsIn != 3 || st.Total.DatagramsOut != 3 || st.Total.Dropped["invalid"] != 1 {
+	if st.Flows != 2 || st.Total.DatagramsIn != 4 || st.Total.DatagramsOut != 4 || st.Total.Dropped["invalid"] != 1 {
 		t.Errorf("stats %+v", st)
 	}
 	// one upstream socket per client flow: the backend saw two sources
@@ -429,8 +435,13 @@ func TestCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	roundTrip(t, c, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ikePort)), ikeSAInit(0x77, false))
-	roundTrip(t, c, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(nattPort)), []byte{0xc0, 0, 0, 1, 0, 0, 0, 1})
+	resp := roundTrip(t, c, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ikePort)), ikeSAInit(0x77, false))
+	var spiI, spiR ike.SPI
+	copy(spiI[:], resp[0:8])
+	copy(spiR[:], resp[8:16])
+	nattTo := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(nattPort))
+	roundTrip(t, c, nattTo, append([]byte{0, 0, 0, 0}, ikeRequest(spiI, spiR, ike.ExchangeIKEAuth, 1)...))
+	roundTrip(t, c, nattTo, []byte{0xc0, 0, 0, 1, 0, 0, 0, 1})
 	// the reply is counted once sendmmsg returns, which can be after the
 	// client has it
 	for end := time.Now().Add(2 * time.Second); p.Stats().Total.ESPOut == 0 && time.Now().Before(end); {

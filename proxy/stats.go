@@ -34,6 +34,7 @@ const (
 	DropPrefixLimit       // its prefix has new_flows_per_prefix flows not yet established
 	DropHalfOpenLimit     // an IKE_SA_INIT of a new IKE SA from a client with half_open_per_client half-open IKE SAs
 	DropCookieSent        // an IKE_SA_INIT without the proxy's cookie in cookie mode, answered with N(COOKIE) (not a loss)
+	DropCookieLimited     // the same, not answered: the COOKIE responses' share of the request bytes is used up
 	numDropReasons
 )
 
@@ -41,7 +42,7 @@ var dropNames = [numDropReasons]string{"table_full", "truncated", "invalid", "no
 	"reassembly_hold", "retransmit_suppressed", "flow_closed",
 	"unsolicited", "source_backend", "source_local", "source_loopback", "source_multicast", "source_broadcast",
 	"source_unspecified", "source_v4mapped", "client_denied", "client_not_allowed", "address_limit", "prefix_limit",
-	"half_open_limit", "cookie_sent"}
+	"half_open_limit", "cookie_sent", "cookie_limited"}
 
 // FlowEnd says why a flow ended.
 type FlowEnd uint8
