@@ -56,8 +56,8 @@ type Observer struct {
 	// dropsOtherNetns counts drop records of namespaces with no observed
 	// interface, left out unless Options.AllNamespaces.
 	dropsOtherNetns atomic.Uint64
-	pendingEvicted atomic.Uint64
-	decodeErrors   atomic.Uint64
+	pendingEvicted  atomic.Uint64
+	decodeErrors    atomic.Uint64
 
 	closeOnce sync.Once
 	done      chan struct{}
