@@ -214,6 +214,9 @@ func writeEvent(w io.Writer, e *control.Event) {
 
 func writeStatus(w io.Writer, s *control.Status) {
 	health := "healthy"
+	if len(s.Degraded) > 0 {
+		health = "healthy, DEGRADED: " + strings.Join(s.Degraded, "; ")
+	}
 	if !s.Healthy {
 		health = "UNHEALTHY: " + strings.Join(s.Problems, "; ")
 	}

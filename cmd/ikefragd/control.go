@@ -67,7 +67,7 @@ func (d *daemon) status() control.Status {
 	probs := d.problems()
 	st := control.Status{
 		Version: version, GoVersion: runtime.Version(), PID: os.Getpid(), Started: d.started,
-		Healthy: len(probs) == 0, Problems: probs,
+		Healthy: len(probs) == 0, Problems: probs, Degraded: d.degraded(),
 		Interfaces: d.watch.status(), AttachMode: cfg.Observe.AttachMode, DropsEnabled: d.obs.DropsEnabled(),
 		Sessions: snap.Sessions, Peers: snap.Peers, Verdicts: snap.Verdicts, Records: snap.Records,
 		Metrics: d.metricsAddr(), Proxy: "disabled",

@@ -151,7 +151,7 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 	d.m.reg.MustRegister(&collector{d: d})
 
 	if cfg.Metrics.Listen != "" {
-		ms, err := startMetrics(cfg.Metrics.Listen, d.m, d.problems, log.With("component", "metrics"))
+		ms, err := startMetrics(cfg.Metrics.Listen, d.m, d.problems, d.degraded, log.With("component", "metrics"))
 		if err != nil {
 			return &startError{err: fmt.Errorf("metrics.listen: %w", err)}
 		}
@@ -342,7 +342,7 @@ func (d *daemon) reload() {
 	if err == nil && nc.Metrics.Listen != old.Metrics.Listen && nc.Metrics.Listen != "" {
 		// Bind the new listener before anything changes, so a busy
 		// address refuses the whole reload.
-		newMetrics, err = startMetrics(nc.Metrics.Listen, d.m, d.problems, d.log.With("component", "metrics"))
+		newMetrics, err = startMetrics(nc.Metrics.Listen, d.m, d.problems, d.degraded, d.log.With("component", "metrics"))
 		if err != nil {
 			err = problems{{Key: "metrics.listen", Msg: err.Error()}}
 		}
@@ -400,6 +400,16 @@ func (d *daemon) problems() []string {
 		p = append(p, "no interface is attached")
 	}
 	return p
+}
+
+// degraded says what works with reduced fidelity: the daemon is healthy,
+// but the diagnosis is forgetting state to stay within its memory budget.
+func (d *daemon) degraded() []string {
+	var out []string
+	if m := d.pipe.snapshot().Memory; m.Degraded {
+		out = append(out, m.Why)
+	}
+	return out
 }
 
 func (d *daemon) statusLine() string {

@@ -381,7 +381,7 @@ type metricsServer struct {
 	ln   net.Listener
 }
 
-func startMetrics(addr string, m *metrics, health func() []string, log *slog.Logger) (*metricsServer, error) {
+func startMetrics(addr string, m *metrics, health, degraded func() []string, log *slog.Logger) (*metricsServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -394,6 +394,13 @@ func startMetrics(addr string, m *metrics, health func() []string, log *slog.Log
 			w.WriteHeader(http.StatusServiceUnavailable)
 			for _, s := range p {
 				_, _ = w.Write([]byte(s + "\n"))
+			}
+			return
+		}
+		if d := degraded(); len(d) > 0 {
+			// Serving, so 200; the body says what is reduced.
+			for _, s := range d {
+				_, _ = w.Write([]byte("degraded: " + s + "\n"))
 			}
 			return
 		}

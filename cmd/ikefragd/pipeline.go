@@ -94,6 +94,9 @@ type engineSnapshot struct {
 	Stats    diag.Stats
 	Verdicts map[diag.Code]int
 	Records  uint64
+	// Memory is the engine's memory budget (read on the engine's
+	// goroutine, which alone may touch the engine).
+	Memory diag.MemoryStats
 }
 
 const (
@@ -222,6 +225,7 @@ func (p *pipeline) tick() {
 		At: now, Sessions: sessions, Peers: peers,
 		PeerMTUs: append([]int(nil), p.peerMTUs...),
 		Stats:    p.eng.Stats(), Verdicts: counts, Records: p.records.Load(),
+		Memory: p.eng.Memory(),
 	})
 	p.lastTick.Store(time.Now().UnixNano())
 }

@@ -74,6 +74,9 @@ type Status struct {
 	// Problems says which.
 	Healthy  bool     `json:"healthy"`
 	Problems []string `json:"problems,omitempty"`
+	// Degraded says what works with reduced fidelity while healthy (the
+	// diagnosis forgetting state to stay within diag.max_memory).
+	Degraded []string `json:"degraded,omitempty"`
 
 	Config ConfigStatus `json:"config"`
 
