@@ -62,7 +62,10 @@ func TestDefaultRouteFollowed(t *testing.T) {
 	if moved != 2 {
 		t.Errorf("%d default-route events, want 2", moved)
 	}
-	if !strings.Contains(d.stderr.String(), `msg="the default route moved; following it" component=interfaces from=r0 to=s0`) {
+	// The log reaches the test through a pipe; it may trail the events.
+	if !waitFor(5*time.Second, func() bool {
+		return strings.Contains(d.stderr.String(), `msg="the default route moved; following it" component=interfaces from=r0 to=s0`)
+	}) {
 		t.Errorf("no log line for the move:\n%s", d.stderr)
 	}
 }

@@ -40,7 +40,9 @@ func TestVersionEverywhere(t *testing.T) {
 	}
 
 	d.start()
-	if !strings.Contains(d.stderr.String(), `msg="ikefragd started" version=`+testVersion+" goversion="+runtime.Version()) {
+	// READY=1 can overtake the log line on its way through stderr's pipe.
+	started := `msg="ikefragd started" version=` + testVersion + " goversion=" + runtime.Version()
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(d.stderr.String(), started) }) {
 		t.Errorf("the start-up line does not carry the version:\n%s", d.stderr)
 	}
 	st := d.status()
