@@ -696,7 +696,9 @@ var restartKeys = []string{"ports", "observe", "diag", "control", "proxy", "keys
 func changedKeys(a, b Config) (changed, needRestart []string) {
 	fa, fb := flatten(a), flatten(b)
 	for k, va := range fa {
-		if reflect.DeepEqual(va, fb[k]) {
+		// pmtu_overrides is free-form (a map or a list, and viper may
+		// keep a dotted key both split and joined): compared by meaning.
+		if reflect.DeepEqual(va, fb[k]) || k == "proxy.pmtu_overrides" && proxy.SameOverrides(va, fb[k]) {
 			continue
 		}
 		changed = append(changed, k)
