@@ -40,7 +40,7 @@ W=${IKM_DIR:-/var/tmp/ikefrag-kernels}
 PKGS=${PKGS:-"ebpf/kfeat ebpf ebpf/fastpath netcfg proxy cmd/ikefragd test/lab"}
 MEM=${MEM:-3G}
 SMP=${SMP:-2}
-TIMEOUT=${TIMEOUT:-2400}
+TIMEOUT=${TIMEOUT:-1800}
 GO=${GO:-go}
 mode=tests
 if [ "${1:-}" = --systemd ]; then mode=systemd; shift; fi
