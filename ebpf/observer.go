@@ -131,9 +131,13 @@ func New(opts Options) (*Observer, error) {
 }
 
 func newMonoClock() monoClock {
+	// The wall time first, the monotonic reading after it: the base then
+	// errs early by the gap between the two calls, so a record is never
+	// dated after the moment it is read (an emulated machine makes that
+	// gap milliseconds).
+	now := time.Now()
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	now := time.Now()
 	return monoClock{base: now.Add(-time.Duration(ts.Nano()))}
 }
 
