@@ -12,7 +12,7 @@ const (
 	SourceStepDown     = "step-down"    // the client retransmitted a request whose re-fragmented response was lost
 	SourceOverride     = "override"     // proxy.pmtu_overrides
 	SourceFragments    = "fragments"    // the client's datagrams arrived in IP fragments of this size (its own MTU)
-	SourceObserver     = "observer"     // estimate handed in by the diagnosis engine (LearnPMTU)
+	SourceObserver     = "observer"     // estimate asked of the diagnosis engine (Deps.Peer)
 	SourceUnfragmented = "unfragmented" // the largest unfragmented datagram from the client
 	SourceDefault      = "default"      // proxy.pmtu_default
 )

@@ -1,0 +1,148 @@
+package proxy
+
+// Status: what the proxy reports (ikefragctl status and peers, metrics).
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+)
+
+// Status is one line for `ikefragctl status`.
+func (p *Proxy) Status() string {
+	st := p.Stats()
+	up := 0
+	for _, b := range st.Backends {
+		if b.Up {
+			up++
+		}
+	}
+	mode := "keyless"
+	if st.Keyed {
+		mode = "keyed"
+	}
+	fp := "off"
+	switch {
+	case st.FastPath.Active:
+		fp = fmt.Sprintf("%d flows", st.FastPath.Flows)
+	case st.FastPath.Mode != FastPathOff:
+		fp = "unavailable"
+	}
+	refused := uint64(0)
+	for r := DropUnsolicited; r < numDropReasons; r++ {
+		if r != DropCookieSent {
+			refused += st.Total.Dropped[r.String()]
+		}
+	}
+	evicted := st.FlowEnds[EndEvictedUnanswered.String()] + st.FlowEnds[EndEvictedHalfOpen.String()]
+	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows (%d not established), %d re-fragmented, %d replays, %d step-downs, %d key misses, %d datagrams refused, %d flows evicted, %d cookies sent, ESP fast path %s",
+		mode, st.Refragment, up, len(st.Backends), st.Clients, st.Flows, st.Unestablished, st.Total.Refragmented, st.Total.Replays,
+		st.Total.StepDowns, st.Total.KeyMisses, refused, evicted, st.CookiesSent, fp)
+}
+
+// PMTU returns the path-MTU estimate toward a client.
+func (p *Proxy) PMTU(a netip.Addr) PMTUInfo {
+	a = a.Unmap()
+	c := p.lookupClient(a)
+	if c == nil {
+		c = &client{addr: a}
+	}
+	return c.pmtu.estimate(p.s, a, p.now())
+}
+
+func (p *Proxy) listenStrings() []string {
+	var out []string
+	for _, l := range p.listeners {
+		out = append(out, l.sock.addr.String())
+	}
+	return out
+}
+
+// PeerInfo is the per-client state `ikefragctl peers` shows.
+type PeerInfo struct {
+	Client  netip.Addr `json:"client"`
+	Flows   []FlowInfo `json:"flows"`
+	Backend string     `json:"backend,omitempty"`
+	PMTU    PMTUInfo   `json:"pmtu"`
+	// RouteMTU is the MTU of the host route installed toward the client
+	// (route_mtu), 0 when none.
+	RouteMTU int       `json:"route_mtu,omitempty"`
+	LastSeen time.Time `json:"last_seen"`
+	Counters Counters  `json:"counters"`
+}
+
+// Peers returns the state of every client, sorted by address.
+func (p *Proxy) Peers() []PeerInfo {
+	p.fpSync()
+	now := p.now()
+	byClient := map[netip.Addr][]FlowInfo{}
+	for _, fi := range p.flows.Snapshot() {
+		byClient[fi.Client.Addr()] = append(byClient[fi.Client.Addr()], fi)
+	}
+	p.clientsMu.Lock()
+	cs := make([]*client, 0, len(p.clients))
+	for _, c := range p.clients {
+		cs = append(cs, c)
+	}
+	p.clientsMu.Unlock()
+	out := make([]PeerInfo, 0, len(cs))
+	for _, c := range cs {
+		pi := PeerInfo{Client: c.addr, Flows: byClient[c.addr], PMTU: c.pmtu.estimate(p.s, c.addr, now),
+			LastSeen: time.Unix(0, c.last.Load()), Counters: c.ctr.snapshot()}
+		c.mu.Lock()
+		if c.backend != nil {
+			pi.Backend = c.backend.cfg.Name
+		}
+		pi.RouteMTU = c.routeMTU
+		c.mu.Unlock()
+		sort.Slice(pi.Flows, func(i, j int) bool { return pi.Flows[i].Client.Port() < pi.Flows[j].Client.Port() })
+		out = append(out, pi)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Client.Less(out[j].Client) })
+	return out
+}
+
+// Flows returns the flow table's 5-tuples (the seam for an ESP fast path).
+func (p *Proxy) Flows() []FlowInfo {
+	p.fpSync()
+	return p.flows.Snapshot()
+}
+
+// Stats returns the counters and table sizes.
+func (p *Proxy) Stats() Stats {
+	p.fpSync()
+	st := Stats{Flows: p.flows.Len(), IKESAs: p.sas.len(), Total: p.total.snapshot(),
+		Unestablished: p.flows.unestablished(), HalfOpenSAs: p.sas.halfOpenTotal(),
+		Probes: p.probes.sent.Load(), ProbesAnswered: p.probes.answered.Load(),
+		Adopted: p.adopted.Load(), AdoptSkipped: p.adoptSkipped.Load(),
+		CookiesSent: p.cookieCtr.sent.Load(), CookiesVerified: p.cookieCtr.verified.Load(),
+		Reassembler: p.reasm.Stats(), Fragmenter: p.frag.Stats(), ICMPErrors: p.icmpErrors.Load(),
+		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings()}
+	p.clientsMu.Lock()
+	st.Clients = len(p.clients)
+	p.clientsMu.Unlock()
+	if p.routes != nil {
+		st.Routes = len(p.routes.List())
+	}
+	now := p.now()
+	for _, b := range p.backends {
+		bs := BackendStats{Name: b.cfg.Name, IKE: b.cfg.IKE.String(), NATT: b.cfg.NATT.String(),
+			Flows: b.flows.Load(), Counters: b.ctr.snapshot()}
+		bs.Up = b.usable(now)
+		b.mu.Lock()
+		bs.Failures, bs.LastError, bs.Doubt = b.failures, b.lastFail, len(b.doubt)
+		b.mu.Unlock()
+		st.Backends = append(st.Backends, bs)
+	}
+	st.FastPath = p.fastPathStats()
+	for e := FlowEnd(0); e < numFlowEnds; e++ {
+		if n := p.flowEnds[e].Load(); n != 0 {
+			if st.FlowEnds == nil {
+				st.FlowEnds = map[string]uint64{}
+			}
+			st.FlowEnds[e.String()] = n
+		}
+	}
+	return st
+}
