@@ -3,6 +3,8 @@ package netcfg
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -210,6 +212,53 @@ func (a *TCAttachment) Close() error {
 	a.ns.Close()
 	a.ns = netns.None()
 	return err
+}
+
+// Pin pins the attachment's tcx links in dir (a directory in a BPF file
+// system), one file each, named base for the first and base-N for the
+// next: a pinned link stays attached after its process exits or is
+// killed. Legacy filters need no pin, they stay until removed. Call
+// Release, not Close, to leave them attached.
+func (a *TCAttachment) Pin(dir, base string) error {
+	for i, lk := range a.links {
+		name := base
+		if i > 0 {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		if err := lk.Pin(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("pin tcx link of %s: %w", a.l.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+// Release drops this process's handles and leaves the programs attached:
+// pinned tcx links (see Pin) and legacy filters stay; an unpinned tcx link
+// goes with its handle.
+func (a *TCAttachment) Release() {
+	for _, lk := range a.links {
+		lk.Close()
+	}
+	a.links = nil
+	if a.ns.IsOpen() {
+		a.ns.Close()
+	}
+	a.ns = netns.None()
+}
+
+// DetachPinned detaches and removes the tcx link pinned at path, if there
+// is one; it reports whether there was.
+func DetachPinned(path string) (bool, error) {
+	lk, err := link.LoadPinnedLink(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		// not a link (a stray file): remove it so the name can be used
+		return false, errors.Join(err, os.Remove(path))
+	}
+	err = lk.Unpin()
+	return true, errors.Join(err, lk.Close())
 }
 
 func containsDir(ds []Dir, d Dir) bool {

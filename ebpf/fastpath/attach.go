@@ -2,6 +2,7 @@ package fastpath
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/ikefrag/ikefrag/netcfg"
 )
@@ -59,6 +60,19 @@ func (fp *FastPath) attach(name string) (*iface, error) {
 		fp.tcxNote = true
 		fp.opts.Logger.Info("tcx links are not supported by this kernel; the ESP fast path uses a clsact qdisc and a cls_bpf filter", "err", at.Fallback)
 	}
+	if fp.opts.PinPath != "" && at.Mode == AttachTCX {
+		// The new link runs after an earlier run's, on the same maps: no
+		// datagram goes unrelayed while the earlier one is detached.
+		pin := fmt.Sprintf("%s%d", linkPinPrefix, l.Attrs().Index)
+		if _, err := netcfg.DetachPinned(filepath.Join(fp.opts.PinPath, pin)); err != nil {
+			fp.opts.Logger.Warn("fastpath: cannot detach an earlier run's link", "interface", name, "err", err)
+		}
+		if err := at.Pin(fp.opts.PinPath, pin); err != nil {
+			_ = at.Close()
+			return nil, fmt.Errorf("fastpath: %w", err)
+		}
+		fp.linkPins[pin] = true
+	}
 	if at.Stale > 0 {
 		fp.opts.Logger.Info("removed stale ESP fast path tc filters", "interface", name, "count", at.Stale)
 	}
@@ -99,6 +113,14 @@ func (fp *FastPath) Detach(name string) error {
 
 func (fp *FastPath) detachLocked(ifc *iface) error {
 	delete(fp.ifaces, ifc.name)
+	if fp.opts.PinPath != "" && ifc.mode == AttachTCX {
+		// a pinned link outlives its handle: remove the pin first
+		pin := fmt.Sprintf("%s%d", linkPinPrefix, ifc.ifindex)
+		delete(fp.linkPins, pin)
+		if _, err := netcfg.DetachPinned(filepath.Join(fp.opts.PinPath, pin)); err != nil {
+			return fmt.Errorf("fastpath: detach %s: %w", ifc.name, err)
+		}
+	}
 	if err := ifc.tc.Close(); err != nil {
 		return fmt.Errorf("fastpath: detach %s: %w", ifc.name, err)
 	}

@@ -43,6 +43,16 @@ type Options struct {
 	// that use it on the proxy's listening side or the backend side: IKE
 	// on that port has no non-ESP marker and would be taken for ESP.
 	IKEPort uint16
+	// PinPath, a directory in a BPF file system (for example
+	// /sys/fs/bpf/ikefrag/fastpath), keeps the fast path running while
+	// its owner restarts: the flow and counter maps are pinned there, and
+	// so are the tcx links (legacy tc filters stay by themselves). Close
+	// then leaves the program attached and every flow still mapped; the
+	// next New with the same PinPath takes the maps over (Put of a flow
+	// the earlier run mapped keeps its counters) and ReleaseInherited
+	// unmaps what was not put again. Empty (the default): nothing is
+	// pinned and Close detaches everything.
+	PinPath string
 	// Logger receives the few operational lines: the tcx → tc fallback,
 	// stale filters removed, the first time the map is full. Default
 	// slog.Default().
