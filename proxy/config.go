@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -185,6 +186,13 @@ type Config struct {
 	// NAT-T flows beyond it stay in user space (counted as map_full) and
 	// move to the kernel when room appears. Default max_clients.
 	FastPathMaxFlows int `mapstructure:"fast_path_max_flows"`
+	// FastPathPin is a directory in a BPF file system where the fast
+	// path's maps and links are pinned, so that ESP of established flows
+	// keeps flowing in the kernel while the proxy restarts (or after it
+	// was killed); the next start re-adopts the flows from state_file and
+	// takes the maps over. It needs state_file. Stopping for good:
+	// remove the directory. E.g. /sys/fs/bpf/ikefrag/fastpath. "": off.
+	FastPathPin string `mapstructure:"fast_path_pin"`
 }
 
 // ClientsConfig is proxy.clients: prefixes of client source addresses.
@@ -394,6 +402,14 @@ func (c Config) parse() (*settings, error) {
 	}
 	if s.deny, perr = parsePrefixes("proxy.clients.deny", c.Clients.Deny); perr != nil {
 		errs = append(errs, perr)
+	}
+	if c.FastPathPin != "" {
+		switch {
+		case !filepath.IsAbs(c.FastPathPin):
+			errs = append(errs, fmt.Errorf("proxy.fast_path_pin %q: want an absolute path in a BPF file system", c.FastPathPin))
+		case c.StateFile == "":
+			errs = append(errs, fmt.Errorf("proxy.fast_path_pin %q needs proxy.state_file: flows kept in the kernel must be re-adopted at the next start", c.FastPathPin))
+		}
 	}
 	if c.FastPathMaxFlows > maxFastPathFlows {
 		errs = append(errs, fmt.Errorf("proxy.fast_path_max_flows %d: at most %d", c.FastPathMaxFlows, maxFastPathFlows))

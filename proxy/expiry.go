@@ -20,7 +20,9 @@ func (p *Proxy) closeFlow(f *Flow) {
 		p.stateDirty.Store(true)
 	}
 	p.flows.remove(f)
-	p.fpUnmap(f)
+	if !p.keepMapped.Load() || f.level.Load() != levelEstablished {
+		p.fpUnmap(f)
+	}
 	f.up.Close()
 	f.be.flows.Add(-1)
 	if f.cl != nil {

@@ -52,9 +52,11 @@ type fpIface struct {
 func (p *Proxy) startFastPath() {
 	if p.s.FastPath == FastPathOff {
 		p.fpReason = "off in the configuration"
+		p.removePinned()
 		return
 	}
-	fp, err := fastpath.New(fastpath.Options{MaxFlows: p.s.FastPathMaxFlows, IKEPort: uint16(p.s.IKEPort), Logger: p.log})
+	fp, err := fastpath.New(fastpath.Options{MaxFlows: p.s.FastPathMaxFlows, IKEPort: uint16(p.s.IKEPort), Logger: p.log,
+		PinPath: p.s.FastPathPin})
 	if err != nil {
 		p.fpReason = "not loaded: " + err.Error()
 		p.log.Warn("proxy: ESP fast path unavailable; ESP is relayed in user space", "err", err)
@@ -126,6 +128,35 @@ func (x *fastPath) names() []string {
 }
 
 func (x *fastPath) close() error { return x.fp.Close() }
+
+// removePinned stops a fast path an earlier run left pinned at
+// proxy.fast_path_pin, when this run does not use it: its mappings
+// rewrite to upstream ports this run does not hold.
+func (p *Proxy) removePinned() {
+	if p.s.FastPathPin == "" {
+		return
+	}
+	if err := fastpath.RemovePinned(p.s.FastPathPin); err != nil {
+		p.log.Warn("proxy: cannot remove the pinned ESP fast path", "pin_path", p.s.FastPathPin, "err", err)
+	}
+}
+
+// releaseInherited unmaps, after the state file's flows were re-adopted,
+// what an earlier run left in the pinned maps and no adopted flow took
+// over.
+func (p *Proxy) releaseInherited() {
+	if p.fpx == nil || p.s.FastPathPin == "" {
+		return
+	}
+	kept := p.fpx.mapped.Load()
+	n, err := p.fpx.fp.ReleaseInherited()
+	if err != nil {
+		p.log.Warn("proxy: ESP fast path: releasing an earlier run's mappings", "err", err)
+	}
+	if kept > 0 || n > 0 {
+		p.log.Info("proxy: ESP fast path taken over from the earlier run", "flows_kept", kept, "entries_released", n)
+	}
+}
 
 // fpMap offers a NAT-T flow to the fast path. It runs once the backend
 // has answered on the flow, and again for a flow refused for lack of room

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -10,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/ikefrag/ikefrag/ebpf/fastpath"
 	"github.com/ikefrag/ikefrag/test/lab"
 )
 
@@ -22,9 +26,16 @@ func TestLabRestartKeepsTunnel(t *testing.T) {
 	lab.Require(t)
 	t.Parallel()
 	for _, c := range []struct {
-		name  string
-		state bool
-	}{{"state_file", true}, {"no_state_file", false}} {
+		name       string
+		state, pin bool
+		sig        syscall.Signal
+	}{
+		{"state_file+fast_path_pin", true, true, syscall.SIGKILL},
+		// an orderly stop (systemctl restart) leaves the flows mapped too
+		{"state_file+fast_path_pin/SIGTERM", true, true, syscall.SIGTERM},
+		{"state_file", true, false, syscall.SIGKILL},
+		{"no_state_file", false, false, syscall.SIGKILL},
+	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
 			l := lab.New(t, lab.Topology{Gateway: true, PKI: lab.ECDSA256})
@@ -34,6 +45,23 @@ func TestLabRestartKeepsTunnel(t *testing.T) {
 			if c.state {
 				cfg += fmt.Sprintf("  state_file: %s\n", filepath.Join(l.Dir, "proxy-state.json"))
 			}
+			if c.pin {
+				// a BPF file system of the test's own: the namespaces'
+				// processes see the host's mounts, not /sys/fs/bpf
+				bpffs := filepath.Join(l.Dir, "bpffs")
+				if err := os.MkdirAll(bpffs, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := unix.Mount("bpf", bpffs, "bpf", 0, ""); err != nil {
+					t.Skipf("cannot mount a BPF file system: %v", err)
+				}
+				pin := filepath.Join(bpffs, "fastpath")
+				t.Cleanup(func() {
+					_ = fastpath.RemovePinned(pin)
+					_ = unix.Unmount(bpffs, unix.MNT_DETACH)
+				})
+				cfg += fmt.Sprintf("  fast_path_pin: %s\n", pin)
+			}
 			g := startProxy(t, l, l.Gw, cfg)
 			if ok, out, err := cli.Initiate(ctx); err != nil || !ok {
 				t.Fatalf("initiate: %v %v\n%s", ok, err, out)
@@ -42,6 +70,7 @@ func TestLabRestartKeepsTunnel(t *testing.T) {
 				t.Fatalf("ping before the restart: %v", err)
 			}
 			time.Sleep(1500 * time.Millisecond) // the state file is written within a second
+			mappedBefore := g.stats(t).FastPath.Flows
 
 			// 150 pings, 10 a second, across the kill and the restart
 			type result struct {
@@ -56,12 +85,14 @@ func TestLabRestartKeepsTunnel(t *testing.T) {
 			}()
 			time.Sleep(2 * time.Second)
 			killed := time.Now()
-			if err := syscall.Kill(g.proc.Pid(), syscall.SIGKILL); err != nil {
+			if err := syscall.Kill(g.proc.Pid(), c.sig); err != nil {
 				t.Fatal(err)
 			}
 			for !g.proc.Exited() {
 				time.Sleep(10 * time.Millisecond)
 			}
+			// down for 2 s, as the shipped unit's RestartSec=2s keeps it
+			time.Sleep(2 * time.Second)
 			g2 := startProxy(t, l, l.Gw, cfg)
 			ready := time.Since(killed)
 			r := <-done
@@ -73,11 +104,25 @@ func TestLabRestartKeepsTunnel(t *testing.T) {
 			got, _ := strconv.Atoi(m[2])
 			after := l.Ping(ctx, l.Cli, l.Srv.Inner4)
 			st := g2.stats(t)
-			t.Logf("%s: proxy ready %.2f s after SIGKILL; %d of %d pings answered (%.0f%% loss over 15 s); ping after: %v; adopted %d, skipped %d",
-				c.name, ready.Seconds(), got, sent, 100*float64(sent-got)/float64(sent), after, st.Adopted, st.AdoptSkipped)
+			t.Logf("%s: proxy ready %.2f s after %v; %d of %d pings answered (%.0f%% loss over 15 s); ping after: %v; adopted %d, skipped %d",
+				c.name, ready.Seconds(), c.sig, got, sent, 100*float64(sent-got)/float64(sent), after, st.Adopted, st.AdoptSkipped)
 			if c.state {
 				if after != nil || st.Adopted == 0 {
 					t.Errorf("with the state file the tunnel must carry pings after the restart")
+				}
+			}
+			if c.pin {
+				// ESP stayed in the kernel: nothing is lost while no
+				// proxy runs, and the new proxy carries the flow on
+				t.Logf("%s: fast path flows before the kill %d, after the restart %d", c.name, mappedBefore, st.FastPath.Flows)
+				if mappedBefore == 0 {
+					t.Skip("the tunnel's flow was not in the ESP fast path (program not loaded here)")
+				}
+				if got != sent {
+					t.Errorf("with fast_path_pin %d of %d pings were lost across the stop (%v) and restart, want none", sent-got, sent, c.sig)
+				}
+				if st.FastPath.Flows == 0 {
+					t.Errorf("the restarted proxy did not take the flow over in the fast path")
 				}
 			}
 		})

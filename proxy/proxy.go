@@ -81,6 +81,9 @@ type Proxy struct {
 	stateErr     string
 	adopted      atomic.Uint64
 	adoptSkipped atomic.Uint64
+	// keepMapped is set by Close with fast_path_pin: closeFlow leaves
+	// established flows in the pinned fast path.
+	keepMapped atomic.Bool
 
 	cookies   *cookieJar
 	cookieCtr struct{ sent, verified atomic.Uint64 }
@@ -170,6 +173,7 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		p.tproxy = tr
 		// the fast path rewrites to the proxy's own upstream address
 		p.fpReason = "not used with proxy.source client"
+		p.removePinned()
 		return p, nil
 	}
 	// last: nothing after it can fail, so New never has to undo it
@@ -207,6 +211,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		"refragment", p.s.Refragment, "keyed", p.keyed, "pmtu_step_down", p.s.stepDown, "route_mtu", p.s.RouteMTU,
 		"fast_path", p.fpx != nil)
 	p.adopt(p.now())
+	p.releaseInherited()
 	for _, l := range p.listeners {
 		p.wg.Add(1)
 		go l.run()
@@ -230,6 +235,10 @@ func (p *Proxy) Close() error {
 				p.log.Warn("proxy: cannot write the state file", "file", p.s.StateFile, "err", err)
 			}
 		}
+		// With fast_path_pin the established flows stay mapped: their ESP
+		// keeps flowing in the kernel until the next start re-adopts them
+		// from the state file just written.
+		p.keepMapped.Store(p.s.FastPathPin != "" && p.s.StateFile != "" && p.ctx != nil)
 		for _, f := range p.flows.all() {
 			p.closeFlow(f)
 		}
