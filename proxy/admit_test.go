@@ -575,8 +575,8 @@ func TestCookieMode(t *testing.T) {
 	t.Errorf("no flow for the client that sent the cookie back")
 }
 
-// Under a spoofed flood the COOKIE responses carry at most 15 % of the
-// request bytes (after a burst), and a request repeated by its source
+// Under a spoofed flood the COOKIE responses carry at most
+// maxAmplificationPct % of the request bytes (after a burst), and a request repeated by its source
 // (a client retransmitting) is answered even when the share is used up.
 func TestCookieAmplification(t *testing.T) {
 	now := time.Unix(1000, 0)
@@ -590,7 +590,7 @@ func TestCookieAmplification(t *testing.T) {
 	}
 	out, in := float64(answered*resp), float64(n*req)
 	t.Logf("%d of %d answered: %.3f of the request bytes", answered, n, out/in)
-	if out > 0.15*in+cookieBurst {
+	if out > maxAmplificationPct/100.0*in+cookieBurst {
 		t.Errorf("responses %.0f bytes for %.0f bytes of requests", out, in)
 	}
 	// credit used up: a new request is not answered, its retransmission
