@@ -213,15 +213,28 @@ func (s *Socket) count(f func(*SocketStats)) {
 }
 
 func (s *Socket) serveConn(c net.Conn) {
-	// A fixed buffer the scanner never replaces, so it can be wiped.
-	buf := make([]byte, s.cfg.MaxLineLen)
 	defer func() {
-		clear(buf)
 		c.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
+	serveLines(c, s.cfg.MaxLineLen, s.cfg.IdleTimeout, func(line []byte) error {
+		err := s.handle(line)
+		if err != nil {
+			s.cfg.Logger.Warn("key socket: message skipped", "err", err)
+		}
+		return err
+	}, func() { s.count(func(st *SocketStats) { st.Malformed++ }) })
+}
+
+// serveLines runs the key protocol on one connection: a line in, handle,
+// a reply line out. The line buffer is fixed (the scanner never replaces
+// it) and wiped after each line and at the end. tooLong is called once
+// for a line over maxLine, which ends the connection.
+func serveLines(c net.Conn, maxLine int, idle time.Duration, handle func([]byte) error, tooLong func()) {
+	buf := make([]byte, maxLine)
+	defer clear(buf)
 	sc := bufio.NewScanner(c)
 	sc.Buffer(buf, len(buf))
 	w := bufio.NewWriter(c)
@@ -235,126 +248,39 @@ func (s *Socket) serveConn(c net.Conn) {
 		return w.Flush() == nil
 	}
 	for {
-		c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		c.SetReadDeadline(time.Now().Add(idle))
 		if !sc.Scan() {
 			if errors.Is(sc.Err(), bufio.ErrTooLong) {
-				s.count(func(st *SocketStats) { st.Malformed++ })
-				reply(fmt.Errorf("line longer than %d bytes; connection closed", s.cfg.MaxLineLen))
+				tooLong()
+				reply(fmt.Errorf("line longer than %d bytes; connection closed", maxLine))
 			}
 			return
 		}
 		line := sc.Bytes()
-		err := s.handle(line)
+		err := handle(line)
 		clear(line)
-		if err != nil {
-			s.cfg.Logger.Warn("key socket: message skipped", "err", err)
-		}
 		if !reply(err) {
 			return
 		}
 	}
 }
 
-// socketFields are the members of a key message.
-var socketFields = map[string]bool{"spi_i": true, "spi_r": true, "encr": true, "key_bits": true, "integ": true,
-	"sk_ei": true, "sk_er": true, "sk_ai": true, "sk_ar": true, "delete": true}
-
-// handle applies one JSON object.
-func (s *Socket) handle(line []byte) (err error) {
-	if len(trimSpace(line)) == 0 {
-		return nil
-	}
-	var raw map[string]json.RawMessage
-	defer func() {
-		for _, v := range raw {
-			clear(v)
+// handle applies one JSON object from the Unix socket.
+func (s *Socket) handle(line []byte) error {
+	res, err := applyLine(s.store, line, "key socket", nil)
+	s.count(func(st *SocketStats) {
+		switch {
+		case err != nil:
+			st.Malformed++
+		case res == lineAdded:
+			st.Added++
+		case res == lineDeleted:
+			st.Deleted++
+		case res == lineUnsupported:
+			st.Unsupported++
 		}
-		if err != nil {
-			s.count(func(st *SocketStats) { st.Malformed++ })
-		}
-	}()
-	if err := json.Unmarshal(line, &raw); err != nil {
-		// The decoder's messages quote input characters, which may be key
-		// material: report only where the problem is.
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			return fmt.Errorf("not a JSON object: syntax error at byte %d", se.Offset)
-		}
-		return errors.New("not a JSON object")
-	}
-	for k := range raw {
-		if !socketFields[k] {
-			return fmt.Errorf("unknown member %q", k)
-		}
-	}
-	spiI, err := jsonSPI(raw, "spi_i")
-	if err != nil {
-		return err
-	}
-	spiR, err := jsonSPI(raw, "spi_r")
-	if err != nil {
-		return err
-	}
-	var del bool
-	if v, ok := raw["delete"]; ok {
-		if err := json.Unmarshal(v, &del); err != nil {
-			return errors.New(`"delete" must be true or false`)
-		}
-	}
-	if del {
-		s.store.Delete(spiI, spiR)
-		s.count(func(st *SocketStats) { st.Deleted++ })
-		return nil
-	}
-	var suite sk.Suite
-	if suite.Encr, err = jsonEncr(raw["encr"]); err != nil {
-		return err
-	}
-	if v, ok := raw["key_bits"]; ok {
-		if err := json.Unmarshal(v, &suite.KeyBits); err != nil {
-			return errors.New(`"key_bits" must be a number`)
-		}
-	}
-	switch suite.Encr {
-	case sk.Encr3DES:
-		if suite.KeyBits == 0 {
-			suite.KeyBits = 192
-		}
-	case sk.EncrChaCha20Poly1305:
-		if suite.KeyBits == 0 {
-			suite.KeyBits = 256
-		}
-	}
-	integ := ""
-	if v, ok := raw["integ"]; ok {
-		if err := json.Unmarshal(v, &integ); err != nil {
-			return errors.New(`"integ" must be a string`)
-		}
-	}
-	var known bool
-	if suite.Integ, known = sk.ParseAuth(integ); !known {
-		return fmt.Errorf("unknown integrity transform %q", integ)
-	}
-	if !suite.Supported() {
-		s.store.PutUnsupported(spiI, spiR, suite.String(), "key socket")
-		s.count(func(st *SocketStats) { st.Unsupported++ })
-		return nil
-	}
-	k := sk.Keys{Suite: suite}
-	defer k.Zero()
-	for _, f := range []struct {
-		name string
-		dst  *sk.Key
-	}{{"sk_ei", &k.SK_ei}, {"sk_er", &k.SK_er}, {"sk_ai", &k.SK_ai}, {"sk_ar", &k.SK_ar}} {
-		if *f.dst, err = jsonKey(raw[f.name]); err != nil {
-			return fmt.Errorf("%q: %v", f.name, err)
-		}
-	}
-	if err := s.store.Put(spiI, spiR, &k, "key socket"); err != nil {
-		return err
-	}
-	s.count(func(st *SocketStats) { st.Added++ })
-	return nil
+	})
+	return err
 }
 
 func trimSpace(b []byte) []byte {
