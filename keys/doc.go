@@ -14,6 +14,9 @@
 //
 //   - Socket takes keys from other IKE daemons over a Unix socket.
 //
+//   - Remote takes the same messages over mutually authenticated TLS 1.3
+//     from Forwarders on VPN server hosts (docs/key-forwarder.md).
+//
 // # Key socket protocol
 //
 // The socket is created with mode 0600 in a directory that must be owned
@@ -29,6 +32,9 @@
 //	spi_i     string  SPIi, 16 hex digits (network order, optional 0x)   required
 //	spi_r     string  SPIr, 16 hex digits                                 required
 //	delete    bool    true: forget the IKE SA and wipe its keys; nothing else is needed
+//	responder string  the IKE SA's responder address (the VPN server's own); required
+//	                  by the key listener (keys.listen), which checks it against the
+//	                  client's backends; optional on the Unix socket
 //	encr      string  encryption transform: IANA name with or without ENCR_
 //	                  ("AES_CBC", "ENCR_AES_GCM_16", "CHACHA20_POLY1305", "3DES")
 //	                  or its number ("12", or a JSON number)

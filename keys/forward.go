@@ -122,7 +122,7 @@ func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 		}
 		if cfg.Insecure {
 			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-				return nil, fmt.Errorf("%w: key forwarder: without TLS only loopback targets are allowed, not %q", ErrInsecure, t)
+				return nil, fmt.Errorf("key forwarder: without TLS only loopback targets are allowed, not %q: %w", t, ErrCleartext)
 			}
 		}
 		f.targets = append(f.targets, &target{addr: t, q: make(chan []byte, cfg.QueueLen)})

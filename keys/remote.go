@@ -25,6 +25,10 @@ import (
 // supply keys only for IKE SAs whose responder (the "responder" member,
 // required here) is one of its backends.
 
+// ErrCleartext refuses a key listener or forwarder without TLS off
+// loopback.
+var ErrCleartext = errors.New("keys would cross the network in clear")
+
 // RemoteClient is one forwarder the key listener accepts.
 type RemoteClient struct {
 	// Name is matched against the certificate's subject common name and
@@ -123,7 +127,7 @@ func ListenRemote(store *Store, cfg RemoteConfig) (*Remote, error) {
 	}
 	if cfg.Insecure {
 		if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {
-			return nil, fmt.Errorf("%w: keys.listen.tls off is allowed only on a loopback address, not %q: keys would cross the network in clear", ErrInsecure, cfg.Address)
+			return nil, fmt.Errorf("keys.listen.tls off is allowed only on a loopback address, not %q: %w", cfg.Address, ErrCleartext)
 		}
 	} else {
 		if len(r.clients) == 0 {
@@ -139,6 +143,25 @@ func ListenRemote(store *Store, cfg RemoteConfig) (*Remote, error) {
 	}
 	r.ln = ln
 	return r, nil
+}
+
+// ParseRemoteClient reads a client of the configuration's compact form:
+// NAME=BACKEND[,BACKEND...] for a certificate signed by the client CA
+// whose common name or a DNS name is NAME, or sha256:HEX=BACKEND[,...]
+// for a pinned certificate.
+func ParseRemoteClient(s string) (RemoteClient, error) {
+	who, list, ok := strings.Cut(s, "=")
+	if !ok || who == "" || list == "" {
+		return RemoteClient{}, errors.New("want NAME=BACKEND[,BACKEND...] or sha256:HEX=BACKEND[,...]")
+	}
+	c := RemoteClient{Backends: strings.Split(list, ",")}
+	if pin, ok := strings.CutPrefix(who, "sha256:"); ok {
+		c.SHA256 = pin
+	} else {
+		c.Name = who
+	}
+	_, err := parseRemoteClient(c)
+	return c, err
 }
 
 func parseRemoteClient(c RemoteClient) (remoteClient, error) {

@@ -243,10 +243,10 @@ func TestKeyListenerRefuses(t *testing.T) {
 	eventually(t, "pinned forwarder's keys", func() bool { return has(l.store, spiA, spiB) })
 
 	// no TLS: loopback only
-	if _, err := keys.ListenRemote(keys.NewStore(keys.StoreConfig{}), keys.RemoteConfig{Address: "0.0.0.0:0", Insecure: true}); !errors.Is(err, keys.ErrInsecure) {
+	if _, err := keys.ListenRemote(keys.NewStore(keys.StoreConfig{}), keys.RemoteConfig{Address: "0.0.0.0:0", Insecure: true}); !errors.Is(err, keys.ErrCleartext) {
 		t.Errorf("a clear-text key listener on 0.0.0.0 was allowed: %v", err)
 	}
-	if _, err := keys.NewForwarder(keys.ForwarderConfig{Socket: filepath.Join(privateDir(t), "s"), Targets: []string{"192.0.2.1:4501"}, Insecure: true}); !errors.Is(err, keys.ErrInsecure) {
+	if _, err := keys.NewForwarder(keys.ForwarderConfig{Socket: filepath.Join(privateDir(t), "s"), Targets: []string{"192.0.2.1:4501"}, Insecure: true}); !errors.Is(err, keys.ErrCleartext) {
 		t.Errorf("a clear-text forwarder to a remote target was allowed: %v", err)
 	}
 	// a listener with TLS needs clients

@@ -52,7 +52,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("ikefragctl {{.Version}} (" + buildinfo.GoVersion() + ")\n")
-	root.AddCommand(newDecodeCmd(), newAnalyzeCmd(), newPMTUCmd(), newVersionCmd())
+	root.AddCommand(newDecodeCmd(), newAnalyzeCmd(), newPMTUCmd(), newVersionCmd(), newKeysCmd())
 	root.AddCommand(newDaemonCmds()...)
 	root.AddCommand(newGenDocsCmd(root))
 	return root

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"path"
@@ -23,6 +24,7 @@ import (
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/ebpf"
+	"github.com/ikefrag/ikefrag/keys"
 	"github.com/ikefrag/ikefrag/proxy"
 )
 
@@ -90,8 +92,20 @@ type LogConfig struct {
 }
 
 type KeysConfig struct {
-	StrongswanTable string `mapstructure:"strongswan_table"`
-	Socket          string `mapstructure:"socket"`
+	StrongswanTable string           `mapstructure:"strongswan_table"`
+	Socket          string           `mapstructure:"socket"`
+	Listen          KeysListenConfig `mapstructure:"listen"`
+}
+
+// KeysListenConfig is keys.listen: the TLS key listener for forwarders on
+// VPN server hosts (keys.Remote, docs/keys.md).
+type KeysListenConfig struct {
+	Address  string   `mapstructure:"address"`
+	Cert     string   `mapstructure:"cert"`
+	Key      string   `mapstructure:"key"`
+	ClientCA string   `mapstructure:"client_ca"`
+	TLS      bool     `mapstructure:"tls"`
+	Clients  []string `mapstructure:"clients"`
 }
 
 // defaultConfig is the one place the defaults live; the documented file
@@ -119,6 +133,7 @@ func defaultConfig() Config {
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9717"},
 		Control: ControlConfig{Socket: control.DefaultSocket},
 		Log:     LogConfig{Level: "info", Format: "auto"},
+		Keys:    KeysConfig{Listen: KeysListenConfig{TLS: true}},
 		Proxy: proxy.Config{
 			Refragment:       proxy.RefragmentAuto,
 			FastPath:         proxy.FastPathAuto,
@@ -656,6 +671,27 @@ func (c *Config) validate() problems {
 	}
 	absPath("keys.strongswan_table", c.Keys.StrongswanTable, false)
 	absPath("keys.socket", c.Keys.Socket, false)
+	if l := c.Keys.Listen; l.Address != "" {
+		host, _, err := net.SplitHostPort(l.Address)
+		if err != nil {
+			add("keys.listen.address", "%q: want host:port", l.Address)
+		}
+		for i, cl := range l.Clients {
+			if _, err := keys.ParseRemoteClient(cl); err != nil {
+				add("keys.listen.clients", "[%d] %q: %v", i, cl, err)
+			}
+		}
+		if l.TLS {
+			absPath("keys.listen.cert", l.Cert, true)
+			absPath("keys.listen.key", l.Key, true)
+			absPath("keys.listen.client_ca", l.ClientCA, false)
+			if len(l.Clients) == 0 {
+				add("keys.listen.clients", "empty: the key listener would accept nobody")
+			}
+		} else if a, err := netip.ParseAddr(host); err == nil && !a.IsLoopback() || err != nil && host != "localhost" {
+			add("keys.listen.tls", "off is allowed only on a loopback address, not %q: keys would cross the network in clear", l.Address)
+		}
+	}
 	if c.Keys.Socket != "" && c.Keys.Socket == c.Control.Socket {
 		add("keys.socket", "%q is also control.socket", c.Keys.Socket)
 	}

@@ -42,8 +42,10 @@ type daemon struct {
 	m      *metrics
 	ctl    *control.Server
 	store  *keys.Store
-	proxy  proxyRunner
-	sdn    *notifier // sd_notify; nil when not run by systemd
+	// keyListener is keys.listen's listener (nil when off), for metrics.
+	keyListener *keys.Remote
+	proxy       proxyRunner
+	sdn         *notifier // sd_notify; nil when not run by systemd
 
 	mu             sync.Mutex // guards what follows
 	cfg            Config
@@ -203,7 +205,7 @@ func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stde
 // (owner, mode) are configuration errors naming the key.
 func (d *daemon) startKeys(ctx context.Context, goRun func(func())) error {
 	k := d.cfg.Keys
-	if k.StrongswanTable == "" && k.Socket == "" {
+	if k.StrongswanTable == "" && k.Socket == "" && k.Listen.Address == "" {
 		return nil
 	}
 	d.store = keys.NewStore(keys.StoreConfig{})
@@ -226,6 +228,23 @@ func (d *daemon) startKeys(ctx context.Context, goRun func(func())) error {
 		}
 		goRun(func() { _ = s.Serve(ctx) })
 		goRun(func() { <-ctx.Done(); s.Close() })
+	}
+	if l := k.Listen; l.Address != "" {
+		rc := keys.RemoteConfig{Address: l.Address, CertFile: l.Cert, KeyFile: l.Key, ClientCAFile: l.ClientCA,
+			Insecure: !l.TLS, Logger: klog}
+		for _, c := range l.Clients {
+			cl, err := keys.ParseRemoteClient(c)
+			if err != nil {
+				return keyErr("keys.listen.clients", "%q: %v", c, err)
+			}
+			rc.Clients = append(rc.Clients, cl)
+		}
+		r, err := keys.ListenRemote(d.store, rc)
+		if err != nil {
+			return keyErr("keys.listen", "%v", err)
+		}
+		d.keyListener = r
+		goRun(func() { _ = r.Serve(ctx) })
 	}
 	return nil
 }
