@@ -94,7 +94,7 @@ type target struct {
 	q      chan []byte
 	resync atomic.Bool
 	st     struct {
-		connected                                           atomic.Bool
+		connected                                          atomic.Bool
 		connects, sent, acked, errors, resends, overflowed atomic.Uint64
 	}
 }
