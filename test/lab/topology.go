@@ -138,7 +138,6 @@ var (
 
 const pairBridge = "br-gws"
 
-
 var sweepOnce sync.Once
 
 // New builds the topology and registers its removal with t.Cleanup. It
