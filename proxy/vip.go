@@ -112,13 +112,17 @@ func (p *Proxy) watchVIPs() {
 	updates := make(chan netlink.AddrUpdate, 64)
 	done := make(chan struct{})
 	defer close(done)
-	subscribed := false
+	subscribed, warned := false, false
 	subscribe := func() {
 		err := netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{
 			ErrorCallback: func(error) {}, // the resync below covers a lost subscription
 		})
 		if err != nil {
-			p.log.Warn("proxy: cannot follow address changes (netlink); reading them every few seconds", "err", err)
+			if !warned {
+				// once: the resync below keeps the state right meanwhile
+				warned = true
+				p.log.Warn("proxy: cannot follow address changes (netlink); reading them every few seconds", "err", err)
+			}
 			return
 		}
 		subscribed = true
@@ -150,7 +154,7 @@ func (p *Proxy) watchVIPs() {
 		select {
 		case <-p.ctx.Done():
 			return
-		case u, ok := <-updates:
+		case _, ok := <-updates:
 			if !ok {
 				// the subscription ended (netlink error): poll until the
 				// next tick subscribes again
@@ -158,7 +162,6 @@ func (p *Proxy) watchVIPs() {
 				subscribed = false
 				continue
 			}
-			_ = u
 			// drain a burst (keepalived adds several addresses at once)
 			for len(updates) > 0 {
 				<-updates

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,7 +69,8 @@ func (n *Node) KillAll() (int, error) {
 }
 
 // SetLinks sets every link of the node (its ends of the veth pairs) up or
-// down.
+// down. Up also puts back the node's routes, which the kernel removed with
+// the links (as a booting box's network configuration would).
 func (n *Node) SetLinks(up bool) error {
 	state := "down"
 	if up {
@@ -80,6 +82,43 @@ func (n *Node) SetLinks(up bool) error {
 		}
 		if _, err := run(context.Background(), "ip", "-n", n.Name, "link", "set", "dev", k.ifname(n), state); err != nil {
 			return fmt.Errorf("lab: %s %s: %w", k.ifname(n), state, err)
+		}
+	}
+	if !up {
+		return nil
+	}
+	var routes strings.Builder
+	for _, line := range strings.Split(n.lab.batch(n), "\n") {
+		if r, ok := strings.CutPrefix(line, "route add "); ok {
+			fmt.Fprintf(&routes, "route replace %s\n", r)
+		}
+	}
+	if routes.Len() == 0 {
+		return nil
+	}
+	_, err := runIn(context.Background(), nil, routes.String(), "ip", "-n", n.Name, "-batch", "-")
+	return err
+}
+
+// DelAddr removes an address from whichever interface of the node holds
+// it (as a box that restarts comes up without keepalived's virtual
+// addresses); an address it does not hold is no error.
+func (n *Node) DelAddr(a netip.Prefix) error {
+	out, err := n.Run(context.Background(), "ip", "-o", "addr", "show")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "inet" || f[i] == "inet6" {
+				if p, err := netip.ParsePrefix(f[i+1]); err == nil && p.Addr() == a.Addr() {
+					dev, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+					if _, err := run(context.Background(), "ip", "-n", n.Name, "addr", "del", f[i+1], "dev", dev); err != nil {
+						return err
+					}
+				}
+			}
 		}
 	}
 	return nil
