@@ -99,10 +99,12 @@ vrrp_instance server_side {
 		b.node.Interface(l.Srv), lab.PairServerVIP4)
 }
 
-// pingResult is one ping stream: which sequence numbers came back.
+// pingResult is one ping stream: which sequence numbers came back, and
+// when (ping -D).
 type pingResult struct {
 	sent int
 	got  map[int]bool
+	at   map[int]time.Time
 	out  string
 }
 
@@ -113,20 +115,25 @@ func pingStream(ctx context.Context, l *lab.Lab, n int) <-chan pingResult {
 	go func() {
 		ctx, cancel := context.WithTimeout(ctx, time.Duration(n)*pingInterval+10*time.Second)
 		defer cancel()
-		out, _ := l.Cli.Run(ctx, "ping", "-n", "-c", strconv.Itoa(n), "-i", fmt.Sprint(pingInterval.Seconds()), "-W", "1",
+		out, _ := l.Cli.Run(ctx, "ping", "-n", "-D", "-c", strconv.Itoa(n), "-i", fmt.Sprint(pingInterval.Seconds()), "-W", "1",
 			"-I", l.Cli.Inner4.String(), l.Srv.Inner4.String())
-		r := pingResult{sent: n, got: map[int]bool{}, out: out}
-		for _, m := range regexp.MustCompile(`icmp_seq=(\d+)`).FindAllStringSubmatch(out, -1) {
-			k, _ := strconv.Atoi(m[1])
+		r := pingResult{sent: n, got: map[int]bool{}, at: map[int]time.Time{}, out: out}
+		for _, m := range regexp.MustCompile(`\[(\d+)\.(\d+)\] \d+ bytes from .* icmp_seq=(\d+)`).FindAllStringSubmatch(out, -1) {
+			sec, _ := strconv.ParseInt(m[1], 10, 64)
+			us, _ := strconv.ParseInt((m[2] + "000000")[:6], 10, 64)
+			k, _ := strconv.Atoi(m[3])
 			r.got[k] = true
+			r.at[k] = time.Unix(sec, us*1000)
 		}
 		ch <- r
 	}()
 	return ch
 }
 
-// gap is the longest run of unanswered pings (as time), and how many
-// pings after it went unanswered.
+// gap is the longest time without an answer beyond the ping interval
+// (the time between the answers around the longest run of unanswered
+// pings, less one interval; 0 when every ping was answered), and how
+// many pings after that run went unanswered.
 func (r pingResult) gap() (time.Duration, int) {
 	longest, run, end := 0, 0, 0
 	for s := 1; s <= r.sent; s++ {
@@ -144,7 +151,43 @@ func (r pingResult) gap() (time.Duration, int) {
 			lostAfter++
 		}
 	}
-	return time.Duration(longest) * pingInterval, lostAfter
+	if longest == 0 {
+		return 0, 0
+	}
+	before, after := r.at[end-longest], r.at[end+1]
+	if before.IsZero() || after.IsZero() {
+		// the run touches the start or the end of the stream
+		return time.Duration(longest) * pingInterval, lostAfter
+	}
+	return max(after.Sub(before)-pingInterval, 0), lostAfter
+}
+
+// The gap of a ping stream is measured between the answers around the
+// longest run of lost pings.
+func TestPingGap(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	r := pingResult{sent: 10, got: map[int]bool{}, at: map[int]time.Time{}}
+	for _, s := range []int{1, 2, 3, 6, 7, 9, 10} {
+		r.got[s] = true
+		r.at[s] = t0.Add(time.Duration(s) * 105 * time.Millisecond)
+	}
+	r.at[6] = r.at[6].Add(50 * time.Millisecond) // 3 → 6: 365 ms, less 100 ms
+	if g, after := r.gap(); g != 265*time.Millisecond || after != 1 {
+		t.Errorf("gap %v, lost after %d; want 265ms, 1", g, after)
+	}
+	r.got[8] = true
+	r.at[8] = t0.Add(8 * 105 * time.Millisecond)
+	if g, after := r.gap(); g != 265*time.Millisecond || after != 0 {
+		t.Errorf("gap %v, lost after %d; want 265ms, 0", g, after)
+	}
+	all := pingResult{sent: 2, got: map[int]bool{1: true, 2: true}, at: map[int]time.Time{1: t0, 2: t0.Add(pingInterval)}}
+	if g, after := all.gap(); g != 0 || after != 0 {
+		t.Errorf("no loss: gap %v, lost after %d", g, after)
+	}
+	tail := pingResult{sent: 3, got: map[int]bool{1: true}, at: map[int]time.Time{1: t0}}
+	if g, after := tail.gap(); g != 2*pingInterval || after != 0 {
+		t.Errorf("lost at the end: gap %v, lost after %d", g, after)
+	}
 }
 
 func waitHolds(t *testing.T, b *pairBox, want bool, within time.Duration) {
@@ -278,7 +321,7 @@ func TestLabPair(t *testing.T) {
 	record := func(name string, r pingResult, maxGap time.Duration, several bool) {
 		t.Helper()
 		g, lostAfter := r.gap()
-		lost := time.Duration(r.sent-len(r.got)) * pingInterval
+		lost := time.Duration(r.sent-len(r.got)) * pingInterval // at the nominal rate
 		var m *measure
 		for _, x := range results {
 			if x.name == name {
@@ -458,9 +501,9 @@ func TestLabPair(t *testing.T) {
 	for _, m := range results {
 		var s []string
 		for _, g := range m.gaps {
-			s = append(s, g.String())
+			s = append(s, g.Round(10*time.Millisecond).String())
 		}
-		t.Logf("measured (ping every %v; longest gap, or for the rolling restart all pings lost), %s: %s", pingInterval, m.name, strings.Join(s, ", "))
+		t.Logf("measured (ping every %v; longest time without an answer, or for the rolling restart all pings lost × interval), %s: %s", pingInterval, m.name, strings.Join(s, ", "))
 	}
 }
 
