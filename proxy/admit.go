@@ -189,6 +189,11 @@ func (p *Proxy) admit(l *listener, src netip.AddrPort, mapped bool, local netip.
 		return nil
 	}
 	ok, init := p.earned(l, ca, payload, now)
+	if !ok && p.adoptable(l, payload) {
+		// proxy.adopt: the other box of a pair carried this SA (pair.go);
+		// the flow starts pending like any unverified one
+		ok = true
+	}
 	if !ok {
 		p.total.drops[DropUnsolicited].Add(1)
 		return nil

@@ -193,6 +193,21 @@ type Config struct {
 	// takes the maps over. It needs state_file. Stopping for good:
 	// remove the directory. E.g. /sys/fs/bpf/ikefrag/fastpath. "": off.
 	FastPathPin string `mapstructure:"fast_path_pin"`
+	// Freebind binds the listen addresses whether or not this host holds
+	// them (IP_FREEBIND, IPV6_FREEBIND): for a pair of proxies behind
+	// keepalived virtual addresses, the backup listens before it becomes
+	// the active box. The addresses are then followed through netlink for
+	// status and the vip_held metric. Default false: a listen address
+	// must be on the host. See docs/pair.md.
+	Freebind bool `mapstructure:"freebind"`
+	// Adopt is "off" (default) or "transparent". With transparent (which
+	// needs source: client) the box of a pair that takes over opens a
+	// flow from the first datagram of an SA the other box carried: an
+	// IKEv2 message of an established IKE SA (with a key source, only of
+	// an SPI pair it knows) or an ESP-in-UDP datagram; the flow starts
+	// unestablished (limits, eviction, unreplied_timeout) until the
+	// backend answers on it. See docs/pair.md.
+	Adopt string `mapstructure:"adopt"`
 }
 
 // ClientsConfig is proxy.clients: prefixes of client source addresses.
@@ -327,6 +342,9 @@ func (c Config) withDefaults() Config {
 	if c.Source == "" {
 		c.Source = SourceProxy
 	}
+	if c.Adopt == "" {
+		c.Adopt = AdoptOff
+	}
 	if c.TransparentTable <= 0 {
 		c.TransparentTable = DefaultTransparentTable
 	}
@@ -384,6 +402,15 @@ func (c Config) parse() (*settings, error) {
 	case SourceProxy, SourceClient:
 	default:
 		errs = append(errs, fmt.Errorf("proxy.source %q: want proxy or client", c.Source))
+	}
+	switch c.Adopt {
+	case AdoptOff:
+	case AdoptTransparent:
+		if c.Source != SourceClient {
+			errs = append(errs, fmt.Errorf("proxy.adopt %q: needs proxy.source client (with source %s the backend would see the tunnel move to the other box's address)", c.Adopt, c.Source))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("proxy.adopt %q: want off or transparent", c.Adopt))
 	}
 	switch c.HealthProbe {
 	case HealthProbeAuto, HealthProbeOff:

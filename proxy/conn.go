@@ -45,6 +45,9 @@ type sockOpts struct {
 	// transparent: IP_TRANSPARENT / IPV6_TRANSPARENT and SO_REUSEADDR, to
 	// bind a client's address (proxy.source: client)
 	transparent bool
+	// freebind: IP_FREEBIND / IPV6_FREEBIND, to bind an address the host
+	// does not hold yet (proxy.freebind: a pair's virtual address)
+	freebind bool
 }
 
 func (o sockOpts) control(is6 bool) func(network, address string, c syscall.RawConn) error {
@@ -76,6 +79,10 @@ func (o sockOpts) control(is6 bool) func(network, address string, c syscall.RawC
 				if o.pktInfo {
 					set(unix.SOL_IP, unix.IP_PKTINFO, 1)
 				}
+			}
+			if o.freebind {
+				lvl, opt := freebindOpt(is6)
+				set(lvl, opt, 1)
 			}
 			if o.reusePort {
 				set(unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)

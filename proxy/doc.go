@@ -110,7 +110,10 @@
 // multicast, broadcast, unspecified or IPv4-mapped address; proxy.clients).
 // Flows not yet established are limited per address and per prefix,
 // expire in seconds and are evicted first, unanswered before half-open;
-// established flows are never evicted. Half-open IKE SAs are limited per
+// established flows are never evicted. With proxy.adopt transparent (a
+// pair behind keepalived, source: client; pair.go, docs/pair.md) the first
+// ESP datagram or IKEv2 message of an SA the other box carried opens an
+// unestablished flow too. Half-open IKE SAs are limited per
 // client (half_open_per_client), since the backend sees one address for
 // all. Backend health counts distinct clients only and is confirmed by a
 // probe the backend answers statelessly (health.go). docs/proxy.md has

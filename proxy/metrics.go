@@ -47,6 +47,9 @@ var (
 	descCookies       = prometheus.NewDesc(ns+"cookies_total", "The proxy's own COOKIE responses (cookie mode), sent and verified (brought back valid).", []string{"result"}, nil)
 	descAdopted       = prometheus.NewDesc(ns+"flows_adopted_total", "Flows of the state file re-opened at start (adopted) or left out (skipped).", []string{"result"}, nil)
 	descDoubt         = prometheus.NewDesc(ns+"backend_doubt", "Distinct client addresses whose IKE_SA_INIT the backend left unanswered since it last answered.", []string{"backend"}, nil)
+	descVIPHeld       = prometheus.NewDesc(ns+"vip_held", "1 when this host holds the listen address (proxy.freebind; in a pair, 1 on the active box).", []string{"address"}, nil)
+	descVIPChanges    = prometheus.NewDesc(ns+"vip_changes_total", "Arrivals and departures of the listen address on this host since the start (proxy.freebind).", []string{"address"}, nil)
+	descPairAdopted   = prometheus.NewDesc(ns+"pair_adopted_total", "Datagrams of SAs without a flow that proxy.adopt admitted, by kind (ike, esp), or refused for an SPI pair the key source did not know (unknown_sa).", []string{"kind"}, nil)
 	descESPBytes      = prometheus.NewDesc(ns+"esp_bytes_total", "UDP payload bytes of ESP-in-UDP relayed, by backend, direction and path, included in bytes_total.", []string{"backend", "direction", "path"}, nil)
 
 	descFPActive     = prometheus.NewDesc(fpns+"active", "1 when the ESP fast path is loaded and attached (proxy.fast_path auto).", nil, nil)
@@ -70,6 +73,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descKeyMisses, descNotNeg, descOversize, descStepDowns, descRetransmits, descDropped, descDroppedGlobal,
 		descUp, descFlows, descClients, descSAs, descRoutes, descICMP, descClientPMTU, descClientCtr, descESP, descESPBytes,
 		descFlowEnds, descUnestablished, descHalfOpen, descProbes, descDoubt, descCookies, descAdopted,
+		descVIPHeld, descVIPChanges, descPairAdopted,
 		descFPActive, descFPFlows, descFPMax, descFPRedirected, descFPPassed, descFPDropped, descFPMapFull, descFPPutErrors,
 		descFPUnmapped, descFPAttach, descFPLoad} {
 		ch <- d
@@ -134,6 +138,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCookies, st.CookiesVerified, "verified")
 	counter(descAdopted, st.Adopted, "adopted")
 	counter(descAdopted, st.AdoptSkipped, "skipped")
+	for _, v := range st.Pair.VIPs {
+		held := 0.0
+		if v.Held {
+			held = 1
+		}
+		gauge(descVIPHeld, held, v.Address.String())
+		counter(descVIPChanges, v.Changes, v.Address.String())
+	}
+	counter(descPairAdopted, st.Pair.AdoptedIKE, "ike")
+	counter(descPairAdopted, st.Pair.AdoptedESP, "esp")
+	counter(descPairAdopted, st.Pair.AdoptUnknownSA, "unknown_sa")
 	gauge(descClients, float64(st.Clients))
 	gauge(descSAs, float64(st.IKESAs))
 	gauge(descRoutes, float64(st.Routes))

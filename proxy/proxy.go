@@ -85,6 +85,11 @@ type Proxy struct {
 	// established flows in the pinned fast path.
 	keepMapped atomic.Bool
 
+	// pair (pair.go, vip.go): proxy.adopt counters, and the listen
+	// addresses held (proxy.freebind; nil otherwise)
+	pairCtr pairCounters
+	vips    *vipWatch
+
 	cookies   *cookieJar
 	cookieCtr struct{ sent, verified atomic.Uint64 }
 
@@ -139,13 +144,17 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	}
 	for _, la := range s.listen {
 		wild := la.ap.Addr().IsUnspecified()
-		sock, err := listenUDP(la.ap, sockOpts{recvErr: true, fragSize: true, pktInfo: wild, rcvBuf: sockBufBytes, sndBuf: sockBufBytes})
+		sock, err := listenUDP(la.ap, sockOpts{recvErr: true, fragSize: true, pktInfo: wild, rcvBuf: sockBufBytes, sndBuf: sockBufBytes,
+			freebind: s.Freebind && !wild})
 		if err != nil {
 			p.closeSockets()
 			return nil, fmt.Errorf("proxy: listen %s: %w", la.ap, err)
 		}
 		p.listeners = append(p.listeners, &listener{p: p, idx: len(p.listeners), sock: sock, addr: sock.addr,
 			natt: la.natt, wildcard: wild})
+	}
+	if s.Freebind {
+		p.vips = newVIPWatch(s.listen)
 	}
 	if s.RouteMTU {
 		var ports []uint16
@@ -218,6 +227,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	p.wg.Add(1)
 	go p.janitor()
+	if p.vips != nil {
+		p.wg.Add(1)
+		go p.watchVIPs()
+	}
 	<-p.ctx.Done()
 	return p.Close()
 }

@@ -194,6 +194,24 @@ type Stats struct {
 	// CookiesVerified the requests that came back with a valid one.
 	CookiesSent     uint64 `json:"cookies_sent"`
 	CookiesVerified uint64 `json:"cookies_verified"`
+	// Pair is what a proxy of a pair reports (proxy.freebind, proxy.adopt).
+	Pair PairStats `json:"pair"`
+}
+
+// PairStats describe the proxy as one box of a pair (docs/pair.md).
+type PairStats struct {
+	// Adopt is proxy.adopt.
+	Adopt string `json:"adopt"`
+	// VIPs are the specific listen addresses and whether this host holds
+	// them (with proxy.freebind; empty otherwise).
+	VIPs []VIPInfo `json:"virtual_addresses,omitempty"`
+	// AdoptedIKE and AdoptedESP count the datagrams of SAs this proxy had
+	// no flow for that proxy.adopt admitted (an IKE message of a running
+	// IKE SA, an ESP datagram); AdoptUnknownSA the IKE ones refused
+	// because the key source did not know their SPI pair.
+	AdoptedIKE     uint64 `json:"adopted_ike"`
+	AdoptedESP     uint64 `json:"adopted_esp"`
+	AdoptUnknownSA uint64 `json:"adopt_unknown_sa"`
 }
 
 // FastPathStats describe the ESP fast path (proxy.fast_path).

@@ -36,9 +36,22 @@ func (p *Proxy) Status() string {
 		}
 	}
 	evicted := st.FlowEnds[EndEvictedUnanswered.String()] + st.FlowEnds[EndEvictedHalfOpen.String()]
-	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows (%d not established), %d re-fragmented, %d replays, %d step-downs, %d key misses, %d datagrams refused, %d flows evicted, %d cookies sent, ESP fast path %s",
+	pair := ""
+	if vs := st.Pair.VIPs; len(vs) > 0 {
+		role := "standby"
+		if vipsHeld(vs) == len(vs) {
+			role = "active"
+		} else if vipsHeld(vs) > 0 {
+			role = "partly active"
+		}
+		pair = fmt.Sprintf(", %s (holds %d/%d listen addresses)", role, vipsHeld(vs), len(vs))
+	}
+	if st.Pair.Adopt != AdoptOff {
+		pair += fmt.Sprintf(", %d SAs adopted", st.Pair.AdoptedIKE+st.Pair.AdoptedESP)
+	}
+	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows (%d not established), %d re-fragmented, %d replays, %d step-downs, %d key misses, %d datagrams refused, %d flows evicted, %d cookies sent, ESP fast path %s%s",
 		mode, st.Refragment, up, len(st.Backends), st.Clients, st.Flows, st.Unestablished, st.Total.Refragmented, st.Total.Replays,
-		st.Total.StepDowns, st.Total.KeyMisses, refused, evicted, st.CookiesSent, fp)
+		st.Total.StepDowns, st.Total.KeyMisses, refused, evicted, st.CookiesSent, fp, pair)
 }
 
 // PMTU returns the path-MTU estimate toward a client.
@@ -118,7 +131,9 @@ func (p *Proxy) Stats() Stats {
 		Adopted: p.adopted.Load(), AdoptSkipped: p.adoptSkipped.Load(),
 		CookiesSent: p.cookieCtr.sent.Load(), CookiesVerified: p.cookieCtr.verified.Load(),
 		Reassembler: p.reasm.Stats(), Fragmenter: p.frag.Stats(), ICMPErrors: p.icmpErrors.Load(),
-		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings()}
+		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings(),
+		Pair: PairStats{Adopt: p.s.Adopt, VIPs: p.vips.snapshot(), AdoptedIKE: p.pairCtr.ike.Load(),
+			AdoptedESP: p.pairCtr.esp.Load(), AdoptUnknownSA: p.pairCtr.unknown.Load()}}
 	p.clientsMu.Lock()
 	st.Clients = len(p.clients)
 	p.clientsMu.Unlock()

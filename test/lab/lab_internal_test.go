@@ -83,6 +83,49 @@ func TestLayout(t *testing.T) {
 	}
 }
 
+// Topology.Pair: two gateways on a bridge in mid and a bridge in srv; the
+// bridge holds mid's and srv's address, the virtual addresses are routes'
+// next hops only.
+func TestLayoutPair(t *testing.T) {
+	l := testLab(Topology{Pair: true, MTU: MTUs{CliMid: 1280}})
+	if l.Gw == nil || l.Gw2 == nil || len(l.links) != 5 {
+		t.Fatalf("want cli—mid—{gw,gw2}—srv, got %d links", len(l.links))
+	}
+	for n, a := range map[*Node]string{l.Cli: "10.99.1.2", l.Mid: "10.99.1.1", l.Gw: "10.99.3.2", l.Gw2: "10.99.3.3", l.Srv: "10.99.2.2"} {
+		if n.Addr4.String() != a {
+			t.Errorf("%s: %v, want %s", n.Role, n.Addr4, a)
+		}
+	}
+	mid := l.batch(l.Mid)
+	for _, s := range []string{"link add name br-gws type bridge", "addr add 10.99.3.1/24 dev br-gws",
+		"link set dev mid-gw master br-gws", "link set dev mid-gw2 master br-gws", "route add 10.99.2.0/24 via 10.99.3.10"} {
+		if !strings.Contains(mid, s) {
+			t.Errorf("mid batch lacks %q:\n%s", s, mid)
+		}
+	}
+	if strings.Count(mid, "type bridge") != 1 || strings.Contains(mid, "dev mid-gw\n") {
+		t.Errorf("mid batch: one bridge, no address on its ports:\n%s", mid)
+	}
+	srv := l.batch(l.Srv)
+	for _, s := range []string{"addr add 10.99.2.2/24 dev br-gws", "link set dev srv-gw2 master br-gws", "route add default via 10.99.2.1"} {
+		if !strings.Contains(srv, s) {
+			t.Errorf("srv batch lacks %q:\n%s", s, srv)
+		}
+	}
+	gw2 := l.batch(l.Gw2)
+	for _, s := range []string{"addr add 10.99.3.3/24 dev gw2-mid", "addr add 10.99.2.4/24 dev gw2-srv", "route add default via 10.99.3.1"} {
+		if !strings.Contains(gw2, s) {
+			t.Errorf("gw2 batch lacks %q:\n%s", s, gw2)
+		}
+	}
+	if !strings.Contains(l.setupScript(l.Gw2), "echo 1 > /proc/sys/net/ipv4/ip_forward") {
+		t.Error("gw2 does not forward")
+	}
+	if !staleNS.MatchString(l.Gw2.Name) {
+		t.Errorf("%s escapes the stale-lab sweep", l.Gw2.Name)
+	}
+}
+
 func TestDropRuleset(t *testing.T) {
 	all, err := dropRuleset(DropAll)
 	if err != nil {

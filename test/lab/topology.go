@@ -53,6 +53,15 @@ type Topology struct {
 	// Gateway inserts a fourth namespace, gw, between mid and srv
 	// (cli — mid — gw — srv), where a proxy under test can run.
 	Gateway bool
+	// Pair puts two gateways, gw and gw2, between mid and srv, each on
+	// two shared bridges: the client side (a bridge in mid, 10.99.3.0/24:
+	// mid .1, gw .2, gw2 .3) and the server side (a bridge in srv,
+	// 10.99.2.0/24: srv .2, gw .3, gw2 .4). The virtual addresses
+	// PairClientVIP4 and PairServerVIP4 belong to whichever gateway holds
+	// them (keepalived, StartKeepalived): mid routes srv's subnet through
+	// the first and srv routes everything through the second. IPv4 only;
+	// not with Gateway.
+	Pair bool
 	// PKI selects the certificate hierarchy the charons use; default RSA4096.
 	PKI KeyType
 }
@@ -84,11 +93,15 @@ type Link struct {
 	mtu        int
 	// host part of each end's addresses
 	hostA, hostB int
+	// bridge: A's end is a port of A's bridge (Topology.Pair), which
+	// holds A's address
+	bridge bool
 }
 
 // Lab is a running topology. Fields are read-only for tests.
 type Lab struct {
-	Cli, Mid, Gw, Srv *Node // Gw is nil without Topology.Gateway
+	Cli, Mid, Gw, Srv *Node // Gw is nil without Topology.Gateway or Topology.Pair
+	Gw2               *Node // the second gateway of Topology.Pair, else nil
 	// Prefix starts every namespace name of this lab.
 	Prefix string
 	// Dir holds configs, logs, keys and captures (mode 0700).
@@ -111,7 +124,19 @@ const (
 	nftTable  = "ikefrag_lab"
 )
 
-var staleNS = regexp.MustCompile(`^ikl-[a-z0-9-]*-[0-9a-f]{6}-(cli|mid|gw|srv)$`)
+var staleNS = regexp.MustCompile(`^ikl-[a-z0-9-]*-[0-9a-f]{6}-(cli|mid|gw|gw2|srv)$`)
+
+// The virtual addresses of Topology.Pair, and the names of its bridges.
+var (
+	// PairClientVIP4 is the gateways' shared address toward the clients
+	// (the proxy's listen address).
+	PairClientVIP4 = netip.MustParseAddr("10.99.3.10")
+	// PairServerVIP4 is the gateways' shared address toward srv (srv's
+	// default route).
+	PairServerVIP4 = netip.MustParseAddr("10.99.2.1")
+)
+
+const pairBridge = "br-gws"
 
 var sweepOnce sync.Once
 
@@ -125,6 +150,9 @@ func New(t testing.TB, topo Topology) *Lab {
 	}
 	if topo.DropAt == "" {
 		topo.DropAt = "mid"
+	}
+	if topo.Pair && (topo.Gateway || topo.IPv6) {
+		t.Fatalf("lab: Topology.Pair is IPv4 only and replaces Gateway")
 	}
 	if topo.DropAt != "mid" && (topo.DropAt != "gw" || !topo.Gateway) {
 		t.Fatalf("lab: DropAt %q: want mid, or gw with Gateway set", topo.DropAt)
@@ -195,8 +223,11 @@ func (l *Lab) layout() {
 	}
 	l.Cli = mk("cli")
 	l.Mid = mk("mid")
-	if l.topo.Gateway {
+	if l.topo.Gateway || l.topo.Pair {
 		l.Gw = mk("gw")
+	}
+	if l.topo.Pair {
+		l.Gw2 = mk("gw2")
 	}
 	l.Srv = mk("srv")
 
@@ -219,7 +250,16 @@ func (l *Lab) layout() {
 	// 10.99.2.2 whether or not gw (10.99.3.2 toward mid, 10.99.2.1 toward
 	// srv) sits in front of it.
 	link(l.Cli, l.Mid, 1, l.topo.MTU.CliMid, 2, 1)
-	if l.topo.Gateway {
+	if l.topo.Pair {
+		// the bridge ends (mid's, srv's) are A; the links of one bridge
+		// share its subnet and its address (hostA)
+		for i, g := range []*Node{l.Gw, l.Gw2} {
+			link(l.Mid, g, 3, l.topo.MTU.MidGw, 1, 2+i).bridge = true
+		}
+		for i, g := range []*Node{l.Gw, l.Gw2} {
+			link(l.Srv, g, 2, l.topo.MTU.GwSrv, 2, 3+i).bridge = true
+		}
+	} else if l.topo.Gateway {
 		link(l.Mid, l.Gw, 3, l.topo.MTU.MidGw, 1, 2)
 		link(l.Gw, l.Srv, 2, l.topo.MTU.GwSrv, 1, 2)
 	} else {
@@ -230,6 +270,9 @@ func (l *Lab) layout() {
 	l.Mid.Addr4, l.Mid.Addr6 = l.links[0].addr(l.Mid)
 	if l.Gw != nil {
 		l.Gw.Addr4, l.Gw.Addr6 = l.links[1].addr(l.Gw)
+	}
+	if l.Gw2 != nil {
+		l.Gw2.Addr4, l.Gw2.Addr6 = l.links[2].addr(l.Gw2)
 	}
 	l.Srv.Addr4, l.Srv.Addr6 = l.links[len(l.links)-1].addr(l.Srv)
 	if !l.topo.IPv6 {
@@ -307,6 +350,16 @@ func (l *Lab) build() error {
 	if l.Gw != nil {
 		targets = append(targets, l.Gw.Addr4, l.Gw.Addr6)
 	}
+	if l.topo.Pair {
+		// srv is reached through a virtual address nobody holds yet:
+		// each gateway proves its side instead
+		targets = []netip.Addr{l.Gw.Addr4, l.Gw2.Addr4}
+		for _, g := range []*Node{l.Gw, l.Gw2} {
+			if _, err := g.Run(ctx, "ping", "-n", "-q", "-c", "1", "-W", "2", l.Srv.Addr4.String()); err != nil {
+				return fmt.Errorf("path check from %s: %w", g.Role, err)
+			}
+		}
+	}
 	for _, a := range targets {
 		if !a.IsValid() {
 			continue
@@ -318,7 +371,7 @@ func (l *Lab) build() error {
 	return nil
 }
 
-func (n *Node) isRouter() bool { return n.Role == "mid" || n.Role == "gw" }
+func (n *Node) isRouter() bool { return n.Role == "mid" || n.Role == "gw" || n.Role == "gw2" }
 
 // setupScript configures one namespace once its veths are in place:
 // sysctls (the "all" values also reach existing interfaces), then links,
@@ -365,6 +418,7 @@ func (l *Lab) batch(n *Node) string {
 	var b strings.Builder
 	line := func(f string, a ...any) { fmt.Fprintf(&b, f+"\n", a...) }
 	v6 := l.topo.IPv6
+	bridged := false
 	line("link set dev lo up")
 	for _, k := range l.links {
 		if k.A != n && k.B != n {
@@ -373,6 +427,16 @@ func (l *Lab) batch(n *Node) string {
 		ifn := k.ifname(n)
 		a4, a6 := k.addr(n)
 		line("link set dev %s mtu %d up", ifn, k.mtu)
+		if k.bridge && n == k.A {
+			if !bridged {
+				line("link add name %s type bridge", pairBridge)
+				line("link set dev %s mtu %d up", pairBridge, k.mtu)
+				line("addr add %s/24 dev %s", a4, pairBridge)
+				bridged = true
+			}
+			line("link set dev %s master %s", ifn, pairBridge)
+			continue
+		}
 		line("addr add %s/24 dev %s", a4, ifn)
 		if v6 {
 			line("addr add %s/64 dev %s nodad", a6, ifn)
@@ -383,6 +447,19 @@ func (l *Lab) batch(n *Node) string {
 	}
 	if n.Inner6.IsValid() {
 		line("addr add %s/128 dev lo nodad", n.Inner6)
+	}
+	if l.topo.Pair {
+		switch n.Role {
+		case "cli":
+			line("route add default via %s", l.links[0].Net4.Addr().Next())
+		case "mid":
+			line("route add %s via %s", l.links[3].Net4, PairClientVIP4)
+		case "gw", "gw2":
+			line("route add default via %s", l.links[1].Net4.Addr().Next())
+		case "srv":
+			line("route add default via %s", PairServerVIP4)
+		}
+		return b.String()
 	}
 	// next hop of a node toward the far side of the lab
 	via := func(k *Link) {

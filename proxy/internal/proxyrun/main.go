@@ -1,7 +1,7 @@
 // Command proxyrun runs the proxy alone, for the namespace lab tests, the
 // demo and the benchmark: the configuration is the daemon's YAML (the
 // proxy and keys sections, read with viper as the daemon reads them), and
-// a Unix socket serves /stats, /peers, /flows (JSON) and /metrics.
+// a Unix socket serves /stats, /status, /peers, /flows (JSON) and /metrics.
 package main
 
 import (
@@ -85,6 +85,7 @@ func run(cfgPath, ctl string, log *slog.Logger) error {
 			}
 		}
 		mux.Handle("/stats", js(func() any { return p.Stats() }))
+		mux.Handle("/status", js(func() any { return p.Status() }))
 		mux.Handle("/peers", js(func() any { return p.Peers() }))
 		mux.Handle("/flows", js(func() any { return p.Flows() }))
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
