@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 	"github.com/ikefrag/ikefrag/ebpf"
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/keys"
+	"github.com/ikefrag/ikefrag/proxy"
 
 	"github.com/ikefrag/ikefrag/cmd/ikefragd/internal/config"
 )
@@ -44,7 +44,7 @@ type daemon struct {
 	m      *metrics
 	ctl    *control.Server
 	store  *keys.Store
-	proxy  proxyRunner
+	proxy  *proxy.Proxy
 	sdn    *notifier // sd_notify; nil when not run by systemd
 
 	mu             sync.Mutex // guards what follows
@@ -229,25 +229,6 @@ func (d *daemon) startKeys(ctx context.Context, goRun func(func())) error {
 		goRun(func() { _ = s.Serve(ctx) })
 		goRun(func() { <-ctx.Done(); s.Close() })
 	}
-	return nil
-}
-
-func (d *daemon) startProxy(ctx context.Context) error {
-	cfg := d.config()
-	deps := proxyDeps{Config: cfg.Proxy, Logger: d.log.With("component", "proxy"),
-		Peer: func(ctx context.Context, a netip.Addr) (est diag.PMTUEstimate, ok bool) {
-			_ = d.pipe.query(ctx, func(e *diag.Engine) { est, ok = e.PeerEstimate(a) })
-			return est, ok
-		}}
-	if d.store != nil {
-		deps.Keys = d.store
-	}
-	p, err := proxyStarter(ctx, deps)
-	if err != nil {
-		return &startError{err: fmt.Errorf("starting the proxy: %w%s", err, bindHint(err))}
-	}
-	d.proxy = p
-	d.m.reg.MustRegister(p.Collector())
 	return nil
 }
 

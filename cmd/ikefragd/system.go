@@ -73,9 +73,8 @@ func isPattern(name string) bool { return strings.ContainsAny(name, "*?[") }
 
 // checkSystem checks what a valid configuration names on this host: that
 // the listed interfaces exist (or, with none listed, that there is a
-// default route to take one from), that key files are private to this
-// user, and that the features asked for are in this build. It returns
-// the interfaces to observe.
+// default route to take one from) and that key files are private to this
+// user. It returns the interfaces to observe.
 func checkSystem(c *config.Config) (ifaceSet, config.Problems) {
 	var ps config.Problems
 	var set ifaceSet
@@ -115,9 +114,6 @@ func checkSystem(c *config.Config) (ifaceSet, config.Problems) {
 		if msg := checkKeySocket(s); msg != "" {
 			ps = append(ps, config.Problem{Key: "keys.socket", Msg: msg})
 		}
-	}
-	if c.Proxy.Enabled && proxyStarter == nil {
-		ps = append(ps, config.Problem{Key: "proxy.enabled", Msg: "true, but the proxy is not available in this build of ikefragd; set it to false"})
 	}
 	return set, ps
 }
