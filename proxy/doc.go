@@ -26,7 +26,7 @@
 // on the client-facing sockets (IP_RECVERR), step-downs, proxy.pmtu_overrides,
 // the largest IP fragment of the client's reassembled datagrams
 // (IP_RECVFRAGSIZE: the client's own MTU), the diagnosis engine's estimate
-// (Deps.Peer, LearnPMTU), the largest unfragmented datagram from the
+// (Deps.Peer), the largest unfragmented datagram from the
 // client, and proxy.pmtu_default. An override or an observation is the
 // base; ICMP and step-down only lower it; every piece expires after
 // proxy.pmtu_expiry. Peers shows the result and its source.

@@ -14,7 +14,7 @@ const (
 	SourceStepDown     = "step-down"    // the client retransmitted a request whose re-fragmented response was lost
 	SourceOverride     = "override"     // proxy.pmtu_overrides
 	SourceFragments    = "fragments"    // the client's datagrams arrived in IP fragments of this size (its own MTU)
-	SourceObserver     = "observer"     // estimate handed in by the diagnosis engine (LearnPMTU)
+	SourceObserver     = "observer"     // the diagnosis engine's estimate, asked through Deps.Peer
 	SourceUnfragmented = "unfragmented" // the largest unfragmented datagram from the client
 	SourceDefault      = "default"      // proxy.pmtu_default
 )
