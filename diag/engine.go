@@ -485,7 +485,7 @@ func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 		e.stats.LimitedDropped++
 		return
 	}
-	t := &Transmission{Time: g.Time, Datagrams: []*Datagram{g}, Retransmission: retrans || len(*list) > 0 && sameMessage(x, *list, g)}
+	t := &Transmission{Time: g.Time, Datagrams: []*Datagram{g}, Retransmission: retrans || len(*list) > 0 && sameLength(x, *list, g)}
 	if t.Retransmission {
 		e.stats.Retransmits++
 	}
@@ -545,14 +545,17 @@ func (e *Engine) open(s *Session, x *Exchange, g *Datagram, raw []byte) {
 	}
 }
 
-// sameMessage reports whether g resends a message already in list though
-// its bytes differ: under one Message ID and exchange type, the same length.
-// That holds for a message cut into other IKE fragments (RFC 7383 §2.5.2).
-// IKEv1 and IKE_SA_INIT count only identical bytes (the caller's signature
+// sameLength reports whether g's IKE length (its header's Length field) is
+// that of the first datagram of a transmission already in list, under one
+// Message ID and exchange type: a resend whose bytes differ but whose size
+// does not, such as the message encrypted again with a fresh IV or cut
+// again into fragments of the same size. A message re-cut into smaller
+// fragments (RFC 7383 §2.5.2) has a shorter first fragment than the
+// earlier cut, and does not match it. IKEv1 and IKE_SA_INIT count only identical bytes (the caller's signature
 // match): an IKEv1 message of the same length may be the other peer's, and
 // an IKE_SA_INIT request with a COOKIE or another KE group is a new message
 // (RFC 7296 §1.2, §2.6), not a retransmission.
-func sameMessage(x *Exchange, list []*Transmission, g *Datagram) bool {
+func sameLength(x *Exchange, list []*Transmission, g *Datagram) bool {
 	if g.Header.IsIKEv1() || x.Type == ike.ExchangeIKESAInit {
 		return false
 	}

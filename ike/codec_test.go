@@ -412,8 +412,8 @@ func TestHeaderHelpers(t *testing.T) {
 		{0x28, false, true, true, false},
 	} {
 		h := Header{Flags: tc.flags, MajorVersion: 2}
-		if h.IsRequest() != tc.req || h.IsResponse() != tc.resp || h.IsInitiator() != tc.init {
-			t.Errorf("flags %#x: request %v response %v initiator %v", tc.flags, h.IsRequest(), h.IsResponse(), h.IsInitiator())
+		if !h.Flags.Response() != tc.req || h.Flags.Response() != tc.resp || h.Flags.Initiator() != tc.init {
+			t.Errorf("flags %#x: request %v response %v initiator %v", tc.flags, !h.Flags.Response(), h.Flags.Response(), h.Flags.Initiator())
 		}
 	}
 	v1 := Header{MajorVersion: 1, Exchange: 2}

@@ -433,7 +433,7 @@ func TestCorpusRedirect(t *testing.T) {
 		if got := notifyTypes(m); !slices.Equal(got, tc.notifys) {
 			t.Errorf("frame %d: notifies %v, want %v", tc.frame, got, tc.notifys)
 		}
-		if m.IsRequest() {
+		if !m.Flags.Response() {
 			if cm.d.Src.Port() != 10952 || cm.f.Marker {
 				t.Errorf("frame %d: from port %d, marker %v", tc.frame, cm.d.Src.Port(), cm.f.Marker)
 			}
@@ -596,7 +596,7 @@ func TestCorpusNATT(t *testing.T) {
 		{37, "5a64e0edca3a3614", ike.EncrAESCBC, ike.IntegHMACSHA2_256128},
 	} {
 		req, resp := c.frame(t, sa.first), c.frame(t, sa.first+1)
-		if req.m.SPIi.String() != sa.ispi || req.m.Exchange != ike.ExchangeIKESAInit || !req.m.IsRequest() || !resp.m.IsResponse() {
+		if req.m.SPIi.String() != sa.ispi || req.m.Exchange != ike.ExchangeIKESAInit || req.m.Flags.Response() || !resp.m.Flags.Response() {
 			t.Errorf("frame %d: %s", sa.first, req.m.Summary())
 		}
 		for _, cm := range []*corpusMsg{req, resp} {
@@ -644,7 +644,7 @@ func TestCorpusNATT(t *testing.T) {
 			if cm.m.Exchange != ike.ExchangeInformational || uint8(cm.m.Flags) != flags {
 				t.Errorf("frame %d: %s flags %#x, want %#x", cm.frame, cm.m.Summary(), uint8(cm.m.Flags), flags)
 			}
-			if sk := cm.m.Payloads[0].Body.(*ike.Encrypted); cm.m.IsRequest() != (sk.NextPayload == ike.PayloadDelete) {
+			if sk := cm.m.Payloads[0].Body.(*ike.Encrypted); !cm.m.Flags.Response() != (sk.NextPayload == ike.PayloadDelete) {
 				t.Errorf("frame %d: SK inner %s", cm.frame, sk.NextPayload)
 			}
 		}

@@ -63,25 +63,33 @@ type Framing struct {
 }
 
 // Classify tells what a UDP payload between src and dst ports carries. On the
-// NAT-T port (either side), four zero bytes mark IKE, a single 0xFF byte is a
-// keepalive, and anything else is ESP. On the IKE port the payload is IKE
-// with no marker (a NAT may have changed the other side's port).
+// NAT-T port (either side) it is what ClassifyNATT says. On the IKE port the
+// payload is IKE with no marker (a NAT may have changed the other side's
+// port).
 func (p Ports) Classify(src, dst uint16, payload []byte) Framing {
 	switch {
 	case src == p.NATT || dst == p.NATT:
-		switch {
-		case len(payload) == 1 && payload[0] == 0xff:
-			return Framing{Kind: KindKeepalive}
-		case len(payload) < NonESPMarkerLen:
-			return Framing{Kind: KindInvalid, Reason: fmt.Sprintf("%d-byte payload on the NAT-T port", len(payload))}
-		}
-		spi := binary.BigEndian.Uint32(payload)
-		if spi != 0 {
-			return Framing{Kind: KindESP, SPI: spi}
-		}
-		return Framing{Kind: KindIKE, Marker: true, IKE: payload[NonESPMarkerLen:]}
+		return ClassifyNATT(payload)
 	case src == p.IKE || dst == p.IKE:
 		return Framing{Kind: KindIKE, IKE: payload}
 	}
 	return Framing{Kind: KindNone}
+}
+
+// ClassifyNATT tells what a UDP payload on the NAT-T port carries, whatever
+// that port's number (RFC 3948 §2): four zero bytes (the non-ESP marker)
+// mark IKE, a single 0xFF byte is a keepalive, and anything else of at
+// least four bytes is ESP, its first word the SPI.
+func ClassifyNATT(payload []byte) Framing {
+	switch {
+	case len(payload) == 1 && payload[0] == 0xff:
+		return Framing{Kind: KindKeepalive}
+	case len(payload) < NonESPMarkerLen:
+		return Framing{Kind: KindInvalid, Reason: fmt.Sprintf("%d-byte payload on the NAT-T port", len(payload))}
+	}
+	spi := binary.BigEndian.Uint32(payload)
+	if spi != 0 {
+		return Framing{Kind: KindESP, SPI: spi}
+	}
+	return Framing{Kind: KindIKE, Marker: true, IKE: payload[NonESPMarkerLen:]}
 }

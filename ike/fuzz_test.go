@@ -147,6 +147,13 @@ func FuzzClassify(f *testing.F) {
 		p := DefaultPorts
 		fr := p.Classify(src, dst, b)
 		natt := src == p.NATT || dst == p.NATT
+		// On the NAT-T port, Classify is ClassifyNATT; ClassifyNATT reads
+		// any payload so.
+		if g := ClassifyNATT(b); natt && !reflect.DeepEqual(g, fr) {
+			t.Fatalf("Classify %+v, ClassifyNATT %+v", fr, g)
+		} else if g.Kind == KindNone {
+			t.Fatalf("ClassifyNATT gave no kind for %x", b)
+		}
 		switch fr.Kind {
 		case KindNone:
 			if p.Carries(src, dst) {

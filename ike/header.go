@@ -16,7 +16,9 @@ const HeaderLen = 28
 // minus the UDP header.
 const MaxMessageLen = 65535 - 8
 
-// Flags is the IKE header flags byte.
+// Flags is the IKE header flags byte, as IKEv2 defines it (RFC 7296
+// §3.1); an IKEv1 header uses the byte for other bits. A request is a
+// message without the R flag: !Flags.Response().
 type Flags uint8
 
 const (

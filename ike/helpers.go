@@ -6,18 +6,6 @@ import (
 	"strings"
 )
 
-// IsRequest reports whether the message is a request (R flag clear). The
-// flags are IKEv2's (RFC 7296 §3.1); an IKEv1 header uses the byte for
-// other bits.
-func (h *Header) IsRequest() bool { return !h.Flags.Response() }
-
-// IsResponse reports whether the message is a response (R flag set).
-func (h *Header) IsResponse() bool { return h.Flags.Response() }
-
-// IsInitiator reports whether the original initiator of the IKE SA sent the
-// message (I flag set).
-func (h *Header) IsInitiator() bool { return h.Flags.Initiator() }
-
 // String renders the header like strongSwan's logs do:
 // "IKE_AUTH request 1 I SPIi=… SPIr=…".
 func (h *Header) String() string {
@@ -26,7 +14,7 @@ func (h *Header) String() string {
 			h.MajorVersion, h.MinorVersion, h.Exchange.IKEv1String(), h.MessageID, uint8(h.Flags), h.SPIi, h.SPIr)
 	}
 	dir := "request"
-	if h.IsResponse() {
+	if h.Flags.Response() {
 		dir = "response"
 	}
 	return fmt.Sprintf("%s %s %d %s SPIi=%s SPIr=%s", h.Exchange, dir, h.MessageID, h.Flags, h.SPIi, h.SPIr)
@@ -136,7 +124,7 @@ func (m *Message) Summary() string {
 		fmt.Fprintf(&sb, " (IKEv%d) message ID %#x", m.MajorVersion, m.MessageID)
 		return sb.String()
 	}
-	if m.IsResponse() {
+	if m.Flags.Response() {
 		sb.WriteString(" response ")
 	} else {
 		sb.WriteString(" request ")

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/binary"
 	"math/big"
 	"strings"
 	"testing"
@@ -244,6 +245,42 @@ func TestClassify(t *testing.T) {
 		}
 		if f.Kind == KindIKE && string(f.IKE) != string(ike) {
 			t.Errorf("%s: IKE bytes %x", tc.name, f.IKE)
+		}
+	}
+}
+
+// ClassifyNATT reads any payload as the NAT-T port's, whatever the ports
+// (a proxy's NAT-T socket on another port number).
+func TestClassifyNATT(t *testing.T) {
+	ike := buildMessage(ExchangeIKESAInit, 8, 0)
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+		kind    Kind
+		marker  bool
+		spi     uint32
+	}{
+		{"IKE after marker", append([]byte{0, 0, 0, 0}, ike...), KindIKE, true, 0},
+		{"marker alone", []byte{0, 0, 0, 0}, KindIKE, true, 0},
+		{"keepalive", []byte{0xff}, KindKeepalive, false, 0},
+		{"ESP", []byte{0x12, 0x34, 0x56, 0x78, 0, 0, 0, 1}, KindESP, false, 0x12345678},
+		{"IKE without marker is ESP", ike, KindESP, false, binary.BigEndian.Uint32(ike)},
+		{"short", []byte{0, 0}, KindInvalid, false, 0},
+		{"empty", nil, KindInvalid, false, 0},
+		{"one byte not 0xff", []byte{0}, KindInvalid, false, 0},
+	} {
+		f := ClassifyNATT(tc.payload)
+		if f.Kind != tc.kind || f.Marker != tc.marker || f.SPI != tc.spi {
+			t.Errorf("%s: %+v", tc.name, f)
+		}
+		if tc.kind == KindIKE && string(f.IKE) != string(tc.payload[NonESPMarkerLen:]) {
+			t.Errorf("%s: IKE bytes %x", tc.name, f.IKE)
+		}
+		// The same as Classify on the NAT-T port, from either side.
+		for _, ports := range [][2]uint16{{4500, 4500}, {14500, 4500}, {4500, 500}} {
+			if g := DefaultPorts.Classify(ports[0], ports[1], tc.payload); g.Kind != f.Kind || g.SPI != f.SPI || g.Marker != f.Marker || g.Reason != f.Reason {
+				t.Errorf("%s: Classify(%d, %d) %+v, ClassifyNATT %+v", tc.name, ports[0], ports[1], g, f)
+			}
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -558,27 +557,6 @@ func parsePort(s string) (uint16, error) {
 		return 0, fmt.Errorf("port %q", s)
 	}
 	return uint16(n), nil
-}
-
-// SameOverrides says whether two proxy.pmtu_overrides values give the same
-// prefixes the same MTUs, whatever form they were read in (a map, a list,
-// or the nested maps viper makes of keys with dots, which it sometimes
-// keeps beside the joined key).
-func SameOverrides(a, b any) bool {
-	pa, ea := parseOverrides(a)
-	pb, eb := parseOverrides(b)
-	if ea != nil || eb != nil {
-		return false
-	}
-	canon := func(ps []prefixMTU) []string {
-		var out []string
-		for _, p := range ps {
-			out = append(out, fmt.Sprintf("%s=%d", p.Prefix, p.MTU))
-		}
-		slices.Sort(out)
-		return slices.Compact(out)
-	}
-	return slices.Equal(canon(pa), canon(pb))
 }
 
 // parseOverrides reads proxy.pmtu_overrides. viper splits keys at dots, so

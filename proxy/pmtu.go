@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -12,7 +14,7 @@ const (
 	SourceStepDown     = "step-down"    // the client retransmitted a request whose re-fragmented response was lost
 	SourceOverride     = "override"     // proxy.pmtu_overrides
 	SourceFragments    = "fragments"    // the client's datagrams arrived in IP fragments of this size (its own MTU)
-	SourceObserver     = "observer"     // estimate asked of the diagnosis engine (Deps.Peer)
+	SourceObserver     = "observer"     // the diagnosis engine's estimate, asked through Deps.Peer
 	SourceUnfragmented = "unfragmented" // the largest unfragmented datagram from the client
 	SourceDefault      = "default"      // proxy.pmtu_default
 )
@@ -156,4 +158,34 @@ func (c *clientPMTU) expired(now time.Time, ttl time.Duration) bool {
 		}
 	}
 	return true
+}
+
+// CanonicalOverrides rewrites a proxy.pmtu_overrides value in the one form
+// the documentation gives for a list, []any of {prefix, mtu} maps, most
+// specific prefix first, identical entries once. A map, a list and the
+// nested maps viper makes of a map's dotted keys (sometimes keeping the
+// joined key beside them) that give the same prefixes the same MTUs all
+// come out equal, so a reload of an unchanged file changes nothing. An
+// empty value gives nil; an unreadable one gives the error Validate
+// reports.
+func CanonicalOverrides(v any) (any, error) {
+	ps, err := parseOverrides(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(ps) == 0 {
+		return nil, nil
+	}
+	// The order parseOverrides gives (longest prefix first), and the MTU
+	// for a prefix given twice, so that equal inputs give equal outputs.
+	slices.SortFunc(ps, func(a, b prefixMTU) int {
+		return cmp.Or(cmp.Compare(b.Prefix.Bits(), a.Prefix.Bits()),
+			cmp.Compare(a.Prefix.String(), b.Prefix.String()), cmp.Compare(a.MTU, b.MTU))
+	})
+	ps = slices.Compact(ps)
+	out := make([]any, len(ps))
+	for i, p := range ps {
+		out[i] = map[string]any{"prefix": p.Prefix.String(), "mtu": p.MTU}
+	}
+	return out, nil
 }

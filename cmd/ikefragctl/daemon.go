@@ -18,8 +18,6 @@ import (
 
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
 	"github.com/ikefrag/ikefrag/diag"
-	"github.com/ikefrag/ikefrag/ebpf"
-	"github.com/ikefrag/ikefrag/proxy"
 )
 
 // newDaemonCmds returns the subcommands that ask a running ikefragd over
@@ -292,7 +290,7 @@ func codeCounts(m map[diag.Code]int) string {
 // observer's evidence gives, and the proxy's clients when it runs.
 type peersResult struct {
 	Observed []diag.PMTUEstimate `json:"observed"`
-	Proxy    []proxy.PeerInfo    `json:"proxy"`
+	Proxy    []control.ProxyPeer `json:"proxy"`
 }
 
 func newPeersCmd() *cobra.Command {
@@ -305,7 +303,7 @@ func newPeersCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), control.Timeout)
 			defer cancel()
-			res := peersResult{Observed: []diag.PMTUEstimate{}, Proxy: []proxy.PeerInfo{}}
+			res := peersResult{Observed: []diag.PMTUEstimate{}, Proxy: []control.ProxyPeer{}}
 			if err := control.Call(ctx, socket, control.MethodPeers, &res.Observed); err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -331,7 +329,7 @@ func newPeersCmd() *cobra.Command {
 	return cmd
 }
 
-func writeProxyPeers(w io.Writer, peers []proxy.PeerInfo) {
+func writeProxyPeers(w io.Writer, peers []control.ProxyPeer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROXY CLIENT\tBACKEND\tPATH MTU\tSOURCE\tROUTE MTU\tFLOWS\tIN\tOUT\tESP USER IN/OUT\tESP FAST PATH IN/OUT\tRE-FRAGMENTED\tFRAGMENTS\tREPLAYS\tKEY MISSES\tSTEP-DOWNS")
 	for _, p := range peers {
@@ -386,17 +384,36 @@ func writeSessions(w io.Writer, ss []diag.SessionReport) {
 	tw.Flush()
 }
 
+// statsClasses is the order to print an interface's counter classes in:
+// the daemon's (control.Stats.Classes), else by name.
+func statsClasses(s *control.Stats, ifc *control.IfaceStats) []string {
+	if len(s.Classes) > 0 {
+		return s.Classes
+	}
+	var out []string
+	for c := range ifc.Ingress {
+		out = append(out, c)
+	}
+	for c := range ifc.Egress {
+		if _, ok := ifc.Ingress[c]; !ok {
+			out = append(out, c)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 func writeStats(w io.Writer, s *control.Stats) {
 	for _, ifc := range s.Interfaces {
 		fmt.Fprintf(w, "%s (ifindex %d, %s)\n", ifc.Name, ifc.Ifindex, ifc.Mode)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "class\tingress packets\tingress bytes\tegress packets\tegress bytes\t")
-		for id := ebpf.CounterID(0); id < ebpf.NumCounters; id++ {
-			in, eg := ifc.Ingress[id.String()], ifc.Egress[id.String()]
+		for _, class := range statsClasses(s, &ifc) {
+			in, eg := ifc.Ingress[class], ifc.Egress[class]
 			if in.Packets == 0 && eg.Packets == 0 {
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t\n", id, in.Packets, bytesOrBlank(in.Bytes), eg.Packets, bytesOrBlank(eg.Bytes))
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t\n", class, in.Packets, bytesOrBlank(in.Bytes), eg.Packets, bytesOrBlank(eg.Bytes))
 		}
 		tw.Flush()
 		fmt.Fprintln(w)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
 	"github.com/ikefrag/ikefrag/diag"
-	"github.com/ikefrag/ikefrag/proxy"
 )
 
 var snake = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
@@ -27,7 +26,7 @@ func TestJSONKeysSnakeCase(t *testing.T) {
 		"verdicts":      diag.Report{},
 		"sessions":      []diag.SessionReport{},
 		"peers":         []diag.PMTUEstimate{},
-		"peers (proxy)": []proxy.PeerInfo{},
+		"peers (proxy)": []control.ProxyPeer{},
 		"status":        control.Status{},
 		"stats":         control.Stats{},
 		"events":        control.Event{},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,37 @@ func TestStatsColumnsLabelled(t *testing.T) {
 	for _, col := range []string{"class", "ingress packets", "ingress bytes", "egress packets", "egress bytes"} {
 		if !strings.Contains(header, col) {
 			t.Errorf("stats header %q lacks %q", header, col)
+		}
+	}
+}
+
+// stats prints the classes in the order the daemon names them, and by
+// name when it names none.
+func TestStatsClassOrder(t *testing.T) {
+	ifc := control.IfaceStats{Name: "eth0", Ifindex: 2, Mode: "tcx",
+		Ingress: map[string]control.Counter{"ikev2": {Packets: 10}, "trains_started": {Packets: 3}, "esp": {Packets: 1}},
+		Egress:  map[string]control.Counter{"natt_keepalive": {Packets: 2}}}
+	cases := []struct {
+		classes, want []string
+	}{
+		{nil, []string{"esp", "ikev2", "natt_keepalive", "trains_started"}},
+		{[]string{"trains_started", "ikev2", "natt_keepalive", "esp"}, []string{"trains_started", "ikev2", "natt_keepalive", "esp"}},
+		{[]string{"ikev2", "esp"}, []string{"ikev2", "esp"}}, // a class the daemon does not name is not printed
+	}
+	for _, c := range cases {
+		st := control.Stats{Classes: c.classes, Interfaces: []control.IfaceStats{ifc}}
+		var b bytes.Buffer
+		writeStats(&b, &st)
+		var got []string
+		for _, l := range strings.Split(b.String(), "\n")[2:] {
+			f := strings.Fields(l)
+			if len(f) == 0 {
+				break
+			}
+			got = append(got, f[0])
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("classes %v: printed %v, want %v\n%s", c.classes, got, c.want, b.String())
 		}
 	}
 }

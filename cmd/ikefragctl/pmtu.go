@@ -11,11 +11,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ikefrag/ikefrag/netcfg"
+	"github.com/ikefrag/ikefrag/cmd/ikefragctl/internal/pmtuprobe"
 )
 
 // IKE sizes on a path, derived from its MTU.
-// pmtuStep is one probe of the path: netcfg.PMTUStep with the JSON keys
+// pmtuStep is one probe of the path: pmtuprobe.Step with the JSON keys
 // every ikefragctl output uses (snake_case).
 type pmtuStep struct {
 	Size   int    `json:"size"`   // IP packet size sent
@@ -39,7 +39,7 @@ type pmtuReport struct {
 
 func newPMTUCmd() *cobra.Command {
 	var asJSON bool
-	var p netcfg.PMTUProbe
+	var p pmtuprobe.Probe
 	var authSize int
 	cmd := &cobra.Command{
 		Use:   "pmtu [--json] HOST",
@@ -57,7 +57,7 @@ which IKE fragment size to configure. Needs CAP_NET_RAW.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
-			res, err := netcfg.ProbePMTU(ctx, dst, p)
+			res, err := pmtuprobe.Run(ctx, dst, p)
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
@@ -92,7 +92,7 @@ func resolve(host string) (netip.Addr, error) {
 	return a.Unmap(), nil
 }
 
-func interpretPMTU(r *netcfg.PMTUResult, authSize int) pmtuReport {
+func interpretPMTU(r *pmtuprobe.Result, authSize int) pmtuReport {
 	ipHdr := 20
 	if r.Dst.Is6() {
 		ipHdr = 40

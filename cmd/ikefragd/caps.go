@@ -17,6 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
+
+	"github.com/ikefrag/ikefrag/cmd/ikefragd/internal/config"
 )
 
 // Capabilities the daemon needs (numbers from linux/capability.h).
@@ -49,7 +51,7 @@ func effectiveCaps() (uint64, error) {
 // proxyPrivilegedPort returns the lowest port the proxy binds when it is
 // below the kernel's first unprivileged port (so binding it needs
 // CAP_NET_BIND_SERVICE), else 0.
-func proxyPrivilegedPort(c Config) int {
+func proxyPrivilegedPort(c config.Config) int {
 	if !c.Proxy.Enabled {
 		return 0
 	}
@@ -81,7 +83,7 @@ func proxyPrivilegedPort(c Config) int {
 
 // missingCaps names the capabilities the configuration needs that this
 // process does not have, and the port that makes the proxy need one.
-func missingCaps(c Config) (missing []string, port int) {
+func missingCaps(c config.Config) (missing []string, port int) {
 	have, err := effectiveCaps()
 	if err != nil {
 		return nil, 0 // cannot tell: the kernel's refusals will say
@@ -214,12 +216,12 @@ func serviceValues(path, key string) []string {
 // control.group needs the group among the unit's SupplementaryGroups= (the
 // daemon gives the socket to a group only as a member: the unit keeps
 // CAP_CHOWN out).
-func checkUnit(c Config) problems {
-	var ps problems
+func checkUnit(c config.Config) config.Problems {
+	var ps config.Problems
 	if port := proxyPrivilegedPort(c); port > 0 {
 		grants, installed, files := unitGrantsBindService()
 		if installed && !grants {
-			ps = append(ps, problem{Key: "proxy.enabled", Msg: fmt.Sprintf(
+			ps = append(ps, config.Problem{Key: "proxy.enabled", Msg: fmt.Sprintf(
 				"true, but the installed unit (%s) does not grant CAP_NET_BIND_SERVICE, which binding UDP port %d needs: install the drop-in %s next to it (make install and the package ship it), then systemctl daemon-reload",
 				strings.Join(files, ", "), port, proxyDropIn)})
 		}
@@ -227,7 +229,7 @@ func checkUnit(c Config) problems {
 	if g := c.Control.Group; g != "" {
 		groups, installed, files := unitSupplementaryGroups()
 		if installed && !slices.Contains(groups, g) && !sameGroup(groups, g) {
-			ps = append(ps, problem{Key: "control.group", Msg: fmt.Sprintf(
+			ps = append(ps, config.Problem{Key: "control.group", Msg: fmt.Sprintf(
 				"%q, but the installed unit (%s) does not make the daemon a member of it, so it cannot give the socket to that group (the unit keeps CAP_CHOWN out): systemctl edit ikefragd, add SupplementaryGroups=%s under [Service]",
 				g, strings.Join(files, ", "), g)})
 		}
@@ -313,7 +315,7 @@ func unitSupplementaryGroups() (groups []string, installed bool, files []string)
 // CGO_ENABLED=0), else it stays, and the error says so. Removed from the
 // permitted set, it cannot come back: enabling the proxy takes a restart,
 // as every proxy setting does.
-func dropBindService(c Config) (dropped bool, err error) {
+func dropBindService(c config.Config) (dropped bool, err error) {
 	if proxyPrivilegedPort(c) != 0 {
 		return false, nil
 	}

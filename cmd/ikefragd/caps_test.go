@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ikefrag/ikefrag/cmd/ikefragd/internal/config"
 )
 
 // --check-config reads the installed unit and its drop-ins as systemd
@@ -126,7 +128,7 @@ func TestCapsError(t *testing.T) {
 	if !strings.Contains(err.Error(), "CAP_NET_BIND_SERVICE for the proxy to bind UDP port 500") || !strings.Contains(err.Error(), proxyDropIn) {
 		t.Errorf("%v", err)
 	}
-	var c Config
+	var c config.Config
 	if p := proxyPrivilegedPort(c); p != 0 {
 		t.Errorf("proxy off: privileged port %d", p)
 	}

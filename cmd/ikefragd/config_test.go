@@ -16,54 +16,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ikefrag/ikefrag/cmd/ikefragd/internal/config"
 )
-
-const documented = "../../configs/ikefragd.yaml"
-
-// The documented file is the defaults, key for key: loading it gives
-// defaultConfig, and every key carries a comment.
-func TestDocumentedFileIsTheDefaults(t *testing.T) {
-	c, err := loadConfig(documented)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if def := defaultConfig(); !reflect.DeepEqual(flatten(c), flatten(def)) {
-		t.Errorf("configs/ikefragd.yaml differs from defaultConfig:\nfile     %v\ndefaults %v", flatten(c), flatten(def))
-	}
-	b, err := os.ReadFile(documented)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(b, &root); err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	var walk func(prefix string, n *yaml.Node)
-	walk = func(prefix string, n *yaml.Node) {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			key := k.Value
-			if prefix != "" {
-				key = prefix + "." + key
-			}
-			if v.Kind == yaml.MappingNode {
-				walk(key, v)
-				continue
-			}
-			seen[key] = true
-			if strings.TrimSpace(k.HeadComment) == "" {
-				t.Errorf("%s has no comment in %s", key, documented)
-			}
-		}
-	}
-	walk("", root.Content[0])
-	for k := range flatten(defaultConfig()) {
-		if !seen[k] {
-			t.Errorf("%s is not in %s", k, documented)
-		}
-	}
-}
 
 // check runs `ikefragd --check-config` in-process on a YAML text and returns
 // the exit status and what it printed.
@@ -162,20 +117,9 @@ func TestBadConfigurationsExit2NamingTheKey(t *testing.T) {
 	}
 }
 
+// A bad environment value fails --check-config naming the variable (the
+// overrides themselves are tested in the config package).
 func TestEnvironmentOverrides(t *testing.T) {
-	t.Setenv("IKEFRAG_PORTS_IKE", "4501")
-	t.Setenv("IKEFRAG_LOG_LEVEL", "debug")
-	t.Setenv("IKEFRAG_INTERFACES", "lo")
-	t.Setenv("IKEFRAG_OBSERVE_DROPS", "false")
-	t.Setenv("IKEFRAG_DIAG_SETTLE", "5s")
-	c, err := loadConfig(documented)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Ports.IKE != 4501 || c.Log.Level != "debug" || !reflect.DeepEqual(c.Interfaces, []string{"lo"}) ||
-		c.Observe.Drops || c.Diag.Settle.Seconds() != 5 {
-		t.Errorf("environment not applied: %+v", c)
-	}
 	t.Setenv("IKEFRAG_PORTS_NATT", "many")
 	code, _, errOut := check(t, "")
 	if code != exitConfig || !strings.Contains(errOut, `ports.natt: "many" is not a whole number (set by IKEFRAG_PORTS_NATT)`) {
@@ -204,7 +148,7 @@ func TestCheckConfigDump(t *testing.T) {
 	if err := os.WriteFile(p, []byte(out), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	back, err := loadConfig(p)
+	back, err := config.Load(p)
 	if err != nil {
 		t.Fatalf("the dump does not load: %v\n%s", err, out)
 	}
@@ -212,12 +156,12 @@ func TestCheckConfigDump(t *testing.T) {
 	if err := os.WriteFile(src, []byte(yamlText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	orig, err := loadConfig(src)
+	orig, err := config.Load(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(flatten(back), flatten(orig)) {
-		t.Errorf("dump does not round-trip:\n%v\n%v", flatten(back), flatten(orig))
+	if !reflect.DeepEqual(config.Flatten(back), config.Flatten(orig)) {
+		t.Errorf("dump does not round-trip:\n%v\n%v", config.Flatten(back), config.Flatten(orig))
 	}
 	if back.Keys.StrongswanTable != table || back.Proxy.IdleTimeout != 2*time.Minute || back.Proxy.Validate() != nil {
 		t.Errorf("dump lost values: %+v", back)
@@ -260,8 +204,8 @@ func TestDefaultRouteInterface(t *testing.T) {
 		}
 		fresh.Close()
 	}()
-	_, want, ps := func() (Config, ifaceSet, problems) {
-		c := defaultConfig()
+	_, want, ps := func() (config.Config, ifaceSet, config.Problems) {
+		c := config.Default()
 		w, ps := checkSystem(&c)
 		return c, w, ps
 	}()
@@ -282,7 +226,7 @@ func TestDefaultRouteInterface(t *testing.T) {
 	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: lo.Attrs().Index, Gw: net.IPv4(192, 0, 2, 2)}); err != nil {
 		t.Fatal(err)
 	}
-	c := defaultConfig()
+	c := config.Default()
 	want, ps = checkSystem(&c)
 	if len(ps) != 0 || !want.followDefault || !reflect.DeepEqual(want.wanted(), []string{"lo"}) || !want.match("lo") {
 		t.Errorf("problems %v, interfaces %v", ps, want)

@@ -92,7 +92,7 @@ func (d *daemon) stats() (control.Stats, error) {
 	if err != nil {
 		return control.Stats{}, err
 	}
-	out := control.Stats{Interfaces: []control.IfaceStats{}}
+	out := control.Stats{Classes: counterClasses(), Interfaces: []control.IfaceStats{}}
 	for _, ic := range s.Interfaces {
 		is := control.IfaceStats{Name: ic.Name, Ifindex: ic.Ifindex, Mode: string(d.obs.AttachedMode(ic.Ifindex)),
 			Ingress: dirMap(&ic.Ingress), Egress: dirMap(&ic.Egress)}
@@ -116,6 +116,15 @@ func (d *daemon) stats() (control.Stats, error) {
 		out.Kernel = k
 	}
 	return out, nil
+}
+
+// counterClasses names the observer's counter classes in id order.
+func counterClasses() []string {
+	out := make([]string, 0, ebpf.NumCounters)
+	for id := ebpf.CounterID(0); id < ebpf.NumCounters; id++ {
+		out = append(out, id.String())
+	}
+	return out
 }
 
 func dirMap(dc *ebpf.DirCounters) map[string]control.Counter {

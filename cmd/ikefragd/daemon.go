@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +23,9 @@ import (
 	"github.com/ikefrag/ikefrag/ebpf"
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/keys"
+	"github.com/ikefrag/ikefrag/proxy"
+
+	"github.com/ikefrag/ikefrag/cmd/ikefragd/internal/config"
 )
 
 // daemon is a running ikefragd.
@@ -44,11 +46,11 @@ type daemon struct {
 	store  *keys.Store
 	// keyListener is keys.listen's listener (nil when off), for metrics.
 	keyListener *keys.Remote
-	proxy       proxyRunner
+	proxy       *proxy.Proxy
 	sdn         *notifier // sd_notify; nil when not run by systemd
 
 	mu             sync.Mutex // guards what follows
-	cfg            Config
+	cfg            config.Config
 	loaded         time.Time
 	reloads        uint64
 	reloadFailures uint64
@@ -67,12 +69,12 @@ type startError struct {
 func (e *startError) Error() string { return e.err.Error() }
 
 func keyErr(key string, format string, a ...any) error {
-	return &startError{configErr: true, err: problems{{Key: key, Msg: fmt.Sprintf(format, a...)}}}
+	return &startError{configErr: true, err: config.Problems{{Key: key, Msg: fmt.Sprintf(format, a...)}}}
 }
 
 // runDaemon starts everything, serves until ctx is done or SIGTERM/SIGINT,
 // reloads on SIGHUP, and stops.
-func runDaemon(ctx context.Context, file string, cfg Config, want ifaceSet, stderr io.Writer) (err error) {
+func runDaemon(ctx context.Context, file string, cfg config.Config, want ifaceSet, stderr io.Writer) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	log, sw := newLogger(cfg.Log, stderr)
@@ -249,25 +251,6 @@ func (d *daemon) startKeys(ctx context.Context, goRun func(func())) error {
 	return nil
 }
 
-func (d *daemon) startProxy(ctx context.Context) error {
-	cfg := d.config()
-	deps := proxyDeps{Config: cfg.Proxy, Logger: d.log.With("component", "proxy"),
-		Peer: func(ctx context.Context, a netip.Addr) (est diag.PMTUEstimate, ok bool) {
-			_ = d.pipe.query(ctx, func(e *diag.Engine) { est, ok = e.PeerEstimate(a) })
-			return est, ok
-		}}
-	if d.store != nil {
-		deps.Keys = d.store
-	}
-	p, err := proxyStarter(ctx, deps)
-	if err != nil {
-		return &startError{err: fmt.Errorf("starting the proxy: %w%s", err, bindHint(err))}
-	}
-	d.proxy = p
-	d.m.reg.MustRegister(p.Collector())
-	return nil
-}
-
 // unattached lists the exact interface names that did not attach, and
 // one of the errors.
 func (d *daemon) unattached(want ifaceSet) ([]string, error) {
@@ -334,7 +317,7 @@ func (d *daemon) shutdown() {
 	}
 }
 
-func (d *daemon) config() Config {
+func (d *daemon) config() config.Config {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.cfg
@@ -363,7 +346,7 @@ func (d *daemon) reload() {
 		// address refuses the whole reload.
 		newMetrics, err = startMetrics(nc.Metrics.Listen, d.m, d.problems, d.degraded, d.log.With("component", "metrics"))
 		if err != nil {
-			err = problems{{Key: "metrics.listen", Msg: err.Error()}}
+			err = config.Problems{{Key: "metrics.listen", Msg: err.Error()}}
 		}
 	}
 	if err != nil {
@@ -373,9 +356,9 @@ func (d *daemon) reload() {
 		d.mu.Unlock()
 		d.m.reloadFailures.Inc()
 		d.m.reloadOK.Set(0)
-		var ps problems
+		var ps config.Problems
 		if !errors.As(err, &ps) {
-			ps = problems{{Msg: err.Error()}}
+			ps = config.Problems{{Msg: err.Error()}}
 		}
 		for _, p := range ps {
 			d.log.Error("configuration reload refused; the running configuration stays", "file", displayFile(d.file), "problem", p.String())
@@ -383,7 +366,7 @@ func (d *daemon) reload() {
 		d.events.publish(control.Event{Kind: control.EventConfig, Message: "reload refused; the running configuration stays", Error: err.Error()})
 		return
 	}
-	changed, restart := changedKeys(old, nc)
+	changed, restart := config.Changed(old, nc)
 	running := old
 	running.Interfaces, running.Log, running.Metrics = nc.Interfaces, nc.Log, nc.Metrics
 	d.mu.Lock()

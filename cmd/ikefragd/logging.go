@@ -12,6 +12,8 @@ import (
 
 	"github.com/coreos/go-systemd/v22/journal"
 	"golang.org/x/sys/unix"
+
+	"github.com/ikefrag/ikefrag/cmd/ikefragd/internal/config"
 )
 
 // logSwitch is the daemon's slog.Handler: a reload may change the level and
@@ -48,14 +50,14 @@ var logGen atomic.Uint64
 
 // newLogger returns the daemon's logger, writing to w in the configured
 // format.
-func newLogger(cfg LogConfig, w io.Writer) (*slog.Logger, *logSwitch) {
+func newLogger(cfg config.Log, w io.Writer) (*slog.Logger, *logSwitch) {
 	s := &logSwitch{root: &logRoot{}}
 	s.apply(cfg, w)
 	return slog.New(s), s
 }
 
 // apply switches level and format.
-func (s *logSwitch) apply(cfg LogConfig, w io.Writer) {
+func (s *logSwitch) apply(cfg config.Log, w io.Writer) {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(cfg.Level))
 	s.root.level.Set(lv)

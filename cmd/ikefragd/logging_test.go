@@ -11,17 +11,19 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ikefrag/ikefrag/cmd/ikefragd/internal/config"
 )
 
 // A reload switches level and format; loggers derived before the switch
 // follow it with their attributes.
 func TestLogSwitch(t *testing.T) {
 	var buf bytes.Buffer
-	log, sw := newLogger(LogConfig{Level: "info", Format: "text"}, &buf)
+	log, sw := newLogger(config.Log{Level: "info", Format: "text"}, &buf)
 	sub := log.With("component", "diag").WithGroup("g")
 	sub.Debug("hidden")
 	sub.Info("as text", "k", 1)
-	sw.apply(LogConfig{Level: "debug", Format: "json"}, &buf)
+	sw.apply(config.Log{Level: "debug", Format: "json"}, &buf)
 	sub.Debug("as json", "k", 2)
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 2 {

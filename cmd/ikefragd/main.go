@@ -13,13 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/ikefrag/ikefrag/cmd/internal/buildinfo"
 	"github.com/ikefrag/ikefrag/cmd/internal/gendocs"
+
+	"github.com/ikefrag/ikefrag/cmd/ikefragd/internal/config"
 )
 
 // version is the build's version (cmd/internal/buildinfo: stamped from
@@ -103,7 +103,7 @@ per problem, naming the key).`,
 					fmt.Fprintf(stderr, "ikefragd: warning: run like this, %v\n", capsError(missing, port))
 				}
 				fmt.Fprintf(stderr, "ikefragd: %s: configuration OK; observing %s\n", displayFile(path), want)
-				dumpConfig(stdout, cfg)
+				config.Dump(stdout, cfg)
 				return nil
 			}
 			if err := runDaemon(ctx, path, cfg, want, stderr); err != nil {
@@ -137,18 +137,14 @@ per problem, naming the key).`,
 
 // loadAndCheck loads a configuration and checks it against the system,
 // reporting every problem of both steps at once.
-func loadAndCheck(path string) (Config, ifaceSet, error) {
-	cfg, err := loadConfig(path)
-	var ps problems
+func loadAndCheck(path string) (config.Config, ifaceSet, error) {
+	cfg, err := config.Load(path)
+	var ps config.Problems
 	if err != nil && !errors.As(err, &ps) {
 		return cfg, ifaceSet{}, err
 	}
 	want, sys := checkSystem(&cfg)
-	for _, p := range sys {
-		if !ps.has(p.Key) {
-			ps = append(ps, p)
-		}
-	}
+	ps = ps.Merge(sys)
 	if len(ps) > 0 {
 		sort.SliceStable(ps, func(i, j int) bool { return ps[i].Key < ps[j].Key })
 		return cfg, want, ps
@@ -158,39 +154,11 @@ func loadAndCheck(path string) (Config, ifaceSet, error) {
 
 // printProblems writes one line per problem.
 func printProblems(w io.Writer, path string, err error) {
-	var ps problems
+	var ps config.Problems
 	if !errors.As(err, &ps) {
-		ps = problems{{Msg: err.Error()}}
+		ps = config.Problems{{Msg: err.Error()}}
 	}
 	for _, p := range ps {
 		fmt.Fprintf(w, "ikefragd: %s: %s\n", displayFile(path), p)
 	}
-}
-
-// dumpConfig prints the effective configuration. It holds paths and
-// addresses only: key material never appears in the configuration.
-func dumpConfig(w io.Writer, c Config) {
-	fmt.Fprintln(w, "# effective configuration: file, then IKEFRAG_* environment, then defaults")
-	// Built from the decoding keys, so the dump reads back as the same
-	// configuration.
-	doc := map[string]any{}
-	for k, v := range flatten(c) {
-		m := doc
-		parts := strings.Split(k, ".")
-		for _, p := range parts[:len(parts)-1] {
-			sub, ok := m[p].(map[string]any)
-			if !ok {
-				sub = map[string]any{}
-				m[p] = sub
-			}
-			m = sub
-		}
-		m[parts[len(parts)-1]] = v
-	}
-	b, err := yaml.Marshal(doc)
-	if err != nil {
-		fmt.Fprintln(w, "# cannot print:", err)
-		return
-	}
-	_, _ = w.Write(b)
 }

@@ -2,29 +2,37 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 
+	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/proxy"
 )
 
-// The proxy package is part of this build: proxy.enabled starts it.
-func init() { proxyStarter = startProxyRunner }
-
-// proxyProc is a running proxy.Proxy.
-type proxyProc struct {
-	*proxy.Proxy
-	done chan error
-}
-
-func startProxyRunner(ctx context.Context, deps proxyDeps) (proxyRunner, error) {
-	p, err := proxy.New(deps.Config, proxy.Deps{Keys: deps.Keys, Logger: deps.Logger, Peer: deps.Peer})
-	if err != nil {
-		return nil, err
+// startProxy starts the re-fragmenting proxy (proxy.enabled): it reads the
+// diagnosis engine's path-MTU estimates and the key store, and exports its
+// counters on /metrics. The daemon's stop closes it.
+func (d *daemon) startProxy(ctx context.Context) error {
+	cfg := d.config()
+	deps := proxy.Deps{Logger: d.log.With("component", "proxy"),
+		Peer: func(ctx context.Context, a netip.Addr) (est diag.PMTUEstimate, ok bool) {
+			_ = d.pipe.query(ctx, func(e *diag.Engine) { est, ok = e.PeerEstimate(a) })
+			return est, ok
+		}}
+	if d.store != nil {
+		deps.Keys = d.store
 	}
-	pp := &proxyProc{Proxy: p, done: make(chan error, 1)}
-	go func() { pp.done <- p.Run(ctx) }()
-	return pp, nil
+	p, err := proxy.New(cfg.Proxy, deps)
+	if err != nil {
+		return &startError{err: fmt.Errorf("starting the proxy: %w%s", err, bindHint(err))}
+	}
+	// Run returns only when ctx ends, with Close's error; the daemon's
+	// stop calls Close itself and reports that error.
+	go func() { _ = p.Run(ctx) }()
+	d.proxy = p
+	d.m.reg.MustRegister(p.Collector())
+	return nil
 }
 
 // localAddrs returns a test for this host's addresses, read now: the

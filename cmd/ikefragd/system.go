@@ -17,6 +17,8 @@ import (
 	"github.com/ikefrag/ikefrag/cmd/internal/keytable"
 	"github.com/ikefrag/ikefrag/keys"
 	"github.com/ikefrag/ikefrag/netcfg"
+
+	"github.com/ikefrag/ikefrag/cmd/ikefragd/internal/config"
 )
 
 // ifaceSet says which links to observe: exact names, shell patterns, and
@@ -71,17 +73,16 @@ func isPattern(name string) bool { return strings.ContainsAny(name, "*?[") }
 
 // checkSystem checks what a valid configuration names on this host: that
 // the listed interfaces exist (or, with none listed, that there is a
-// default route to take one from), that key files are private to this
-// user, and that the features asked for are in this build. It returns
-// the interfaces to observe.
-func checkSystem(c *Config) (ifaceSet, problems) {
-	var ps problems
+// default route to take one from) and that key files are private to this
+// user. It returns the interfaces to observe.
+func checkSystem(c *config.Config) (ifaceSet, config.Problems) {
+	var ps config.Problems
 	var set ifaceSet
 	if len(c.Interfaces) == 0 || slices.Contains(c.Interfaces, defaultKeyword) {
 		set.followDefault = true
 		name, err := defaultRouteInterface()
 		if err != nil {
-			ps = append(ps, problem{Key: "interfaces", Msg: fmt.Sprintf("%s, and the default route gives no interface (%v): list the interfaces to observe", defaultDesc(c.Interfaces), err)})
+			ps = append(ps, config.Problem{Key: "interfaces", Msg: fmt.Sprintf("%s, and the default route gives no interface (%v): list the interfaces to observe", defaultDesc(c.Interfaces), err)})
 		} else {
 			set.defaultLink = name
 		}
@@ -100,22 +101,19 @@ func checkSystem(c *Config) (ifaceSet, problems) {
 			if present == nil {
 				present = linkNames()
 			}
-			ps = append(ps, problem{Key: fmt.Sprintf("interfaces[%d]", i),
+			ps = append(ps, config.Problem{Key: fmt.Sprintf("interfaces[%d]", i),
 				Msg: fmt.Sprintf("%q: no such interface in this network namespace (present: %s); a pattern such as %q waits for it instead", name, strings.Join(present, ", "), name+"*")})
 		}
 	}
 	if t := c.Keys.StrongswanTable; t != "" {
 		if msg := checkKeyTable(t); msg != "" {
-			ps = append(ps, problem{Key: "keys.strongswan_table", Msg: msg})
+			ps = append(ps, config.Problem{Key: "keys.strongswan_table", Msg: msg})
 		}
 	}
 	if s := c.Keys.Socket; s != "" {
 		if msg := checkKeySocket(s); msg != "" {
-			ps = append(ps, problem{Key: "keys.socket", Msg: msg})
+			ps = append(ps, config.Problem{Key: "keys.socket", Msg: msg})
 		}
-	}
-	if c.Proxy.Enabled && proxyStarter == nil {
-		ps = append(ps, problem{Key: "proxy.enabled", Msg: "true, but the proxy is not available in this build of ikefragd; set it to false"})
 	}
 	return set, ps
 }

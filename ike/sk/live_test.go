@@ -86,9 +86,9 @@ func TestLiveStrongSwan(t *testing.T) {
 				case sk.StatusComplete:
 					inner, err := res.Message.Decode()
 					if err != nil {
-						t.Fatalf("inner payloads of the IKE_AUTH %s: %v", map[bool]string{false: "request", true: "response"}[h.IsResponse()], err)
+						t.Fatalf("inner payloads of the IKE_AUTH %s: %v", map[bool]string{false: "request", true: "response"}[h.Flags.Response()], err)
 					}
-					got[h.IsResponse()] = inner
+					got[h.Flags.Response()] = inner
 				case sk.StatusStored, sk.StatusRetransmit:
 				default:
 					// Copies of a fragment seen on mid's other interface.

@@ -11,9 +11,13 @@
 //	← {"version":1,"ok":false,"error":"unknown method \"x\""}
 //
 // Methods and their results: status (Status), peers ([]diag.PMTUEstimate),
-// sessions ([]diag.SessionReport), verdicts (diag.Report, the schema of
-// `ikefragctl analyze --json`), stats (Stats), events ([]Event, or a stream
-// of Event with follow).
+// proxy-peers ([]ProxyPeer), sessions ([]diag.SessionReport), verdicts
+// (diag.Report, the schema of `ikefragctl analyze --json`), stats (Stats),
+// events ([]Event, or a stream of Event with follow).
+//
+// The wire types are this package's, so that ikefragctl links neither the
+// BPF loader nor the proxy; the daemon's tests check that what the proxy
+// and the observer give encodes as these types.
 package control
 
 import (
@@ -37,7 +41,7 @@ const MaxLine = 4096
 const (
 	MethodStatus = "status"
 	MethodPeers  = "peers"
-	// MethodProxyPeers returns the proxy's per-client state ([]proxy.PeerInfo).
+	// MethodProxyPeers returns the proxy's per-client state ([]ProxyPeer).
 	MethodProxyPeers = "proxy-peers"
 	MethodSessions   = "sessions"
 	MethodVerdicts   = "verdicts"
@@ -160,6 +164,10 @@ type IfaceStats struct {
 
 // Stats is every counter the daemon keeps.
 type Stats struct {
+	// Classes names the BPF counter classes in the observer's order (the
+	// order of its counter ids), the keys of IfaceStats.Ingress and
+	// Egress: a client prints them in this order without knowing them.
+	Classes    []string     `json:"classes"`
 	Interfaces []IfaceStats `json:"interfaces"`
 	// Observer: train map and losses between the kernel and the engine.
 	Observer ObserverStats `json:"observer"`

@@ -1,4 +1,8 @@
-package netcfg
+// Package pmtuprobe measures the path MTU toward a host with ICMP echo
+// requests that must not be fragmented: the active probe of
+// `ikefragctl pmtu`. It reads the route's interface MTU over netlink and
+// needs CAP_NET_RAW; it attaches nothing and links no BPF loader.
+package pmtuprobe
 
 import (
 	"context"
@@ -16,13 +20,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// PMTUProbe configures an active path-MTU probe: ICMP echo requests that
+// Probe configures an active path-MTU probe: ICMP echo requests that
 // must not be fragmented (DF on IPv4; IPv6 never fragments in transit),
 // sized by binary search between a floor and the outgoing interface's MTU.
 // Routers on the path answer "fragmentation needed" / "packet too big"
 // with their MTU, which narrows the search at once; silence counts as
 // "too big" (an ICMP black hole).
-type PMTUProbe struct {
+type Probe struct {
 	// Timeout per attempt. Default 1 s.
 	Timeout time.Duration
 	// Tries per size before silence counts as loss. Default 2.
@@ -34,25 +38,25 @@ type PMTUProbe struct {
 	Max int
 }
 
-// PMTUStep is one probe of the search.
-type PMTUStep struct {
+// Step is one probe of the search.
+type Step struct {
 	Size   int    // IP packet size sent
 	Result string // "reply", "too big (MTU n)", "no answer", "local: message too long"
 }
 
-// PMTUResult is the outcome of a probe.
-type PMTUResult struct {
+// Result is the outcome of a probe.
+type Result struct {
 	Dst       netip.Addr
 	Iface     string
 	IfMTU     int
 	MTU       int // the largest size that got an echo reply
 	TooBig    int // the smallest MTU a router reported, 0 if none
-	Steps     []PMTUStep
+	Steps     []Step
 	BlackHole bool // a size got no answer while a larger router MTU was not reported
 }
 
-// ProbePMTU measures the path MTU toward dst.
-func ProbePMTU(ctx context.Context, dst netip.Addr, p PMTUProbe) (*PMTUResult, error) {
+// Run measures the path MTU toward dst.
+func Run(ctx context.Context, dst netip.Addr, p Probe) (*Result, error) {
 	if p.Timeout <= 0 {
 		p.Timeout = time.Second
 	}
@@ -67,7 +71,7 @@ func ProbePMTU(ctx context.Context, dst netip.Addr, p PMTUProbe) (*PMTUResult, e
 			p.Min = 1280
 		}
 	}
-	res := &PMTUResult{Dst: dst}
+	res := &Result{Dst: dst}
 	routes, err := netlink.RouteGet(dst.AsSlice())
 	if err != nil || len(routes) == 0 {
 		return nil, fmt.Errorf("no route to %s: %v", dst, err)
@@ -102,10 +106,10 @@ func ProbePMTU(ctx context.Context, dst netip.Addr, p PMTUProbe) (*PMTUResult, e
 			}
 			switch out {
 			case echoReply:
-				res.Steps = append(res.Steps, PMTUStep{size, "reply"})
+				res.Steps = append(res.Steps, Step{size, "reply"})
 				return true, nil
 			case echoTooBig:
-				res.Steps = append(res.Steps, PMTUStep{size, fmt.Sprintf("too big (MTU %d)", mtu)})
+				res.Steps = append(res.Steps, Step{size, fmt.Sprintf("too big (MTU %d)", mtu)})
 				if mtu > 0 && (res.TooBig == 0 || mtu < res.TooBig) {
 					res.TooBig = mtu
 				}
@@ -116,12 +120,12 @@ func ProbePMTU(ctx context.Context, dst netip.Addr, p PMTUProbe) (*PMTUResult, e
 				}
 				return false, nil
 			case echoLocal:
-				res.Steps = append(res.Steps, PMTUStep{size, "local: message too long"})
+				res.Steps = append(res.Steps, Step{size, "local: message too long"})
 				hi = size - 1
 				return false, nil
 			}
 		}
-		res.Steps = append(res.Steps, PMTUStep{size, "no answer"})
+		res.Steps = append(res.Steps, Step{size, "no answer"})
 		hi = size - 1
 		return false, nil
 	}

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"os"
@@ -18,15 +18,15 @@ func TestReloadUnchangedFileChangesNothing(t *testing.T) {
 		if err := os.WriteFile(p, []byte("proxy:\n  backends: [192.0.2.1]\n"+ov), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		a, err := loadConfig(p)
+		a, err := Load(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := loadConfig(p)
+		b, err := Load(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if changed, restart := changedKeys(a, b); len(changed)+len(restart) != 0 {
+		if changed, restart := Changed(a, b); len(changed)+len(restart) != 0 {
 			t.Errorf("%q: unchanged file reported as changed: %v (restart %v)", ov, changed, restart)
 		}
 	}
