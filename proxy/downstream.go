@@ -135,7 +135,7 @@ func (p *Proxy) fromBackend(f *Flow, b *upBufs, payload []byte, now time.Time) {
 	fr := p.classify(f.ln, payload)
 	if f.addMarker {
 		// the backend framed IKE with a marker; the client expects none
-		if fr = (ike.Ports{NATT: 1}).Classify(1, 0, payload); fr.Kind == ike.KindIKE {
+		if fr = ike.ClassifyNATT(payload); fr.Kind == ike.KindIKE {
 			payload = fr.IKE
 			fr.Marker = false
 		} else {

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/ike/sk"
 	"github.com/ikefrag/ikefrag/keys"
 	"github.com/ikefrag/ikefrag/netcfg"
@@ -30,7 +29,7 @@ type Deps struct {
 	// for a client (first-fragment sizes, largest unfragmented datagram
 	// seen by the eBPF observer). It is asked only when an IKE message
 	// toward the client is about to be judged, with a short deadline.
-	Peer func(ctx context.Context, a netip.Addr) (diag.PMTUEstimate, bool)
+	Peer func(ctx context.Context, a netip.Addr) (mtu int, ok bool)
 }
 
 // Buffer sizes: a whole IKE message fits one datagram up to 64 KiB.
@@ -46,7 +45,7 @@ const (
 type Proxy struct {
 	s     *settings
 	keys  keys.Source
-	peer  func(ctx context.Context, a netip.Addr) (diag.PMTUEstimate, bool)
+	peer  func(ctx context.Context, a netip.Addr) (mtu int, ok bool)
 	log   *slog.Logger
 	now   func() time.Time
 	keyed bool
@@ -300,9 +299,9 @@ func (p *Proxy) askObserver(c *client) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if est, ok := p.peer(ctx, c.addr); ok && est.MTU > 0 {
+	if mtu, ok := p.peer(ctx, c.addr); ok && mtu > 0 {
 		c.pmtu.mu.Lock()
-		c.pmtu.observer.v, c.pmtu.observer.at = est.MTU, p.now()
+		c.pmtu.observer.v, c.pmtu.observer.at = mtu, p.now()
 		c.pmtu.mu.Unlock()
 	}
 }

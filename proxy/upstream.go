@@ -263,7 +263,7 @@ func (p *Proxy) place(l *listener, ca netip.Addr, payload []byte, now time.Time)
 
 func (p *Proxy) classify(l *listener, payload []byte) ike.Framing {
 	if l.natt {
-		return ike.Ports{NATT: 1}.Classify(1, 0, payload)
+		return ike.ClassifyNATT(payload)
 	}
 	return ike.Framing{Kind: ike.KindIKE, IKE: payload}
 }

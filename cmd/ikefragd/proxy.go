@@ -16,9 +16,13 @@ import (
 func (d *daemon) startProxy(ctx context.Context) error {
 	cfg := d.config()
 	deps := proxy.Deps{Logger: d.log.With("component", "proxy"),
-		Peer: func(ctx context.Context, a netip.Addr) (est diag.PMTUEstimate, ok bool) {
-			_ = d.pipe.query(ctx, func(e *diag.Engine) { est, ok = e.PeerEstimate(a) })
-			return est, ok
+		Peer: func(ctx context.Context, a netip.Addr) (mtu int, ok bool) {
+			_ = d.pipe.query(ctx, func(e *diag.Engine) {
+				if est, found := e.PeerEstimate(a); found {
+					mtu, ok = est.MTU, true
+				}
+			})
+			return mtu, ok
 		}}
 	if d.store != nil {
 		deps.Keys = d.store

@@ -38,9 +38,6 @@ var rules = []Rule{
 		Pkgs:   mod + "/proxy",
 		Why:    "the proxy relays and re-fragments on its own; the daemon hands it the diagnosis engine's path-MTU estimates as a function",
 		Forbid: []string{mod + "/diag/..."},
-		Pending: map[string]string{
-			mod + "/diag": "proxy.Deps.Peer returns diag.PMTUEstimate (proxy/proxy.go); it is to return the MTU alone",
-		},
 	},
 }
 
