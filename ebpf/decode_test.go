@@ -76,7 +76,7 @@ func FuzzRecord(f *testing.F) {
 			opts:       Options{TrainMapSize: 4, TrainTimeout: time.Second},
 			records:    make(chan obs.Record, 1),
 			pending:    map[pendKey]*pendingFirst{},
-			incomplete: make([][2]uint64, 1),
+			incomplete: make([][tcDirectionDIR_MAX]uint64, 1),
 		}
 		o.handleRecord(b)
 		if len(o.pending) > 4 {

@@ -161,7 +161,7 @@ func (o *Observer) sweep(now uint64) {
 		}
 		k := &old[i]
 		o.mu.Lock()
-		if int(k.Slot) < len(o.incomplete) && k.Dir < 2 {
+		if int(k.Slot) < len(o.incomplete) && k.Dir < uint8(tcDirectionDIR_MAX) {
 			o.incomplete[k.Slot][k.Dir]++
 		}
 		o.mu.Unlock()

@@ -59,6 +59,7 @@ type tcDirection uint32
 const (
 	tcDirectionDIR_INGRESS tcDirection = 0
 	tcDirectionDIR_EGRESS  tcDirection = 1
+	tcDirectionDIR_MAX     tcDirection = 2
 )
 
 type tcEvent struct {

@@ -57,6 +57,7 @@ enum limit {
 enum direction {
 	DIR_INGRESS = 0,
 	DIR_EGRESS = 1,
+	DIR_MAX = 2,		/* counter sets per interface slot */
 };
 
 /* Event types in the ring buffer. Packed: one byte, as event.type is. */
