@@ -1,7 +1,7 @@
 /* Packet parsing for the tc programs: L2 (Ethernet, 802.1Q/802.1ad), IPv4
- * with options, IPv6 with the bounded extension-header walk of ipv6.h, UDP. The fast
- * path decides "not ours" after reading the EtherType and the fixed IP
- * header, before anything is copied. */
+ * with options, IPv6 with the bounded extension-header walk of ipv6.h,
+ * UDP. The fast path decides "not ours" after reading the EtherType and
+ * the fixed IP header, before anything is copied. */
 #ifndef IKEFRAG_PARSE_H
 #define IKEFRAG_PARSE_H
 

@@ -16,9 +16,9 @@
 
 #define TC_ACT_UNSPEC (-1)
 
-/* Sizes of the ring-buffer records after their common header, for the
- * loader's length checks (tcRecordSize*); a test compares them with the
- * generated Go types. */
+/* Sizes of the parts of ring-buffer records: the common header and what
+ * follows it in train and too-big records. The loader's length checks use
+ * the generated Go types; TestRecordSizes compares the two (tcRecordSize*). */
 enum record_size {
 	EVENT_SIZE = sizeof(struct event),
 	TRAIN_SIZE = sizeof(struct train),
