@@ -94,7 +94,7 @@ func TestFragmentTrainsEveryOrder(t *testing.T) {
 		if !ok {
 			t.Fatalf("order %v: no train", perm)
 		}
-		if v.Flags&tfComplete == 0 || v.Flags&tfIKE == 0 || v.Nfrags != 3 || v.Bytes != uint32(len(u)) || v.Total != uint32(len(u)) || v.EndMax != uint32(len(u)) || v.Sport != 500 || v.UdpLen != uint16(len(u)) {
+		if v.Flags&tcTrainFlagTF_COMPLETE == 0 || v.Flags&tcTrainFlagTF_IKE == 0 || v.Nfrags != 3 || v.Bytes != uint32(len(u)) || v.Total != uint32(len(u)) || v.EndMax != uint32(len(u)) || v.Sport != 500 || v.UdpLen != uint16(len(u)) {
 			t.Fatalf("order %v: train %+v", perm, v)
 		}
 		if !bytes.Equal(v.Ike[:], msg[:28]) {
@@ -143,7 +143,7 @@ func TestFragmentDuplicatesOverlapsAndLate(t *testing.T) {
 	h.run(fr[1]) // covers the rest, but receivers discard a partially overlapping train
 	h.run(fr[1]) // a duplicate of the last fragment
 	v, _ := h.train(key4(200))
-	if v.Flags&(tfComplete|tfOverlap|tfDup) != tfOverlap|tfDup || v.Nfrags != 3 {
+	if v.Flags&(tcTrainFlagTF_COMPLETE|tcTrainFlagTF_OVERLAP|tcTrainFlagTF_DUP) != tcTrainFlagTF_OVERLAP|tcTrainFlagTF_DUP || v.Nfrags != 3 {
 		t.Fatalf("train flags %#x nfrags %d", v.Flags, v.Nfrags)
 	}
 
@@ -154,7 +154,7 @@ func TestFragmentDuplicatesOverlapsAndLate(t *testing.T) {
 	h.run(cat(eth(0x0800), v4{src: cli4, dst: srv4, proto: 17, id: 202, off: 8, mf: true}.build(u[8:800])))
 	h.run(fr3[1])
 	v3, _ := h.train(key4(202))
-	if v3.Flags&(tfComplete|tfOverlap|tfDup) != tfComplete|tfDup || v3.Nfrags != 2 {
+	if v3.Flags&(tcTrainFlagTF_COMPLETE|tcTrainFlagTF_OVERLAP|tcTrainFlagTF_DUP) != tcTrainFlagTF_COMPLETE|tcTrainFlagTF_DUP || v3.Nfrags != 2 {
 		t.Fatalf("contained fragment: train flags %#x nfrags %d", v3.Flags, v3.Nfrags)
 	}
 	checkComplete(t, h.records(1)[0].Datagram, msg, 2)
@@ -166,7 +166,7 @@ func TestFragmentDuplicatesOverlapsAndLate(t *testing.T) {
 	h.run(cat(eth(0x0800), v4{src: cli4, dst: srv4, proto: 17, id: 201, off: 800, mf: true}.build(u[800:1600])))
 	h.run(fr2[2])
 	v2, _ := h.train(key4(201))
-	if v2.Flags&tfComplete != 0 || v2.Flags&tfOverlap == 0 {
+	if v2.Flags&tcTrainFlagTF_COMPLETE != 0 || v2.Flags&tcTrainFlagTF_OVERLAP == 0 {
 		t.Fatalf("gapped train flags %#x", v2.Flags)
 	}
 	h.expect(map[CounterID]uint64{
@@ -194,7 +194,7 @@ func TestFragmentBogus(t *testing.T) {
 	h.expect(map[CounterID]uint64{
 		CounterFragFirst: 2, CounterFragLast: 3, CounterMalformed: 4, CounterTrainsStarted: 1,
 	})
-	if v, _ := h.train(key4(303)); v.Flags&tfBad == 0 {
+	if v, _ := h.train(key4(303)); v.Flags&tcTrainFlagTF_BAD == 0 {
 		t.Errorf("second last fragment not flagged: %#x", v.Flags)
 	}
 	h.none()

@@ -47,9 +47,9 @@ type Observer struct {
 	ifaces     map[int]*iface // by ifindex
 	slots      []*iface
 	pending    map[pendKey]*pendingFirst
-	incomplete [][2]uint64 // per slot and direction
-	swept      uint64      // train entries the sweep removed
-	live       uint64      // train entries at the last sweep
+	incomplete [][tcDirectionDIR_MAX]uint64 // per slot and direction
+	swept      uint64                       // train entries the sweep removed
+	live       uint64                       // train entries at the last sweep
 	tcxWarned  bool
 
 	recordsDropped atomic.Uint64
@@ -104,7 +104,7 @@ func New(opts Options) (*Observer, error) {
 		ifaces:     map[int]*iface{},
 		slots:      make([]*iface, opts.MaxInterfaces),
 		pending:    map[pendKey]*pendingFirst{},
-		incomplete: make([][2]uint64, opts.MaxInterfaces),
+		incomplete: make([][tcDirectionDIR_MAX]uint64, opts.MaxInterfaces),
 		records:    make(chan obs.Record, opts.RecordQueue),
 		done:       make(chan struct{}),
 		clock:      newMonoClock(),
@@ -173,7 +173,7 @@ func (o *Observer) loadShared() error {
 		return err
 	}
 	o.build = build
-	spec.Maps[tcMapCounters].MaxEntries = uint32(2 * o.opts.MaxInterfaces)
+	spec.Maps[tcMapCounters].MaxEntries = uint32(int(tcDirectionDIR_MAX) * o.opts.MaxInterfaces)
 	spec.Maps[tcMapTrains].MaxEntries = uint32(o.opts.TrainMapSize)
 	spec.Maps[tcMapEvents].MaxEntries = uint32(o.opts.RingBufferSize)
 	o.tcSpec = spec
@@ -446,10 +446,10 @@ func (o *Observer) detachLocked(ifc *iface) {
 
 func (o *Observer) resetSlot(slot int) {
 	zero := make([]tcCounterSet, ebpf.MustPossibleCPU())
-	for d := 0; d < 2; d++ {
-		_ = o.counters.Put(uint32(slot*2+d), zero)
+	for d := 0; d < int(tcDirectionDIR_MAX); d++ {
+		_ = o.counters.Put(counterKey(slot, d), zero)
 	}
-	o.incomplete[slot] = [2]uint64{}
+	o.incomplete[slot] = [tcDirectionDIR_MAX]uint64{}
 }
 
 // Close detaches every interface, unloads the programs and closes the
@@ -526,9 +526,13 @@ func (o *Observer) Counters() (Snapshot, error) {
 	return s, nil
 }
 
+// counterKey is the key of a slot's counter set for one direction in the
+// counters map, as counters_get in bpf/counters.h computes it.
+func counterKey(slot, dir int) uint32 { return uint32(slot*int(tcDirectionDIR_MAX) + dir) }
+
 func (o *Observer) readSlot(slot, dir int, dst *DirCounters) error {
 	var vals []tcCounterSet
-	if err := o.counters.Lookup(uint32(slot*2+dir), &vals); err != nil {
+	if err := o.counters.Lookup(counterKey(slot, dir), &vals); err != nil {
 		return fmt.Errorf("read counters: %w", err)
 	}
 	for _, v := range vals {

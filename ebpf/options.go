@@ -29,8 +29,8 @@ const (
 const FilterPrefix = "ikefrag"
 
 // CaptureMax is the largest UDP payload prefix one event can carry: the
-// compiled-in size of the BPF scratch buffer.
-const CaptureMax = 8192
+// compiled-in size of the BPF scratch buffer (CAPTURE_MAX, generated).
+const CaptureMax = int(tcLimitCAPTURE_MAX)
 
 // Options configures the observer. The zero value of every field means its
 // documented default.

@@ -34,16 +34,16 @@ func (o *Observer) handleRecord(b []byte) {
 	}
 	ev := &r.ev
 	switch ev.Type {
-	case evDatagram:
+	case tcEventTypeEV_DATAGRAM:
 		d := datagramFromEvent(o.clock, ev, r.payload)
-		if ev.IpFlags&ipfFrag == 0 {
+		if ev.IpFlags&tcIpFlagIPF_FRAG == 0 {
 			o.emit(obs.Record{Datagram: d})
 			return
 		}
 		// The first fragment of a train: the record is emitted when the
 		// train completes or times out.
 		o.addPending(keyOfEvent(ev), d, ev.TsNs)
-	case evTrain:
+	case tcEventTypeEV_TRAIN:
 		k := keyOfEvent(ev)
 		o.mu.Lock()
 		p := o.pending[k]
@@ -54,9 +54,9 @@ func (o *Observer) handleRecord(b []byte) {
 			first = p.d
 		}
 		o.emit(obs.Record{Datagram: datagramFromTrain(o.clock, ev, &r.train, first, true)})
-	case evTooBig:
+	case tcEventTypeEV_TOO_BIG:
 		o.emit(obs.Record{TooBig: tooBigFromEvent(o.clock, &r)})
-	case evDrop:
+	case tcEventTypeEV_DROP:
 		d := dropFromEvent(o.clock, ev, o.reasons)
 		// The tracepoint is host-wide: drops in namespaces that are not
 		// observed belong to someone else (another container's traffic).
@@ -156,16 +156,16 @@ func (o *Observer) sweep(now uint64) {
 		}
 		removed++
 		t := &vals[i]
-		if t.Flags&tfComplete != 0 {
+		if t.Flags&tcTrainFlagTF_COMPLETE != 0 {
 			continue
 		}
 		k := &old[i]
 		o.mu.Lock()
-		if int(k.Slot) < len(o.incomplete) && k.Dir < 2 {
+		if int(k.Slot) < len(o.incomplete) && k.Dir < uint8(tcDirectionDIR_MAX) {
 			o.incomplete[k.Slot][k.Dir]++
 		}
 		o.mu.Unlock()
-		if t.Flags&tfNotIKE != 0 {
+		if t.Flags&tcTrainFlagTF_NOT_IKE != 0 {
 			continue
 		}
 		ev := tcEvent{Family: k.Family, Proto: k.Proto, Saddr: k.Saddr, Daddr: k.Daddr, IpId: k.Id, Dir: k.Dir, Ifindex: t.Ifindex}

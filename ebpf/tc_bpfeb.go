@@ -13,6 +13,32 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tcCounterId uint32
+
+const (
+	tcCounterIdC_IKEV2           tcCounterId = 0
+	tcCounterIdC_IKEV1           tcCounterId = 1
+	tcCounterIdC_ESP_IN_UDP      tcCounterId = 2
+	tcCounterIdC_KEEPALIVE       tcCounterId = 3
+	tcCounterIdC_OTHER_UDP       tcCounterId = 4
+	tcCounterIdC_FRAG_FIRST      tcCounterId = 5
+	tcCounterIdC_FRAG_MIDDLE     tcCounterId = 6
+	tcCounterIdC_FRAG_LAST       tcCounterId = 7
+	tcCounterIdC_TRAIN_STARTED   tcCounterId = 8
+	tcCounterIdC_TRAIN_COMPLETED tcCounterId = 9
+	tcCounterIdC_TRAIN_DUP_FRAG  tcCounterId = 10
+	tcCounterIdC_TRAIN_OVERLAP   tcCounterId = 11
+	tcCounterIdC_TRAIN_LATE_FRAG tcCounterId = 12
+	tcCounterIdC_TRAIN_LIST_FULL tcCounterId = 13
+	tcCounterIdC_IKE_LARGE       tcCounterId = 14
+	tcCounterIdC_LRU_INSERT_FAIL tcCounterId = 15
+	tcCounterIdC_RINGBUF_FAIL    tcCounterId = 16
+	tcCounterIdC_MALFORMED       tcCounterId = 17
+	tcCounterIdC_ICMP_TOO_BIG    tcCounterId = 18
+	tcCounterIdC_EXT_HDR_LIMIT   tcCounterId = 19
+	tcCounterIdC_MAX             tcCounterId = 20
+)
+
 type tcCounterSet struct {
 	_ structs.HostLayout
 	C [20]struct {
@@ -28,9 +54,17 @@ type tcDgramBuf struct {
 	Data [8192]uint8
 }
 
+type tcDirection uint32
+
+const (
+	tcDirectionDIR_INGRESS tcDirection = 0
+	tcDirectionDIR_EGRESS  tcDirection = 1
+	tcDirectionDIR_MAX     tcDirection = 2
+)
+
 type tcEvent struct {
 	_       structs.HostLayout
-	Type    uint8
+	Type    tcEventType
 	Dir     uint8
 	Family  uint8
 	Proto   uint8
@@ -43,7 +77,7 @@ type tcEvent struct {
 	IpId    uint32
 	IpLen   uint16
 	FragOff uint16
-	IpFlags uint8
+	IpFlags tcIpFlag
 	Kind    uint8
 	UdpLen  uint16
 	Avail   uint32
@@ -54,6 +88,15 @@ type tcEvent struct {
 	_       [4]byte
 }
 
+type tcEventType uint8
+
+const (
+	tcEventTypeEV_DATAGRAM tcEventType = 1
+	tcEventTypeEV_TRAIN    tcEventType = 2
+	tcEventTypeEV_TOO_BIG  tcEventType = 3
+	tcEventTypeEV_DROP     tcEventType = 4
+)
+
 type tcFragRec struct {
 	_     structs.HostLayout
 	T_us  uint32
@@ -63,6 +106,23 @@ type tcFragRec struct {
 	Mf    uint8
 	Pad   uint8
 }
+
+type tcIpFlag uint8
+
+const (
+	tcIpFlagIPF_DF     tcIpFlag = 1
+	tcIpFlagIPF_MF     tcIpFlag = 2
+	tcIpFlagIPF_FRAG   tcIpFlag = 4
+	tcIpFlagIPF_MARKER tcIpFlag = 8
+)
+
+type tcLimit uint32
+
+const (
+	tcLimitCAPTURE_MAX     tcLimit = 8192
+	tcLimitTRAIN_MAX_FRAGS tcLimit = 16
+	tcLimitIKE_HDR_LEN     tcLimit = 28
+)
 
 type tcPkt struct {
 	_       structs.HostLayout
@@ -80,6 +140,24 @@ type tcPkt struct {
 	Daddr   [16]uint8
 }
 
+type tcRecordSize uint32
+
+const (
+	tcRecordSizeEVENT_SIZE   tcRecordSize = 88
+	tcRecordSizeTRAIN_SIZE   tcRecordSize = 272
+	tcRecordSizeTOO_BIG_SIZE tcRecordSize = 40
+)
+
+type tcTooBig struct {
+	_         structs.HostLayout
+	OrigSaddr [16]uint8
+	OrigDaddr [16]uint8
+	OrigSport uint16
+	OrigDport uint16
+	OrigProto uint8
+	Pad       [3]uint8
+}
+
 type tcTrain struct {
 	_       structs.HostLayout
 	FirstNs uint64
@@ -88,7 +166,7 @@ type tcTrain struct {
 	Bytes   uint32
 	EndMax  uint32
 	Total   uint32
-	Flags   uint32
+	Flags   tcTrainFlag
 	Ifindex uint32
 	Sport   uint16
 	Dport   uint16
@@ -99,6 +177,21 @@ type tcTrain struct {
 	Frags   [16]tcFragRec
 	_       [4]byte
 }
+
+type tcTrainFlag uint32
+
+const (
+	tcTrainFlagTF_HAVE_FIRST tcTrainFlag = 1
+	tcTrainFlagTF_HAVE_LAST  tcTrainFlag = 2
+	tcTrainFlagTF_COMPLETE   tcTrainFlag = 4
+	tcTrainFlagTF_OVERLAP    tcTrainFlag = 8
+	tcTrainFlagTF_DUP        tcTrainFlag = 16
+	tcTrainFlagTF_LIST_FULL  tcTrainFlag = 32
+	tcTrainFlagTF_IKE        tcTrainFlag = 64
+	tcTrainFlagTF_NOT_IKE    tcTrainFlag = 128
+	tcTrainFlagTF_MARKER     tcTrainFlag = 256
+	tcTrainFlagTF_BAD        tcTrainFlag = 512
+)
 
 type tcTrainKey struct {
 	_      structs.HostLayout

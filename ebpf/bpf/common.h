@@ -18,17 +18,20 @@
 #define PROTO_UDP	17
 #define PROTO_ICMPV6	58
 
-/* The largest UDP payload prefix one event can carry. The configured
- * capture length is clamped to it; it also sizes the per-CPU scratch
- * buffer the event is assembled in. */
-#define CAPTURE_MAX	8192
-
-/* Fragments remembered per train, enough for a 64 KiB datagram cut at
- * 4 KiB or a 5 KiB IKE message cut at 576 bytes. Later fragments are still
- * counted, only their ranges are not kept. */
-#define TRAIN_MAX_FRAGS	16
-
-#define IKE_HDR_LEN	28
+/* Sizes user space needs too: an enum, so that bpf2go generates them for
+ * the loader (tcLimit*) instead of the loader copying them. */
+enum limit {
+	/* The largest UDP payload prefix one event can carry. The configured
+	 * capture length is clamped to it; it also sizes the per-CPU scratch
+	 * buffer the event is assembled in. */
+	CAPTURE_MAX = 8192,
+	/* Fragments remembered per train, enough for a 64 KiB datagram cut
+	 * at 4 KiB or a 5 KiB IKE message cut at 576 bytes. Later fragments
+	 * are still counted, only their ranges are not kept. */
+	TRAIN_MAX_FRAGS = 16,
+	/* The fixed IKE header (RFC 7296 §3.1). */
+	IKE_HDR_LEN = 28,
+};
 
 /* Read-modify-write on map values that several CPUs update (fragment
  * trains). The default build (-mcpu=v3) uses the fetching atomics of kernel
@@ -54,10 +57,11 @@
 enum direction {
 	DIR_INGRESS = 0,
 	DIR_EGRESS = 1,
+	DIR_MAX = 2,		/* counter sets per interface slot */
 };
 
-/* Event types in the ring buffer. */
-enum event_type {
+/* Event types in the ring buffer. Packed: one byte, as event.type is. */
+enum __attribute__((packed)) event_type {
 	EV_DATAGRAM = 1,	/* IKE datagram or first fragment of one, payload follows */
 	EV_TRAIN = 2,		/* fragment train state change, struct train follows */
 	EV_TOO_BIG = 3,		/* ICMP frag-needed / packet-too-big, struct too_big follows */
@@ -74,16 +78,18 @@ enum ike_kind {
 	KIND_OTHER = 5,		/* on the ports but not parseable as any of the above */
 };
 
-/* event.ip_flags bits */
-#define IPF_DF		0x01
-#define IPF_MF		0x02
-#define IPF_FRAG	0x04	/* part of a fragment train */
-#define IPF_MARKER	0x08	/* payload starts with the 4-byte non-ESP marker */
+/* event.ip_flags bits. Packed: one byte, as event.ip_flags is. */
+enum __attribute__((packed)) ip_flag {
+	IPF_DF = 0x01,
+	IPF_MF = 0x02,
+	IPF_FRAG = 0x04,	/* part of a fragment train */
+	IPF_MARKER = 0x08,	/* payload starts with the 4-byte non-ESP marker */
+};
 
 /* Common header of every ring-buffer record. Addresses are in network
  * order (IPv4 in the first 4 bytes), everything else in host order. */
 struct event {
-	__u8 type;
+	enum event_type type;
 	__u8 dir;
 	__u8 family;		/* 4 or 6 */
 	__u8 proto;
@@ -96,7 +102,7 @@ struct event {
 	__u32 ip_id;
 	__u16 ip_len;		/* whole IP packet length */
 	__u16 frag_off;		/* fragment offset in bytes */
-	__u8 ip_flags;		/* IPF_* */
+	enum ip_flag ip_flags;	/* IPF_* bits */
 	__u8 kind;		/* enum ike_kind */
 	__u16 udp_len;		/* UDP length field (header included) */
 	__u32 avail;		/* UDP payload bytes present in this packet */

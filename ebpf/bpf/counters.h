@@ -41,14 +41,14 @@ struct counter_set {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 64);	/* 2 * interface slots, set by the loader */
+	__uint(max_entries, 64);	/* DIR_MAX * interface slots, set by the loader */
 	__type(key, __u32);
 	__type(value, struct counter_set);
 } counters SEC(".maps");
 
 static __always_inline struct counter_set *counters_get(__u32 dir)
 {
-	__u32 key = cfg_slot * 2 + dir;
+	__u32 key = cfg_slot * DIR_MAX + dir;
 
 	return bpf_map_lookup_elem(&counters, &key);
 }

@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "hdr.h"
+#include "ipv6.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 
@@ -66,13 +67,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct drop_counters);
 } drop_stats SEC(".maps");
-
-struct ip6_ext {
-	__u8 nexthdr;
-	__u8 len;
-	__be16 frag_off;	/* fragment header only */
-	__be32 id;		/* fragment header only */
-};
 
 static __always_inline int ours(__be16 sport, __be16 dport)
 {
@@ -134,32 +128,28 @@ int BPF_PROG(ikefrag_kfree_skb, struct sk_buff *skb, void *location, enum skb_dr
 		ev.ip_len = 40 + bpf_ntohs(ip6.plen);
 		__builtin_memcpy(ev.saddr, ip6.saddr, 16);
 		__builtin_memcpy(ev.daddr, ip6.daddr, 16);
-		__u8 nh = ip6.nexthdr;
-		l4 = 40;
-		/* A short walk: hop-by-hop, destination options, routing and
-		 * fragment headers are all that precede UDP in practice. */
+		/* The walk of ipv6.h, over kernel memory. */
+		struct ipv6_walk w;
+		ipv6_walk_init(&w, 40, ip6.nexthdr);
 #pragma unroll
-		for (int i = 0; i < 4; i++) {
-			if (nh != 0 && nh != 43 && nh != 44 && nh != 60)
+		for (int i = 0; i < IPV6_MAX_EXT; i++) {
+			struct ipv6_ext_hdr x;
+			if (!ipv6_is_ext(w.nh))
 				break;
-			struct ip6_ext x;
-			if (bpf_probe_read_kernel(&x, sizeof(x), l3 + (l4 & 0x3ff)))
+			if (bpf_probe_read_kernel(&x, sizeof(x), l3 + (w.cur & 0x3ff)))
 				goto unreadable;
-			if (nh == 44) {
-				__u16 fo = bpf_ntohs(x.frag_off);
-				if (fo & 0xfff9) {
-					ev.ip_flags |= IPF_FRAG;
-					ev.ip_id = bpf_ntohl(x.id);
-					ev.frag_off = fo & 0xfff8;
-					if (fo & 1)
-						ev.ip_flags |= IPF_MF;
-				}
-				l4 += 8;
-			} else {
-				l4 += ((__u32)x.len + 1) * 8;
-			}
-			nh = x.nexthdr;
+			if (ipv6_walk_step(&w, &x))
+				break;
 		}
+		if (w.flags & IPV6_W_FRAG) {
+			ev.ip_flags |= IPF_FRAG;
+			ev.ip_id = w.frag_id;
+			ev.frag_off = w.frag_off;
+			if (w.flags & IPV6_W_MF)
+				ev.ip_flags |= IPF_MF;
+		}
+		__u8 nh = w.nh;
+		l4 = w.cur;
 		ev.proto = nh;
 		has_l4 = (nh == 17 || nh == 58) && ev.frag_off == 0;
 	}

@@ -32,17 +32,19 @@ struct frag_rec {
 	__u8 pad;
 };
 
-/* train.flags */
-#define TF_HAVE_FIRST	0x001
-#define TF_HAVE_LAST	0x002
-#define TF_COMPLETE	0x004
-#define TF_OVERLAP	0x008
-#define TF_DUP		0x010
-#define TF_LIST_FULL	0x020
-#define TF_IKE		0x040	/* first fragment is IKE on our ports */
-#define TF_NOT_IKE	0x080	/* first fragment is something else: never reported */
-#define TF_MARKER	0x100	/* IKE after a non-ESP marker */
-#define TF_BAD		0x200	/* inconsistent fragment (beyond the end, second last) */
+/* train.flags bits */
+enum train_flag {
+	TF_HAVE_FIRST = 0x001,
+	TF_HAVE_LAST = 0x002,
+	TF_COMPLETE = 0x004,
+	TF_OVERLAP = 0x008,
+	TF_DUP = 0x010,
+	TF_LIST_FULL = 0x020,
+	TF_IKE = 0x040,		/* first fragment is IKE on our ports */
+	TF_NOT_IKE = 0x080,	/* first fragment is something else: never reported */
+	TF_MARKER = 0x100,	/* IKE after a non-ESP marker */
+	TF_BAD = 0x200,		/* inconsistent fragment (beyond the end, second last) */
+};
 
 struct train {
 	__u64 first_ns;
@@ -52,7 +54,7 @@ struct train {
 	__u32 bytes;		/* fragment data bytes, duplicates and overlaps excluded */
 	__u32 end_max;		/* highest end offset seen */
 	__u32 total;		/* end of the last fragment, once it arrived */
-	__u32 flags;		/* TF_* */
+	enum train_flag flags;	/* TF_* bits; as wide as a __u32 */
 	__u32 ifindex;
 	__u16 sport;
 	__u16 dport;

@@ -28,24 +28,6 @@ struct ipv6_hdr {
 	__u8 daddr[16];
 };
 
-/* The IPv6 extension headers (RFC 8200 §4 and the IANA registry) that may
- * stand between the fixed header and UDP. */
-static __attribute__((always_inline)) inline int ipv6_is_ext(__u8 nh)
-{
-	switch (nh) {
-	case 0:		/* hop-by-hop */
-	case 43:	/* routing */
-	case 44:	/* fragment */
-	case 51:	/* AH */
-	case 60:	/* destination options */
-	case 135:	/* mobility */
-	case 139:	/* HIP */
-	case 140:	/* shim6 */
-		return 1;
-	}
-	return 0;
-}
-
 struct udp_hdr {
 	__be16 sport;
 	__be16 dport;

@@ -67,8 +67,10 @@ static __always_inline void handle_icmp(struct __sk_buff *skb, __u32 dir, struct
 		__builtin_memcpy(tb.orig_daddr, ip6.daddr, 16);
 		tb.orig_proto = ip6.nexthdr;
 		inner += sizeof(ip6);
-		if (ip6.nexthdr == 44) {
-			struct ipv6_frag_hdr fh;
+		/* Of the quoted packet's extension headers, only a fragment
+		 * header right after the fixed one is looked through. */
+		if (ip6.nexthdr == IPV6_FRAGMENT) {
+			struct ipv6_ext_hdr fh;
 			if (LOAD(skb, inner, &fh))
 				goto bad;
 			tb.orig_proto = fh.nexthdr;

@@ -1,53 +1,19 @@
 /* Packet parsing for the tc programs: L2 (Ethernet, 802.1Q/802.1ad), IPv4
- * with options, IPv6 with a bounded extension-header walk, UDP. The fast
- * path decides "not ours" after reading the EtherType and the fixed IP
- * header, before anything is copied. */
+ * with options, IPv6 with the bounded extension-header walk of ipv6.h,
+ * UDP. The fast path decides "not ours" after reading the EtherType and
+ * the fixed IP header, before anything is copied. */
 #ifndef IKEFRAG_PARSE_H
 #define IKEFRAG_PARSE_H
 
 #include "common.h"
 #include "config.h"
 #include "hdr.h"
-
-struct ipv6_opt_hdr {
-	__u8 nexthdr;
-	__u8 len;
-};
-
-struct ipv6_frag_hdr {
-	__u8 nexthdr;
-	__u8 reserved;
-	__be16 frag_off;
-	__be32 id;
-};
-
-/* Extension headers walked before giving up; real IKE traffic carries at
- * most a fragment header, so 6 leaves room for exotic but legal chains. */
-#define IPV6_MAX_EXT	6
+#include "ipv6.h"
+#include "load.h"
 
 #define IP_MF		0x2000
 #define IP_DF		0x4000
 #define IP_OFFMASK	0x1fff
-
-/* Copies *dst from the packet at off: directly when the bytes are in the
- * linear part of the skb, else through bpf_skb_load_bytes (paged data).
- * Direct reads are limited to offsets below LOAD_DIRECT_MAX: the verifier
- * only proves a packet range when offset plus size stays under 64 KiB, and
- * the handlers see offsets as unknown values read back from pkt_scratch.
- * Headers sit far below it; anything beyond goes through the helper. */
-#define LOAD_DIRECT_MAX	0x3fff
-#define LOAD(skb, off, dst) ({						\
-	void *__d = (void *)(long)(skb)->data;				\
-	void *__e = (void *)(long)(skb)->data_end;			\
-	__u32 __o = (off);						\
-	int __r = 0;							\
-	typeof(dst) __p = __d + (__o & LOAD_DIRECT_MAX);		\
-	if (__o <= LOAD_DIRECT_MAX && (void *)(__p + 1) <= __e)		\
-		*(dst) = *__p;						\
-	else								\
-		__r = bpf_skb_load_bytes((skb), __o, (dst), sizeof(*(dst))); \
-	__r;								\
-})
 
 enum parse_result {
 	PARSE_SKIP = 0,		/* not ours: leave at once */
@@ -160,60 +126,26 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct p
 	__builtin_memcpy(pk->saddr, ip6.saddr, 16);
 	__builtin_memcpy(pk->daddr, ip6.daddr, 16);
 
-	__u32 cur = off + 40;
-	__u32 data_off = cur;
-	int done = 0;
-#pragma unroll
-	for (int i = 0; i < IPV6_MAX_EXT; i++) {
-		if (!ipv6_is_ext(nh)) {
-			done = 1;
-			break;
-		}
-		if (nh == 44) {
-			struct ipv6_frag_hdr fh;
+	struct ipv6_walk w;
+	int r = ipv6_walk(skb, off + 40, nh, &w);
 
-			if (LOAD(skb, cur, &fh))
-				return PARSE_BAD;
-			__u16 fo = bpf_ntohs(fh.frag_off);
-			cur += 8;
-			data_off = cur;
-			nh = fh.nexthdr;
-			/* Offset 0 without M is an atomic fragment (RFC 6946):
-			 * a whole packet, not part of a train. */
-			if (fo & 0xfff9) {
-				pk->flags |= IPF_FRAG;
-				pk->ip_id = bpf_ntohl(fh.id);
-				pk->frag_off = fo & 0xfff8;
-				if (fo & 1)
-					pk->flags |= IPF_MF;
-				if (pk->frag_off) {
-					/* The rest is fragment data. */
-					done = 1;
-					break;
-				}
-			}
-			continue;
-		}
-		struct ipv6_opt_hdr oh;
-
-		if (LOAD(skb, cur, &oh))
-			return PARSE_BAD;
-		if (nh == 51)
-			cur += ((__u32)oh.len + 2) * 4;
-		else
-			cur += ((__u32)oh.len + 1) * 8;
-		nh = oh.nexthdr;
-		if (!(pk->flags & IPF_FRAG))
-			data_off = cur;
-	}
-	if (!done && ipv6_is_ext(nh))
-		return PARSE_EXT_LIMIT;
-	if (cur > end || data_off > end)
+	if (r == IPV6_WALK_BAD)
 		return PARSE_BAD;
-	pk->proto = nh;
-	pk->l4_off = cur;
-	pk->data_off = data_off;
-	pk->frag_len = end - data_off;
+	if (r == IPV6_WALK_LIMIT)
+		return PARSE_EXT_LIMIT;
+	if (w.flags & IPV6_W_FRAG) {
+		pk->flags |= IPF_FRAG;
+		pk->ip_id = w.frag_id;
+		pk->frag_off = w.frag_off;
+		if (w.flags & IPV6_W_MF)
+			pk->flags |= IPF_MF;
+	}
+	if (w.cur > end || w.data_off > end)
+		return PARSE_BAD;
+	pk->proto = w.nh;
+	pk->l4_off = w.cur;
+	pk->data_off = w.data_off;
+	pk->frag_len = end - w.data_off;
 	return PARSE_OK;
 }
 

@@ -16,6 +16,24 @@
 
 #define TC_ACT_UNSPEC (-1)
 
+/* Sizes of the parts of ring-buffer records: the common header and what
+ * follows it in train and too-big records. The loader's length checks use
+ * the generated Go types; TestRecordSizes compares the two (tcRecordSize*). */
+enum record_size {
+	EVENT_SIZE = sizeof(struct event),
+	TRAIN_SIZE = sizeof(struct train),
+	TOO_BIG_SIZE = sizeof(struct too_big),
+};
+
+/* Never called, so never loaded: its parameters keep in the object's BTF
+ * the types that no variable or member has, for bpf2go to generate their
+ * constants (see ../gen.go). clang keeps only the types of globals,
+ * members and function parameters. */
+void ikefrag_btf_types(enum counter_id c, enum direction d, enum limit l, enum record_size r,
+		       const struct too_big *tb)
+{
+}
+
 /* The parsed packet is handed to the handlers below through this per-CPU
  * slot, so that each handler can be a global function: the verifier checks
  * a global function once, on its own, instead of once for every path that

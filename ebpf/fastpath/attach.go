@@ -81,7 +81,7 @@ func (fp *FastPath) attach(name string) (*iface, error) {
 
 // AttachedMode reports how the interface called name is attached, or ""
 // when it is not.
-func (fp *FastPath) AttachedMode(name string) AttachMode {
+func (fp *FastPath) AttachedMode(name string) netcfg.TCMode {
 	if fp == nil {
 		return ""
 	}

@@ -69,7 +69,7 @@ type entry struct {
 type iface struct {
 	name    string
 	ifindex int
-	mode    AttachMode
+	mode    netcfg.TCMode
 	tc      *netcfg.TCAttachment
 }
 

@@ -42,6 +42,29 @@ type fastpathFpKey struct {
 	Daddr  [16]uint8
 }
 
+type fastpathFpStat uint32
+
+const (
+	fastpathFpStatFP_REDIRECT     fastpathFpStat = 0
+	fastpathFpStatFP_NOT_IP       fastpathFpStat = 1
+	fastpathFpStatFP_NOT_UDP      fastpathFpStat = 2
+	fastpathFpStatFP_FRAGMENT     fastpathFpStat = 3
+	fastpathFpStatFP_IP_OPTIONS   fastpathFpStat = 4
+	fastpathFpStatFP_MALFORMED    fastpathFpStat = 5
+	fastpathFpStatFP_UNMAPPED     fastpathFpStat = 6
+	fastpathFpStatFP_IKE          fastpathFpStat = 7
+	fastpathFpStatFP_KEEPALIVE    fastpathFpStat = 8
+	fastpathFpStatFP_SHORT        fastpathFpStat = 9
+	fastpathFpStatFP_WRONG_IFACE  fastpathFpStat = 10
+	fastpathFpStatFP_TOO_BIG      fastpathFpStat = 11
+	fastpathFpStatFP_GSO          fastpathFpStat = 12
+	fastpathFpStatFP_NO_DEVICE    fastpathFpStat = 13
+	fastpathFpStatFP_ZERO_CSUM6   fastpathFpStat = 14
+	fastpathFpStatFP_REWRITE_FAIL fastpathFpStat = 15
+	fastpathFpStatFP_DROPPED      fastpathFpStat = 16
+	fastpathFpStatFP_STAT_MAX     fastpathFpStat = 17
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.

@@ -127,18 +127,18 @@ func udpInCsumErrors(l *lab, ns string, v6 bool) int {
 func TestNamespaceFastPath(t *testing.T) {
 	for _, c := range []struct {
 		name string
-		mode AttachMode
+		mode netcfg.TCMode
 		v6   bool
 		csum csumMode
 	}{
-		{"tcx/v4", AttachTCX, false, csumOffload},
-		{"tcx/v6", AttachTCX, true, csumOffload},
-		{"tc/v4", AttachTC, false, csumOffload},
-		{"tc/v6", AttachTC, true, csumOffload},
-		{"tcx/v4/full-checksums", AttachTCX, false, csumFull},
-		{"tcx/v6/full-checksums", AttachTCX, true, csumFull},
-		{"tcx/v4/partial-checksums", AttachTCX, false, csumPartial},
-		{"tcx/v6/partial-checksums", AttachTCX, true, csumPartial},
+		{"tcx/v4", netcfg.TCX, false, csumOffload},
+		{"tcx/v6", netcfg.TCX, true, csumOffload},
+		{"tc/v4", netcfg.TCLegacy, false, csumOffload},
+		{"tc/v6", netcfg.TCLegacy, true, csumOffload},
+		{"tcx/v4/full-checksums", netcfg.TCX, false, csumFull},
+		{"tcx/v6/full-checksums", netcfg.TCX, true, csumFull},
+		{"tcx/v4/partial-checksums", netcfg.TCX, false, csumPartial},
+		{"tcx/v6/partial-checksums", netcfg.TCX, true, csumPartial},
 	} {
 		t.Run(c.name, func(t *testing.T) { runNamespace(t, c.mode, c.v6, c.csum) })
 	}
@@ -162,8 +162,8 @@ const (
 	csumPartial
 )
 
-func runNamespace(t *testing.T, mode AttachMode, v6 bool, csum csumMode) {
-	if mode == AttachTCX {
+func runNamespace(t *testing.T, mode netcfg.TCMode, v6 bool, csum csumMode) {
+	if mode == netcfg.TCX {
 		kfeattest.Require(t, kfeat.TCX)
 	}
 	l := proxyLab(t)
@@ -309,7 +309,7 @@ func runNamespace(t *testing.T, mode AttachMode, v6 bool, csum csumMode) {
 	send(t, back, f.Upstream, small)
 	recvN(t, up, 1, "proxy upstream socket after Close")
 	expectNothing(t, cl, 50*time.Millisecond, "client after Close")
-	if mode == AttachTC {
+	if mode == netcfg.TCLegacy {
 		l.do("px", func() { err = checkNoFilters("pc", "pb") })
 		if err != nil {
 			t.Error(err)

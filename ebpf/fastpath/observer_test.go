@@ -18,18 +18,18 @@ import (
 // path takes away, each side's removal leaves the other in place, and the
 // observer's stale-filter cleanup does not remove the fast path's filter.
 func TestWithObserver(t *testing.T) {
-	for _, mode := range []AttachMode{AttachTCX, AttachTC} {
+	for _, mode := range []netcfg.TCMode{netcfg.TCX, netcfg.TCLegacy} {
 		t.Run(string(mode), func(t *testing.T) { runWithObserver(t, mode) })
 	}
 }
 
-func runWithObserver(t *testing.T, mode AttachMode) {
-	if mode == AttachTCX {
+func runWithObserver(t *testing.T, mode netcfg.TCMode) {
+	if mode == netcfg.TCX {
 		kfeattest.Require(t, kfeat.TCX)
 	}
 	l := proxyLab(t)
 	a := labAddrs(false)
-	o, err := obsebpf.New(obsebpf.Options{AttachMode: obsebpf.AttachMode(mode), NoDrops: true, Logger: slog.New(slog.DiscardHandler)})
+	o, err := obsebpf.New(obsebpf.Options{AttachMode: mode, NoDrops: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func runWithObserver(t *testing.T, mode AttachMode) {
 			t.Errorf("observer counted %d ESP datagrams on pb ingress, want %d", ic.Ingress[obsebpf.CounterESPInUDP].Packets, n)
 		}
 	}
-	if mode == AttachTC {
+	if mode == netcfg.TCLegacy {
 		var names []string
 		l.do("px", func() {
 			ln, _ := netcfg.LinkByName("pb")

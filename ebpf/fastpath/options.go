@@ -7,18 +7,6 @@ import (
 	"github.com/ikefrag/ikefrag/netcfg"
 )
 
-// AttachMode selects how the program is attached to an interface: a tcx
-// link where the kernel has them (6.6 and later), or a clsact qdisc with a
-// cls_bpf filter named with FilterPrefix at FilterPriority, whose stale
-// copies are removed at attach time.
-type AttachMode = netcfg.TCMode
-
-const (
-	AttachAuto = netcfg.TCAuto   // tcx, else tc
-	AttachTCX  = netcfg.TCX      // tcx only
-	AttachTC   = netcfg.TCLegacy // clsact + cls_bpf
-)
-
 // FilterPrefix names the legacy tc filters of the fast path. It must not
 // start with the observer's prefix ("ikefrag"), whose stale-filter cleanup
 // would otherwise remove them.
@@ -37,8 +25,13 @@ type Options struct {
 	// about 400 bytes of kernel memory per flow. Default 16384, at most
 	// 1<<21.
 	MaxFlows int
-	// AttachMode is auto (default), tcx or tc.
-	AttachMode AttachMode
+	// AttachMode selects how the program is attached to an interface,
+	// as the observer's (ebpf.AttachMode): netcfg.TCAuto (default) for a
+	// tcx link where the kernel has them (6.6 and later), netcfg.TCX for
+	// tcx only, netcfg.TCLegacy for a clsact qdisc with a cls_bpf filter
+	// named with FilterPrefix at FilterPriority, whose stale copies are
+	// removed at attach time.
+	AttachMode netcfg.TCMode
 	// IKEPort is the proxy's IKE port (default 500). Put refuses flows
 	// that use it on the proxy's listening side or the backend side: IKE
 	// on that port has no non-ESP marker and would be taken for ESP.

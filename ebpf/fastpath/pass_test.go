@@ -108,6 +108,15 @@ func TestPassClasses(t *testing.T) {
 	u := hbh.udp()
 	cases[16].frame = rawIP(cli6.Addr(), loc6.Addr(), 0, append([]byte{17, 0, 1, 4, 0, 0, 0, 0}, u...))
 	cases[16].want = PassIPOptions
+	// IPv6 with a fragment header behind a hop-by-hop header: the walk of
+	// bpf/ipv6.h finds it, and the stack reassembles.
+	cases = append(cases, struct {
+		name  string
+		frame []byte
+		ctx   *skbCtx
+		want  PassReason
+	}{"v6 fragment behind hop-by-hop", rawIP(cli6.Addr(), loc6.Addr(), 0,
+		append([]byte{44, 0, 1, 4, 0, 0, 0, 0, 17, 0, 0, 1, 0, 0, 0, 7}, u...)), nil, PassFragment})
 
 	seen := map[PassReason]bool{}
 	for _, c := range cases {

@@ -19,13 +19,14 @@
 
 #include "fastpath.h"
 #include "../../bpf/hdr.h"
+#include "../../bpf/ipv6.h"
+#include "../../bpf/load.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define EINVAL		22
 #define IP_MF		0x2000
 #define IP_OFFMASK	0x1fff
-#define IPV6_FRAGMENT	44
 #define ESP_MIN		8	/* SPI and sequence number */
 
 struct {
@@ -49,20 +50,13 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-/* Copies *(dst) from packet offset off: from the linear data when the
- * bytes are there, otherwise with bpf_skb_load_bytes. Non-zero on failure. */
-#define READ(skb, off, dst) ({						\
-	void *__b = (void *)(long)(skb)->data;				\
-	void *__e = (void *)(long)(skb)->data_end;			\
-	__u32 __off = (off);						\
-	typeof(dst) __src = __b + (__off & 0xff);			\
-	long __err = 0;							\
-	if (__off < 0x100 && (void *)(__src + 1) <= __e)		\
-		*(dst) = *__src;					\
-	else								\
-		__err = bpf_skb_load_bytes((skb), __off, (dst), sizeof(*(dst))); \
-	__err;								\
-})
+/* Never called, so never loaded: its parameter keeps enum fp_stat in the
+ * object's BTF for bpf2go to generate its constants (see ../gen.go);
+ * clang keeps only the types of globals, members and function
+ * parameters. */
+void fastpath_btf_types(enum fp_stat s)
+{
+}
 
 static __always_inline void stat(enum fp_stat s)
 {
@@ -98,15 +92,15 @@ static __always_inline int forward(struct __sk_buff *skb, struct fp_key *k, __u3
 		__u8 b;
 		__u32 w;
 
-		if (plen == 1 && !READ(skb, l4 + 8, &b) && b == 0xff)
+		if (plen == 1 && !LOAD(skb, l4 + 8, &b) && b == 0xff)
 			return pass(FP_KEEPALIVE);
-		if (plen >= 4 && !READ(skb, l4 + 8, &w) && w == 0)
+		if (plen >= 4 && !LOAD(skb, l4 + 8, &w) && w == 0)
 			return pass(FP_IKE);
 		return pass(FP_SHORT);
 	}
 	__u32 spi;
 
-	if (READ(skb, l4 + 8, &spi))
+	if (LOAD(skb, l4 + 8, &spi))
 		return pass(FP_MALFORMED);
 	if (spi == 0)
 		return pass(FP_IKE);
@@ -189,7 +183,7 @@ static __always_inline int fast4(struct __sk_buff *skb)
 	struct udp_hdr uh;
 	const __u32 l3 = ETH_HLEN, l4 = ETH_HLEN + sizeof(ip);
 
-	if (READ(skb, l3, &ip))
+	if (LOAD(skb, l3, &ip))
 		return pass(FP_MALFORMED);
 	if (ip.proto != IPPROTO_UDP)
 		return pass(FP_NOT_UDP);
@@ -204,7 +198,7 @@ static __always_inline int fast4(struct __sk_buff *skb)
 
 	if (tot < sizeof(ip) + sizeof(uh) || l3 + tot > skb->len)
 		return pass(FP_MALFORMED);
-	if (READ(skb, l4, &uh) || bpf_ntohs(uh.len) != tot - sizeof(ip))
+	if (LOAD(skb, l4, &uh) || bpf_ntohs(uh.len) != tot - sizeof(ip))
 		return pass(FP_MALFORMED);
 
 	struct fp_key k = {
@@ -223,23 +217,28 @@ static __always_inline int fast6(struct __sk_buff *skb)
 	struct udp_hdr uh;
 	const __u32 l3 = ETH_HLEN, l4 = ETH_HLEN + sizeof(ip);
 
-	if (READ(skb, l3, &ip))
+	if (LOAD(skb, l3, &ip))
 		return pass(FP_MALFORMED);
 	if ((ip.vtcfl & bpf_htonl(0xf0000000)) != bpf_htonl(0x60000000))
 		return pass(FP_MALFORMED);
 	if (ip.nexthdr != IPPROTO_UDP) {
-		if (ip.nexthdr == IPV6_FRAGMENT)
+		if (!ipv6_is_ext(ip.nexthdr))
+			return pass(FP_NOT_UDP);
+		/* Extension headers are the stack's; the walk only says why:
+		 * a fragment header anywhere in the chain makes a fragment,
+		 * reassembly being the stack's job too. */
+		struct ipv6_walk w;
+
+		ipv6_walk(skb, l4, ip.nexthdr, &w);
+		if (ip.nexthdr == IPV6_FRAGMENT || (w.flags & IPV6_W_FRAG_HDR))
 			return pass(FP_FRAGMENT);
-		/* fragments were sent away just above */
-		if (ipv6_is_ext(ip.nexthdr))
-			return pass(FP_IP_OPTIONS);
-		return pass(FP_NOT_UDP);
+		return pass(FP_IP_OPTIONS);
 	}
 	__u32 plen = bpf_ntohs(ip.plen);
 
 	if (plen < sizeof(uh) || l4 + plen > skb->len)
 		return pass(FP_MALFORMED);
-	if (READ(skb, l4, &uh) || bpf_ntohs(uh.len) != plen)
+	if (LOAD(skb, l4, &uh) || bpf_ntohs(uh.len) != plen)
 		return pass(FP_MALFORMED);
 
 	struct fp_key k = {
