@@ -60,7 +60,7 @@ func (fp *FastPath) attach(name string) (*iface, error) {
 		fp.tcxNote = true
 		fp.opts.Logger.Info("tcx links are not supported by this kernel; the ESP fast path uses a clsact qdisc and a cls_bpf filter", "err", at.Fallback)
 	}
-	if fp.opts.PinPath != "" && at.Mode == AttachTCX {
+	if fp.opts.PinPath != "" && at.Mode == netcfg.TCX {
 		// The new link runs after an earlier run's, on the same maps: no
 		// datagram goes unrelayed while the earlier one is detached.
 		pin := fmt.Sprintf("%s%d", linkPinPrefix, l.Attrs().Index)
@@ -113,7 +113,7 @@ func (fp *FastPath) Detach(name string) error {
 
 func (fp *FastPath) detachLocked(ifc *iface) error {
 	delete(fp.ifaces, ifc.name)
-	if fp.opts.PinPath != "" && ifc.mode == AttachTCX {
+	if fp.opts.PinPath != "" && ifc.mode == netcfg.TCX {
 		// a pinned link outlives its handle: remove the pin first
 		pin := fmt.Sprintf("%s%d", linkPinPrefix, ifc.ifindex)
 		delete(fp.linkPins, pin)

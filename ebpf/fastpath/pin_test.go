@@ -12,6 +12,7 @@ import (
 
 	"github.com/ikefrag/ikefrag/ebpf/kfeat"
 	"github.com/ikefrag/ikefrag/ebpf/kfeat/kfeattest"
+	"github.com/ikefrag/ikefrag/netcfg"
 )
 
 // bpffsDir mounts a BPF file system of the test's own on a temporary
@@ -34,10 +35,10 @@ func bpffsDir(t *testing.T) string {
 func TestPinnedSurvivesRestart(t *testing.T) {
 	for _, c := range []struct {
 		name string
-		mode AttachMode
-	}{{"tcx", AttachTCX}, {"tc", AttachTC}} {
+		mode netcfg.TCMode
+	}{{"tcx", netcfg.TCX}, {"tc", netcfg.TCLegacy}} {
 		t.Run(c.name, func(t *testing.T) {
-			if c.mode == AttachTCX {
+			if c.mode == netcfg.TCX {
 				kfeattest.Require(t, kfeat.TCX)
 			}
 			runPinned(t, c.mode)
@@ -45,7 +46,7 @@ func TestPinnedSurvivesRestart(t *testing.T) {
 	}
 }
 
-func runPinned(t *testing.T, mode AttachMode) {
+func runPinned(t *testing.T, mode netcfg.TCMode) {
 	l := proxyLab(t)
 	pin := bpffsDir(t)
 	a := labAddrs(false)
