@@ -95,16 +95,16 @@ func TestPipelineRetention(t *testing.T) {
 	}
 	p.lastExpire = time.Now() // hold the expiry walk back for one tick
 	p.tick()
-	if len(p.marks) != 1 || p.snapshot().Sessions != 1 {
-		t.Fatalf("%d marks, %d sessions after one session", len(p.marks), p.snapshot().Sessions)
+	if p.eng.Judged() != 1 || p.snapshot().Sessions != 1 {
+		t.Fatalf("%d marks, %d sessions after one session", p.eng.Judged(), p.snapshot().Sessions)
 	}
 	// The capture is older than Idle: the next expiry walk removes it, and
 	// the tick after that its mark.
 	p.lastExpire = time.Time{}
 	p.tick()
 	p.tick()
-	if s := p.snapshot(); s.Sessions != 0 || len(p.marks) != 0 || p.expired.Load() != 1 {
-		t.Errorf("after expiry: %d sessions, %d marks, %d expired", s.Sessions, len(p.marks), p.expired.Load())
+	if s := p.snapshot(); s.Sessions != 0 || p.eng.Judged() != 0 || p.expired.Load() != 1 {
+		t.Errorf("after expiry: %d sessions, %d marks, %d expired", s.Sessions, p.eng.Judged(), p.expired.Load())
 	}
 	if d := time.Since(p.eng.Now()); d > 5*time.Second || d < 0 {
 		t.Errorf("engine clock %v behind the wall clock", d)
