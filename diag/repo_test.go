@@ -1,6 +1,8 @@
 package diag_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/netip"
@@ -218,5 +220,24 @@ func TestEveryCodeHasRepoTest(t *testing.T) {
 	sort.Strings(missing)
 	if len(missing) > 0 {
 		t.Errorf("verdict codes without a repository-only test (add a case to repoCases):\n%s", strings.Join(missing, "\n"))
+	}
+}
+
+// TestReportsDeterministic: the same input gives the same report, byte for
+// byte, though the engine walks its sessions in map order.
+func TestReportsDeterministic(t *testing.T) {
+	for _, c := range repoCases() {
+		t.Run(c.name, func(t *testing.T) {
+			first, err := json.Marshal(reportOf(t, c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 8 {
+				again, _ := json.Marshal(reportOf(t, c))
+				if !bytes.Equal(first, again) {
+					t.Fatalf("reports differ:\n%s", firstDiff(first, again))
+				}
+			}
+		})
 	}
 }
