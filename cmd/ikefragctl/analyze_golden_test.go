@@ -11,6 +11,12 @@ import (
 	"github.com/ikefrag/ikefrag/test/lab"
 )
 
+// repoLab is a capture of diag/testdata/lab, recorded by the project's lab
+// with real strongSwan (diag's TestRecordLab).
+func repoLab(name string) string {
+	return filepath.Join("..", "..", "diag", "testdata", "lab", name)
+}
+
 // repoCaptures lists the captures the repository carries for the verdict
 // tests (diag/testdata: recorded by the lab, or built), by golden name.
 func repoCaptures(t *testing.T) map[string]string {

@@ -11,7 +11,7 @@ import (
 )
 
 func TestAnalyzeExitStatusAndSchema(t *testing.T) {
-	out, code := runCtl(t, "analyze", shared.LabPcap(t, "c.pcap"))
+	out, code := runCtl(t, "analyze", repoLab("c.pcap"))
 	if code != 0 || !strings.Contains(out, "OK") || !strings.Contains(out, "SKF 5/5") {
 		t.Errorf("c.pcap: exit %d, output:\n%s", code, out)
 	}
@@ -75,7 +75,7 @@ func TestAnalyzeExitStatusAndSchema(t *testing.T) {
 // A capture cut short mid-packet is analysed up to the cut, with a warning
 // naming the frame; the exit status follows the verdicts.
 func TestAnalyzeTruncatedCapture(t *testing.T) {
-	b, err := os.ReadFile(shared.LabPcap(t, "b.pcap"))
+	b, err := os.ReadFile(repoLab("b.pcap"))
 	if err != nil {
 		t.Fatal(err)
 	}

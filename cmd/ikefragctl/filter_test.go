@@ -39,7 +39,11 @@ func runCtlIn(t *testing.T, stdin []byte, args ...string) (string, int) {
 // analyze - reads pcap and pcapng from standard input and says the same
 // as for the file.
 func TestAnalyzeStdin(t *testing.T) {
-	for _, f := range []string{shared.LabPcap(t, "b.pcap"), shared.Corpus(t, "scapy-ikev2_nat_t.pcapng")} {
+	for _, file := range []func() string{
+		func() string { return repoLab("b.pcap") },
+		func() string { return shared.Corpus(t, "scapy-ikev2_nat_t.pcapng") },
+	} {
+		f := file()
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -159,7 +163,7 @@ func TestAnalyzeFilters(t *testing.T) {
 	}
 	// The exit status follows what is shown: an error verdict filtered
 	// away is exit 0.
-	fd := shared.LabPcap(t, "b.pcap")
+	fd := repoLab("b.pcap")
 	if _, code := runCtl(t, "analyze", fd); code != 1 {
 		t.Errorf("b.pcap: exit %d, want 1", code)
 	}
@@ -223,7 +227,7 @@ func TestEventFilter(t *testing.T) {
 // changing its mode; a real table readable by others still gets the
 // chmod advice.
 func TestKeysNotATable(t *testing.T) {
-	pc := shared.LabPcap(t, "c.pcap")
+	pc := repoLab("c.pcap")
 	out, code := runCtl(t, "analyze", "--keys", "/etc/passwd", pc)
 	if code != 2 || !strings.Contains(out, "not a strongSwan save-keys table: /etc/passwd") || strings.Contains(out, "chmod") {
 		t.Errorf("--keys /etc/passwd: exit %d: %s", code, out)
