@@ -39,23 +39,25 @@ func runCtlIn(t *testing.T, stdin []byte, args ...string) (string, int) {
 // analyze - reads pcap and pcapng from standard input and says the same
 // as for the file.
 func TestAnalyzeStdin(t *testing.T) {
-	for _, file := range []func() string{
-		func() string { return repoLab("b.pcap") },
-		func() string { return shared.Corpus(t, "scapy-ikev2_nat_t.pcapng") },
+	for name, file := range map[string]func(t *testing.T) string{
+		"repo b.pcap":              func(*testing.T) string { return repoLab("b.pcap") },
+		"corpus scapy-ikev2_nat_t": func(t *testing.T) string { return shared.Corpus(t, "scapy-ikev2_nat_t.pcapng") },
 	} {
-		f := file()
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, wcode := runCtl(t, "analyze", f)
-		got, gcode := runCtlIn(t, b, "analyze", "-")
-		if got != want || gcode != wcode || !strings.Contains(got, "session(s)") {
-			t.Errorf("%s: analyze - exit %d:\n%s\nwant exit %d:\n%s", f, gcode, got, wcode, want)
-		}
-		if got, code := runCtlIn(t, b, "decode", "-"); code != 0 || !strings.Contains(got, "IKE_SA_INIT") {
-			t.Errorf("%s: decode -: exit %d\n%s", f, code, got)
-		}
+		t.Run(name, func(t *testing.T) {
+			f := file(t)
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, wcode := runCtl(t, "analyze", f)
+			got, gcode := runCtlIn(t, b, "analyze", "-")
+			if got != want || gcode != wcode || !strings.Contains(got, "session(s)") {
+				t.Errorf("%s: analyze - exit %d:\n%s\nwant exit %d:\n%s", f, gcode, got, wcode, want)
+			}
+			if got, code := runCtlIn(t, b, "decode", "-"); code != 0 || !strings.Contains(got, "IKE_SA_INIT") {
+				t.Errorf("%s: decode -: exit %d\n%s", f, code, got)
+			}
+		})
 	}
 	if out, code := runCtlIn(t, []byte("not a capture at all"), "analyze", "-"); code != 2 || !strings.Contains(out, "standard input") {
 		t.Errorf("garbage on stdin: exit %d: %s", code, out)
