@@ -68,9 +68,11 @@ var labRecordings = []labRecording{
 //
 //	go test ./diag -run TestRecordLab -record -v
 //
-// (IKEFRAG_RECORD=b,c re-records only those),
-// then go test ./diag -run 'TestRepo|TestGolden' -update rewrites the
-// golden reports; review both diffs before committing.
+// (IKEFRAG_RECORD=b,c re-records only those); then
+// go test ./diag ./cmd/ikefragctl -run 'TestGolden|TestAnalyzeGolden' -update
+// rewrites the golden reports. scripts/record-testdata.sh does all of it.
+// Review the diffs before committing: TestRepoVerdicts checks that the
+// verdicts stayed.
 func TestRecordLab(t *testing.T) {
 	if !*record {
 		t.Skip("re-recording the lab captures needs -record (root, strongSwan)")
