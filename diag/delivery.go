@@ -216,7 +216,9 @@ func (e *Engine) lostToward(a netip.Addr, d exchangeDelivery, answered int) {
 	if p == nil {
 		return
 	}
-	if p.LostTo == 0 || d.lost < p.LostTo || d.lost == p.LostTo && d.sends > p.LostSends {
+	// Ties go to more sends, then to the larger answered size, so that
+	// the result does not depend on the order sessions are folded in.
+	if p.LostTo == 0 || d.lost < p.LostTo || d.lost == p.LostTo && (d.sends > p.LostSends || d.sends == p.LostSends && answered > p.LostBelow) {
 		p.LostTo, p.LostSends, p.LostBelow = d.lost, d.sends, answered
 	}
 }

@@ -203,11 +203,11 @@ func TestLabVerdicts(t *testing.T) {
 // backend: that leg is shown but judged only on the client's session.
 func TestRelayLegIsNotJudged(t *testing.T) {
 	proxyAddr := netip.MustParseAddr("10.99.1.2") // the initiator in b.pcap
-	r := analyzeWith(t, shared.LabPcap(t, "b.pcap"), diag.Options{RelayLeg: func(a netip.Addr) bool { return a == proxyAddr }})
+	r := analyzeWith(t, labFile("b.pcap"), diag.Options{RelayLeg: func(a netip.Addr) bool { return a == proxyAddr }})
 	if len(r.Sessions) != 1 || !r.Sessions[0].RelayLeg || len(r.Sessions[0].Verdicts) != 0 {
 		t.Errorf("sessions %+v, want one relay leg without verdicts", r.Sessions)
 	}
-	r = analyzeWith(t, shared.LabPcap(t, "b.pcap"), diag.Options{RelayLeg: func(netip.Addr) bool { return false }})
+	r = analyzeWith(t, labFile("b.pcap"), diag.Options{RelayLeg: func(netip.Addr) bool { return false }})
 	if len(r.Sessions) != 1 || r.Sessions[0].RelayLeg || len(r.Sessions[0].Verdicts) == 0 {
 		t.Errorf("sessions %+v, want the client's session judged", r.Sessions)
 	}

@@ -148,6 +148,8 @@ type Engine struct {
 	warnings []string
 	// mem is the engine's memory budget (budget.go).
 	mem *budget
+	// live is what the live judge remembers (live.go).
+	live liveState
 }
 
 // orphanTrains counts incomplete fragment trains between two addresses
@@ -414,6 +416,7 @@ func (e *Engine) forget(s *Session) {
 		delete(e.pairLatest, p)
 	}
 	e.lru.Remove(s.elem)
+	delete(e.live.marks, s.ID)
 }
 
 // place files a datagram under its exchange as a new transmission, as part

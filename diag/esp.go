@@ -178,6 +178,14 @@ func (e *Engine) answerESP(f *espFlow, t time.Time) {
 
 // expireESP judges the datagrams that waited longer than the reply window
 // by time now.
+// expireESPAll judges, by the engine's clock, the ESP sends of every flow
+// still waiting for traffic back.
+func (e *Engine) expireESPAll() {
+	for _, f := range e.esp {
+		e.expireESP(f, e.now)
+	}
+}
+
 func (e *Engine) expireESP(f *espFlow, now time.Time) {
 	n := 0
 	for _, p := range f.pending {
@@ -394,7 +402,6 @@ func (v *evaluator) esp() {
 		if f == nil {
 			continue
 		}
-		v.e.expireESP(f, v.e.now)
 		v.espFlow(f, dir.dir)
 	}
 }

@@ -11,8 +11,10 @@ import (
 
 // FuzzEngine feeds records built from random bytes: IKE-port datagrams with
 // arbitrary payloads, flags, fragment facts and timestamps (including going
-// backwards), ICMP too-big messages and drops. The engine must never panic
-// and must produce a report.
+// backwards), ICMP too-big messages and drops, with the live judge asked
+// between records as the daemon does. The engine must never panic, must
+// produce a report, and the live judge must remember no session the engine
+// forgot.
 func FuzzEngine(f *testing.F) {
 	hdr := make([]byte, 32)
 	hdr[17], hdr[18], hdr[19] = 0x20, 35, 0x08
@@ -54,12 +56,21 @@ func FuzzEngine(f *testing.F) {
 				e.Add(obs.Record{Drop: &obs.Drop{Time: ts, Src: a, Dst: c, Proto: []uint8{17, 1, 58}[n%3], ICMPType: uint8(n % 4), ICMPCode: 4,
 					IPID: uint32(op >> 4), Fragment: op&0x10 != 0, FragOffset: 1480}})
 			}
+			if op&0x03 == 3 {
+				_ = e.Judge()
+			}
 		}
+		e.Advance(base.Add(time.Minute))
+		_ = e.Judge()
 		_ = e.Report(false)
 		r := e.Report(true)
 		if len(r.Sessions) > 8 {
 			t.Fatalf("%d sessions kept, cap is 8", len(r.Sessions))
 		}
 		e.Expire(base.Add(time.Hour))
+		_ = e.Judge()
+		if n, _ := e.Counts(); e.Judged() > n {
+			t.Fatalf("live judge remembers %d sessions, engine holds %d", e.Judged(), n)
+		}
 	})
 }

@@ -90,10 +90,8 @@ type Summary struct {
 
 // Report builds the report of everything seen so far.
 func (e *Engine) Report(final bool) Report {
-	ss := e.Sessions()
-	e.settleAll(ss, final)
-	r := Report{Schema: "ikefrag.report", Version: SchemaVersion, Sessions: []SessionReport{}, Peers: e.Peers(),
-		Findings: e.Findings(final), Warnings: e.Warnings(), Summary: Summary{Verdicts: map[Code]int{}}}
+	r := Report{Schema: "ikefrag.report", Version: SchemaVersion, Sessions: []SessionReport{},
+		Warnings: e.Warnings(), Summary: Summary{Verdicts: map[Code]int{}}}
 	count := func(vs []Verdict) {
 		for _, v := range vs {
 			r.Summary.Verdicts[v.Code]++
@@ -108,19 +106,20 @@ func (e *Engine) Report(final bool) Report {
 			}
 		}
 	}
-	for _, s := range ss {
+	e.judge(e.Sessions(), final, func(s *Session, vs []Verdict) {
 		if s.Unsolicited() && e.settled(s, final) {
 			r.Summary.UnsolicitedSessions++
-			continue
+			return
 		}
-		sr := e.SessionReport(s, final)
+		sr := e.sessionReport(s, vs)
 		r.Sessions = append(r.Sessions, sr)
 		r.Summary.Sessions++
 		if sr.Established {
 			r.Summary.Established++
 		}
 		count(sr.Verdicts)
-	}
+	})
+	r.Peers, r.Findings = e.Peers(), e.Findings(final)
 	count(r.Findings)
 	return r
 }
@@ -139,14 +138,19 @@ func (e *Engine) Warn(msg string) {
 // Warnings returns the report-level warnings.
 func (e *Engine) Warnings() []string { return append([]string(nil), e.warnings...) }
 
-// SessionReport describes one session.
+// SessionReport describes one session, judged on the evidence at hand
+// (Report folds every session's evidence in first).
 func (e *Engine) SessionReport(s *Session, final bool) SessionReport {
+	return e.sessionReport(s, e.Evaluate(s, final))
+}
+
+func (e *Engine) sessionReport(s *Session, vs []Verdict) SessionReport {
 	sr := SessionReport{
 		ID: s.ID, Client: s.Initiator.String(), Server: s.Responder.String(),
 		SPIi: s.SPIi.String(), SPIr: s.SPIr.String(), IKEVersion: 2, RelayLeg: s.RelayLeg,
 		Start: s.First, End: s.Last,
 		FragmentationSupported: FragSupport{s.FragSupported.Initiator, s.FragSupported.Responder},
-		Verdicts:               e.Evaluate(s, final),
+		Verdicts:               vs,
 	}
 	if s.IKEv1 {
 		sr.IKEVersion = 1

@@ -57,8 +57,8 @@ func (e *Engine) Findings(final bool) []Verdict {
 				datagrams(ts, func(d *Datagram) {
 					a.msgs += d.Copies
 					a.bytes += d.IPLen * d.Copies
-					if len(a.frames) < 64 {
-						a.frames = append(a.frames, d.Frames...)
+					for _, f := range d.Frames {
+						a.frames = keepFirstFrames(a.frames, f)
 					}
 				})
 			}
@@ -114,9 +114,36 @@ func (e *Engine) Findings(final bool) []Verdict {
 				sprintf("%d message(s), %d bytes, over %s (%s to %s)", a.msgs, a.bytes, a.last.Sub(a.first).Round(time.Millisecond), a.first.UTC().Format(time.RFC3339), a.last.UTC().Format(time.RFC3339)),
 				"roles from the IKE header: every message is a response from the SA's responder (IKEv2 R flag; IKEv1 responder cookie set and SA first), and nothing was seen from the initiator",
 			},
-			Frames: a.frames, Remedy: remedies[UnsolicitedResponses],
+			Frames: sortedFrames(a.frames), Remedy: remedies[UnsolicitedResponses],
 		})
 	}
 	out = append(out, e.espFindings()...)
 	return append(out, e.localICMPDrops()...)
+}
+
+// maxFindingFrames bounds the frames a finding cites.
+const maxFindingFrames = 64
+
+// keepFirstFrames adds frame f to fs, keeping the maxFindingFrames lowest:
+// sessions are visited in map order, and the frames cited must not depend
+// on it.
+func keepFirstFrames(fs []int, f int) []int {
+	if len(fs) < maxFindingFrames {
+		return append(fs, f)
+	}
+	hi := 0
+	for i := range fs {
+		if fs[i] > fs[hi] {
+			hi = i
+		}
+	}
+	if f < fs[hi] {
+		fs[hi] = f
+	}
+	return fs
+}
+
+func sortedFrames(fs []int) []int {
+	sort.Ints(fs)
+	return fs
 }

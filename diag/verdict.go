@@ -111,12 +111,25 @@ func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
 // end of a capture): unanswered requests are then judged even if recent.
 func (e *Engine) Verdicts(final bool) []Verdict {
 	var out []Verdict
-	ss := e.Sessions()
-	e.settleAll(ss, final)
-	for _, s := range ss {
-		out = append(out, e.Evaluate(s, final)...)
-	}
+	e.judge(e.Sessions(), final, func(_ *Session, vs []Verdict) { out = append(out, vs...) })
 	return append(out, e.Findings(final)...)
+}
+
+// judge is the one path from sessions to verdicts, for a capture (Verdicts,
+// Report) and for live use (Judge). First what every session in ss proves
+// is folded into the peers' evidence (settle) and ESP sends waiting for an
+// answer are judged by the clock; then each session is evaluated against
+// that evidence, in order of ID, and handed to each. Evaluation reads the
+// shared evidence and never writes it, and folding takes maxima and
+// minima, so no verdict depends on the order in which sessions are judged.
+func (e *Engine) judge(ss []*Session, final bool, each func(*Session, []Verdict)) {
+	for _, s := range ss {
+		e.settle(s, e.settled(s, final))
+	}
+	e.expireESPAll()
+	for _, s := range ss {
+		each(s, e.Evaluate(s, final))
+	}
 }
 
 // settled reports whether a session is judged as a whole: the observation
@@ -125,26 +138,16 @@ func (e *Engine) settled(s *Session, final bool) bool {
 	return final || e.now.Sub(s.Last) >= e.opt.Settle
 }
 
-// settleAll folds what every session proves into the peers' evidence, so
-// that verdicts, which read path-MTU estimates, do not depend on the order
-// in which sessions are judged.
-func (e *Engine) settleAll(ss []*Session, final bool) {
-	for _, s := range ss {
-		e.settle(s, e.settled(s, final))
-	}
-}
-
-// Evaluate returns the verdicts for one session. It also folds what the
-// session proves arrived into its peers' path-MTU evidence.
+// Evaluate returns the verdicts for one session from the evidence at hand.
+// It changes nothing: what sessions prove about their peers is folded in
+// before (judge), so that Verdicts, Report and Judge see the same evidence.
 func (e *Engine) Evaluate(s *Session, final bool) []Verdict {
-	settled := e.settled(s, final)
-	e.settle(s, settled)
 	if s.RelayLeg || s.Unsolicited() {
 		// Unsolicited responses are judged per target address
 		// (Findings), not per session.
 		return nil
 	}
-	ev := evaluator{e: e, s: s, settled: settled}
+	ev := evaluator{e: e, s: s, settled: e.settled(s, final)}
 	return ev.run()
 }
 

@@ -161,7 +161,7 @@ func TestDecodeCorpusFacts(t *testing.T) {
 	})
 	t.Run("lab b: IKE_AUTH fragments seen entering mid only", func(t *testing.T) {
 		n := 0
-		for _, l := range decodeJSON(t, shared.LabPcap(t, "b.pcap")) {
+		for _, l := range decodeJSON(t, repoLab("b.pcap")) {
 			if l.Exchange == "IKE_AUTH" {
 				n++
 				if l.IPFragments != 4 || l.Direction != "ingress" {

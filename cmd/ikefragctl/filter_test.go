@@ -39,19 +39,25 @@ func runCtlIn(t *testing.T, stdin []byte, args ...string) (string, int) {
 // analyze - reads pcap and pcapng from standard input and says the same
 // as for the file.
 func TestAnalyzeStdin(t *testing.T) {
-	for _, f := range []string{shared.LabPcap(t, "b.pcap"), shared.Corpus(t, "scapy-ikev2_nat_t.pcapng")} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, wcode := runCtl(t, "analyze", f)
-		got, gcode := runCtlIn(t, b, "analyze", "-")
-		if got != want || gcode != wcode || !strings.Contains(got, "session(s)") {
-			t.Errorf("%s: analyze - exit %d:\n%s\nwant exit %d:\n%s", f, gcode, got, wcode, want)
-		}
-		if got, code := runCtlIn(t, b, "decode", "-"); code != 0 || !strings.Contains(got, "IKE_SA_INIT") {
-			t.Errorf("%s: decode -: exit %d\n%s", f, code, got)
-		}
+	for name, file := range map[string]func(t *testing.T) string{
+		"repo b.pcap":              func(*testing.T) string { return repoLab("b.pcap") },
+		"corpus scapy-ikev2_nat_t": func(t *testing.T) string { return shared.Corpus(t, "scapy-ikev2_nat_t.pcapng") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := file(t)
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, wcode := runCtl(t, "analyze", f)
+			got, gcode := runCtlIn(t, b, "analyze", "-")
+			if got != want || gcode != wcode || !strings.Contains(got, "session(s)") {
+				t.Errorf("%s: analyze - exit %d:\n%s\nwant exit %d:\n%s", f, gcode, got, wcode, want)
+			}
+			if got, code := runCtlIn(t, b, "decode", "-"); code != 0 || !strings.Contains(got, "IKE_SA_INIT") {
+				t.Errorf("%s: decode -: exit %d\n%s", f, code, got)
+			}
+		})
 	}
 	if out, code := runCtlIn(t, []byte("not a capture at all"), "analyze", "-"); code != 2 || !strings.Contains(out, "standard input") {
 		t.Errorf("garbage on stdin: exit %d: %s", code, out)
@@ -159,7 +165,7 @@ func TestAnalyzeFilters(t *testing.T) {
 	}
 	// The exit status follows what is shown: an error verdict filtered
 	// away is exit 0.
-	fd := shared.LabPcap(t, "b.pcap")
+	fd := repoLab("b.pcap")
 	if _, code := runCtl(t, "analyze", fd); code != 1 {
 		t.Errorf("b.pcap: exit %d, want 1", code)
 	}
@@ -223,7 +229,7 @@ func TestEventFilter(t *testing.T) {
 // changing its mode; a real table readable by others still gets the
 // chmod advice.
 func TestKeysNotATable(t *testing.T) {
-	pc := shared.LabPcap(t, "c.pcap")
+	pc := repoLab("c.pcap")
 	out, code := runCtl(t, "analyze", "--keys", "/etc/passwd", pc)
 	if code != 2 || !strings.Contains(out, "not a strongSwan save-keys table: /etc/passwd") || strings.Contains(out, "chmod") {
 		t.Errorf("--keys /etc/passwd: exit %d: %s", code, out)

@@ -74,10 +74,16 @@ func TestLadderShortLabelsGolden(t *testing.T) {
 	golden(t, "ladder-short-labels.golden", b.String())
 }
 
-// On every capture of the corpus and the lab, each ladder label of the
-// report appears whole in analyze's text.
+// On every capture of the repository and, when ../shared is there, of the
+// corpus, each ladder label of the report appears whole in analyze's text.
 func TestLadderLabelsNeverCut(t *testing.T) {
-	files := append(shared.CorpusFiles(t), shared.LabPcap(t, "b.pcap"), shared.LabPcap(t, "d.pcap"), shared.LabPcap(t, "e.pcap"))
+	var files []string
+	for _, f := range repoCaptures(t) {
+		files = append(files, f)
+	}
+	if _, ok := shared.Find(); ok {
+		files = append(files, shared.CorpusFiles(t)...)
+	}
 	rows := 0
 	for _, f := range files {
 		r, _ := analyzeJSON(t, f)

@@ -15,9 +15,10 @@ import (
 	"github.com/ikefrag/ikefrag/diag/obs"
 )
 
-// pipeline owns the diagnosis engine: one goroutine drains the observer's
-// records into it, moves its clock, expires idle sessions, judges sessions
-// as they change or settle and reports each verdict once per session.
+// pipeline owns the diagnosis engine and wires it: one goroutine drains the
+// observer's records into it, moves its clock, expires idle sessions, and
+// reports what the engine's live judge (diag.Engine.Judge) returns on each
+// tick: the rules of which verdict is new belong to the engine.
 // Everyone else reads the snapshot it publishes or sends it a query.
 type pipeline struct {
 	eng    *diag.Engine
@@ -31,8 +32,6 @@ type pipeline struct {
 	epoch time.Time
 
 	queries chan func(*diag.Engine)
-	marks   map[int]*mark
-	gen     uint64
 	limiter logLimiter
 
 	lastExpire, lastPeers time.Time
@@ -50,39 +49,6 @@ type pipeline struct {
 	// withdrawnVerdicts counts provisional verdicts that did not hold
 	// (ikefrag_provisional_verdicts_withdrawn_total).
 	withdrawnVerdicts *prometheus.CounterVec
-	// findings remembers the report-level findings already reported.
-	findings map[findingKey]struct{}
-}
-
-// findingKey identifies a report-level finding.
-type findingKey struct {
-	code   diag.Code
-	target string
-}
-
-// maxFindingKeys bounds the findings remembered; past it they may be
-// reported again, which is harmless.
-const maxFindingKeys = 4096
-
-// mark is what the pipeline remembers of a session between ticks.
-type mark struct {
-	last    time.Time // the session's Last when it was judged
-	changes uint64    // the session's Changes when it was judged
-	settled bool
-	gen     uint64
-	seen    map[verdictKey]struct{}
-}
-
-// verdictKey identifies a verdict within a session, so that it is
-// reported once.
-type verdictKey struct {
-	code     diag.Code
-	dir      string
-	exchange string
-	mid      uint32
-	// provisional: a verdict reported as provisional is reported again
-	// when it becomes final.
-	provisional bool
 }
 
 // engineSnapshot is what the engine goroutine publishes every tick.
@@ -120,7 +86,6 @@ func newPipeline(opt diag.Options, logRate int, log *slog.Logger, events *eventH
 		m:       m,
 		epoch:   time.Now(),
 		queries: make(chan func(*diag.Engine)),
-		marks:   map[int]*mark{},
 		limiter: newLogLimiter(logRate),
 		counts:  map[diag.Code]int{},
 		provisional: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "provisional_verdicts_total",
@@ -129,7 +94,6 @@ func newPipeline(opt diag.Options, logRate int, log *slog.Logger, events *eventH
 		withdrawnVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "provisional_verdicts_withdrawn_total",
 			Help: "Provisional verdicts that no longer held before they became final (a late response arrived), by code."},
 			[]string{"code"}),
-		findings: map[findingKey]struct{}{},
 	}
 	if m != nil && m.reg != nil {
 		m.reg.MustRegister(p.provisional, p.withdrawnVerdicts)
@@ -230,81 +194,17 @@ func (p *pipeline) tick() {
 	p.lastTick.Store(time.Now().UnixNano())
 }
 
-// judge evaluates the sessions that changed since the last tick or have
-// just settled, and reports verdicts not reported before.
+// judge reports what the engine's live judge returns: new verdicts and
+// findings (log line, event, metric) and withdrawn provisional verdicts.
 func (p *pipeline) judge(now time.Time) {
-	p.gen++
-	for _, s := range p.eng.Sessions() {
-		settled := now.Sub(s.Last) >= p.settle
-		m := p.marks[s.ID]
-		if m == nil {
-			m = &mark{seen: map[verdictKey]struct{}{}}
-			p.marks[s.ID] = m
-		} else if s.Last.Equal(m.last) && m.settled == settled && m.changes == s.Changes {
-			m.gen = p.gen
+	for _, v := range p.eng.Judge() {
+		if v.Withdrawn {
+			p.withdrawnVerdicts.WithLabelValues(string(v.Code)).Inc()
+			p.log.Info("provisional verdict withdrawn: the evidence no longer holds", "code", string(v.Code), "session", v.Session,
+				"client", v.Client, "server", v.Server, "exchange", v.Exchange)
 			continue
 		}
-		m.gen, m.last, m.settled, m.changes = p.gen, s.Last, settled, s.Changes
-		vs := p.eng.Evaluate(s, false)
-		for _, v := range vs {
-			k := verdictKey{code: v.Code, dir: v.Direction, exchange: v.Exchange, provisional: v.Provisional}
-			if v.MessageID != nil {
-				k.mid = *v.MessageID
-			}
-			if _, ok := m.seen[k]; !ok {
-				m.seen[k] = struct{}{}
-				p.report(now, v)
-			}
-		}
-		p.withdrawn(s, m, vs)
-	}
-	// Report-level findings (unsolicited responses per target, local
-	// drops of ICMP too-big), each once per target and code.
-	for _, v := range p.eng.Findings(false) {
-		k := findingKey{code: v.Code, target: v.Client}
-		if _, ok := p.findings[k]; !ok {
-			if len(p.findings) >= maxFindingKeys {
-				clear(p.findings)
-			}
-			p.findings[k] = struct{}{}
-			p.report(now, v)
-		}
-	}
-	// Forget sessions the engine expired or evicted.
-	for id, m := range p.marks {
-		if m.gen != p.gen {
-			delete(p.marks, id)
-		}
-	}
-}
-
-// withdrawn logs and counts the provisional verdicts of a session that no
-// longer hold (a late response arrived) and were never made final, once.
-func (p *pipeline) withdrawn(s *diag.Session, m *mark, vs []diag.Verdict) {
-	for k := range m.seen {
-		if !k.provisional {
-			continue
-		}
-		final := k
-		final.provisional = false
-		if _, ok := m.seen[final]; ok {
-			continue
-		}
-		still := false
-		for _, v := range vs {
-			mid := uint32(0)
-			if v.MessageID != nil {
-				mid = *v.MessageID
-			}
-			still = still || v.Code == k.code && v.Direction == k.dir && v.Exchange == k.exchange && mid == k.mid
-		}
-		if still {
-			continue
-		}
-		delete(m.seen, k)
-		p.withdrawnVerdicts.WithLabelValues(string(k.code)).Inc()
-		p.log.Info("provisional verdict withdrawn: the evidence no longer holds", "code", string(k.code), "session", s.ID,
-			"client", s.Initiator.String(), "server", s.Responder.String(), "exchange", k.exchange)
+		p.report(now, v.Verdict)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +20,13 @@ import (
 	"github.com/ikefrag/ikefrag/diag/capture"
 	"github.com/ikefrag/ikefrag/diag/obs"
 	"github.com/ikefrag/ikefrag/ike"
-	"github.com/ikefrag/ikefrag/test/shared"
 )
+
+// repoLab is a capture of diag/testdata/lab, recorded by the project's lab
+// with real strongSwan (diag's TestRecordLab).
+func repoLab(name string) string {
+	return filepath.Join("..", "..", "diag", "testdata", "lab", name)
+}
 
 // records reads a capture into observation records.
 func records(t *testing.T, path string) []obs.Record {
@@ -45,14 +51,15 @@ func records(t *testing.T, path string) []obs.Record {
 
 // The pipeline judges a session once it settles, reports each verdict
 // once per session (log line, event, metric), and does not repeat it on
-// later ticks. The lab captures of scenarios b and c are the input.
+// later ticks. The repository's lab captures of scenarios b and c are the
+// input.
 func TestPipelineReportsEachVerdictOnce(t *testing.T) {
 	for _, c := range []struct {
 		pcap string
 		want diag.Code
 	}{{"b.pcap", diag.FragmentsDropped}, {"c.pcap", diag.OK}} {
 		t.Run(c.pcap, func(t *testing.T) {
-			recs := records(t, shared.LabPcap(t, c.pcap))
+			recs := records(t, repoLab(c.pcap))
 			var logs bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
 			hub := newEventHub()
@@ -88,23 +95,23 @@ func TestPipelineReportsEachVerdictOnce(t *testing.T) {
 // Sessions the engine forgets are forgotten by the pipeline too, and the
 // engine's clock follows the wall clock without traffic.
 func TestPipelineRetention(t *testing.T) {
-	recs := records(t, shared.LabPcap(t, "c.pcap"))
+	recs := records(t, repoLab("c.pcap"))
 	p := newPipeline(diag.Options{Idle: time.Minute}, 20, slog.New(slog.DiscardHandler), newEventHub(), newMetrics())
 	for _, r := range recs {
 		p.add(r)
 	}
 	p.lastExpire = time.Now() // hold the expiry walk back for one tick
 	p.tick()
-	if len(p.marks) != 1 || p.snapshot().Sessions != 1 {
-		t.Fatalf("%d marks, %d sessions after one session", len(p.marks), p.snapshot().Sessions)
+	if p.eng.Judged() != 1 || p.snapshot().Sessions != 1 {
+		t.Fatalf("%d marks, %d sessions after one session", p.eng.Judged(), p.snapshot().Sessions)
 	}
 	// The capture is older than Idle: the next expiry walk removes it, and
 	// the tick after that its mark.
 	p.lastExpire = time.Time{}
 	p.tick()
 	p.tick()
-	if s := p.snapshot(); s.Sessions != 0 || len(p.marks) != 0 || p.expired.Load() != 1 {
-		t.Errorf("after expiry: %d sessions, %d marks, %d expired", s.Sessions, len(p.marks), p.expired.Load())
+	if s := p.snapshot(); s.Sessions != 0 || p.eng.Judged() != 0 || p.expired.Load() != 1 {
+		t.Errorf("after expiry: %d sessions, %d marks, %d expired", s.Sessions, p.eng.Judged(), p.expired.Load())
 	}
 	if d := time.Since(p.eng.Now()); d > 5*time.Second || d < 0 {
 		t.Errorf("engine clock %v behind the wall clock", d)
@@ -156,7 +163,7 @@ func shiftRecords(recs []obs.Record, d time.Duration) {
 // copy on, reported (event, log, metric) as provisional, and the final
 // verdict once the session settles.
 func TestPipelineProvisionalThenFinal(t *testing.T) {
-	recs := records(t, shared.LabPcap(t, "b.pcap"))
+	recs := records(t, repoLab("b.pcap"))
 	var logs bytes.Buffer
 	hub := newEventHub()
 	p := newPipeline(diag.Options{}, 100, slog.New(slog.NewTextHandler(&logs, nil)), hub, newMetrics())

@@ -9,6 +9,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/test/packet"
 )
 
 // BenchmarkReader measures decode + defragment throughput over whole
@@ -54,8 +55,8 @@ func BenchmarkReader(b *testing.B) {
 }
 
 func BenchmarkDecodeFrame(b *testing.B) {
-	ip := v4{src: addrA, dst: addrB, proto: 17, payload: udpBytes(4500, 4500, pattern(1400, 1), 0)}.bytes()
-	frame := cat(make([]byte, 12), []byte{0x08, 0x00}, ip)
+	ip := packet.IPv4{Src: addrA, Dst: addrB, Proto: 17, Payload: packet.UDPBytes(4500, 4500, pattern(1400, 1), 0)}.Bytes()
+	frame := packet.Cat(make([]byte, 12), []byte{0x08, 0x00}, ip)
 	ci := ciFor(frame, t0)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -68,7 +69,7 @@ func BenchmarkDecodeFrame(b *testing.B) {
 // BenchmarkDefragment reassembles a 4-fragment 5 KB datagram, the shape of
 // an IKE_AUTH with a certificate chain.
 func BenchmarkDefragment(b *testing.B) {
-	pkts := splitV4(v4{src: addrA, dst: addrB, id: 1, proto: 17}, udpBytes(4500, 4500, pattern(5108, 1), 0), 1480, 2960, 4440)
+	pkts := packet.SplitIPv4(packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 17}, packet.UDPBytes(4500, 4500, pattern(5108, 1), 0), 1480, 2960, 4440)
 	ps := make([]Packet, len(pkts))
 	for i, raw := range pkts {
 		ps[i] = rawPacket(b, raw, t0, i+1)

@@ -11,6 +11,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/test/packet"
 )
 
 func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
@@ -83,13 +84,13 @@ func TestDecodeIPv6Serialized(t *testing.T) {
 }
 
 func TestDecodeIPv4Cases(t *testing.T) {
-	udp := udpBytes(500, 500, pattern(40, 1), 0)
-	base := v4{src: addrA, dst: addrB, id: 7, proto: 17, payload: udp}
+	udp := packet.UDPBytes(500, 500, pattern(40, 1), 0)
+	base := packet.IPv4{Src: addrA, Dst: addrB, ID: 7, Proto: 17, Payload: udp}
 
 	t.Run("options", func(t *testing.T) {
 		h := base
-		h.options = []byte{0x94, 0x04, 0, 0, 1, 1, 1, 0} // Router Alert, NOPs, EOL
-		b := h.bytes()
+		h.Options = []byte{0x94, 0x04, 0, 0, 1, 1, 1, 0} // Router Alert, NOPs, EOL
+		b := h.Bytes()
 		p := rawPacket(t, b, t0, 1)
 		if p.IPLen != 28+48 || p.PayloadLen != 48 || p.SrcPort != 500 || p.Payload[8] != udp[8] {
 			t.Errorf("decoded %+v", p)
@@ -97,8 +98,8 @@ func TestDecodeIPv4Cases(t *testing.T) {
 	})
 	t.Run("ethernet padding", func(t *testing.T) {
 		h := base
-		h.payload = udpBytes(4500, 4500, []byte{0xff}, 0) // NAT-keepalive
-		ip := h.bytes()
+		h.Payload = packet.UDPBytes(4500, 4500, []byte{0xff}, 0) // NAT-keepalive
+		ip := h.Bytes()
 		frame := append(make([]byte, 14), ip...)
 		binary.BigEndian.PutUint16(frame[12:], 0x0800)
 		frame = append(frame, make([]byte, 60-len(frame))...) // pad to minimum
@@ -108,7 +109,7 @@ func TestDecodeIPv4Cases(t *testing.T) {
 		}
 	})
 	t.Run("snapped", func(t *testing.T) {
-		b := base.bytes()
+		b := base.Bytes()
 		ci := gopacket.CaptureInfo{CaptureLength: 36, Length: len(b)}
 		p, err := DecodeFrame(layers.LinkTypeRaw, b[:36], ci)
 		if err != nil || !p.Snapped || len(p.Payload) != 16 || p.PayloadLen != 48 || p.SrcPort != 500 {
@@ -145,7 +146,7 @@ func TestDecodeIPv4Cases(t *testing.T) {
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
-			b := c.mod(base.bytes())
+			b := c.mod(base.Bytes())
 			_, err := DecodeFrame(layers.LinkTypeRaw, b, ciFor(b, t0))
 			if err != c.want {
 				t.Errorf("got %v, want %v", err, c.want)
@@ -159,9 +160,9 @@ func TestDecodeIPv4Cases(t *testing.T) {
 
 	t.Run("tiny first fragment", func(t *testing.T) {
 		h := base
-		h.mf = true
-		h.payload = udp[:0] // no data at all: MF with 0 bytes is a multiple of 8
-		p := rawPacket(t, h.bytes(), t0, 1)
+		h.MF = true
+		h.Payload = udp[:0] // no data at all: MF with 0 bytes is a multiple of 8
+		p := rawPacket(t, h.Bytes(), t0, 1)
 		if !p.Fragment || !p.IsFirstFragment() || p.SrcPort != 0 {
 			t.Errorf("decoded %+v", p)
 		}
@@ -169,38 +170,38 @@ func TestDecodeIPv4Cases(t *testing.T) {
 }
 
 func TestDecodeIPv6Cases(t *testing.T) {
-	udp := udpBytes(500, 4500, pattern(24, 2), 0)
+	udp := packet.UDPBytes(500, 4500, pattern(24, 2), 0)
 	t.Run("chain", func(t *testing.T) {
 		// Hop-by-Hop, Routing (type 4, segments left 0), Destination
 		// Options, AH, then UDP.
-		rt := optsHdr(protoDestOpts, 0)
+		rt := packet.OptionsHeader(protoDestOpts, 0)
 		rt[2], rt[3] = 4, 0
 		ah := make([]byte, 24) // 96-bit ICV: Payload Len = 24/4 - 2 = 4
 		ah[0], ah[1] = protoUDP, 4
-		b := v6{src: addr6A, dst: addr6B, nh: protoHopByHop,
-			exts: cat(optsHdr(protoRouting, 0), rt, optsHdr(protoAH, 1), ah), payload: udp}.bytes()
+		b := packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoHopByHop,
+			Ext: packet.Cat(packet.OptionsHeader(protoRouting, 0), rt, packet.OptionsHeader(protoAH, 1), ah), Payload: udp}.Bytes()
 		p := rawPacket(t, b, t0, 1)
 		if p.Proto != 17 || p.SrcPort != 500 || p.DstPort != 4500 || p.PayloadLen != len(udp) || p.Fragment {
 			t.Errorf("decoded %+v", p)
 		}
 	})
 	t.Run("ESP stops the walk", func(t *testing.T) {
-		b := v6{src: addr6A, dst: addr6B, nh: protoDestOpts, exts: optsHdr(protoESP, 0), payload: pattern(32, 3)}.bytes()
+		b := packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoDestOpts, Ext: packet.OptionsHeader(protoESP, 0), Payload: pattern(32, 3)}.Bytes()
 		p := rawPacket(t, b, t0, 1)
 		if p.Proto != protoESP || p.PayloadLen != 32 {
 			t.Errorf("decoded %+v", p)
 		}
 	})
 	t.Run("fragment", func(t *testing.T) {
-		b := v6{src: addr6A, dst: addr6B, nh: protoFragment, exts: fragHdr(protoUDP, 1448, true, 0xdeadbeef), payload: pattern(16, 4)}.bytes()
+		b := packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoFragment, Ext: packet.FragmentHeader(protoUDP, 1448, true, 0xdeadbeef), Payload: pattern(16, 4)}.Bytes()
 		p := rawPacket(t, b, t0, 1)
 		if !p.Fragment || p.FragOffset != 1448 || !p.MF || p.IPID != 0xdeadbeef || p.Proto != 17 || p.SrcPort != 0 || p.PayloadLen != 16 {
 			t.Errorf("decoded %+v", p)
 		}
 	})
 	t.Run("first fragment with options after it", func(t *testing.T) {
-		b := v6{src: addr6A, dst: addr6B, nh: protoFragment, exts: fragHdr(protoDestOpts, 0, true, 9),
-			payload: cat(optsHdr(protoUDP, 0), udp[:16])}.bytes()
+		b := packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoFragment, Ext: packet.FragmentHeader(protoDestOpts, 0, true, 9),
+			Payload: packet.Cat(packet.OptionsHeader(protoUDP, 0), udp[:16])}.Bytes()
 		p := rawPacket(t, b, t0, 1)
 		// Payload starts after the Fragment header; Proto names what is there.
 		if !p.IsFirstFragment() || p.Proto != protoDestOpts || p.PayloadLen != 24 {
@@ -208,7 +209,7 @@ func TestDecodeIPv6Cases(t *testing.T) {
 		}
 	})
 	t.Run("atomic fragment", func(t *testing.T) {
-		b := v6{src: addr6A, dst: addr6B, nh: protoFragment, exts: fragHdr(protoUDP, 0, false, 77), payload: udp}.bytes()
+		b := packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoFragment, Ext: packet.FragmentHeader(protoUDP, 0, false, 77), Payload: udp}.Bytes()
 		p := rawPacket(t, b, t0, 1)
 		if p.Fragment || p.IPID != 77 || p.SrcPort != 500 {
 			t.Errorf("decoded %+v", p)
@@ -219,17 +220,17 @@ func TestDecodeIPv6Cases(t *testing.T) {
 		b    []byte
 		want Reason
 	}{
-		{"hop-by-hop not first", v6{src: addr6A, dst: addr6B, nh: protoDestOpts, exts: cat(optsHdr(protoHopByHop, 0), optsHdr(protoUDP, 0)), payload: udp}.bytes(), ReasonIPv6ExtHeader},
-		{"header past payload", v6{src: addr6A, dst: addr6B, nh: protoDestOpts, exts: optsHdr(protoUDP, 0)[:4]}.bytes(), ReasonIPv6ExtHeader},
-		{"too many headers", v6{src: addr6A, dst: addr6B, nh: protoDestOpts, exts: cat(
-			optsHdr(protoDestOpts, 0), optsHdr(protoDestOpts, 0), optsHdr(protoDestOpts, 0), optsHdr(protoDestOpts, 0),
-			optsHdr(protoDestOpts, 0), optsHdr(protoDestOpts, 0), optsHdr(protoDestOpts, 0), optsHdr(protoDestOpts, 0),
-			optsHdr(protoUDP, 0)), payload: udp}.bytes(), ReasonIPv6ExtHeader},
-		{"jumbogram", v6{src: addr6A, dst: addr6B, nh: protoHopByHop}.bytes(), ReasonJumbogram},
-		{"short", v6{src: addr6A, dst: addr6B, nh: protoUDP}.bytes()[:39], ReasonIPHeader},
-		{"fragment 7 bytes with MF", v6{src: addr6A, dst: addr6B, nh: protoFragment, exts: fragHdr(protoUDP, 8, true, 1), payload: make([]byte, 7)}.bytes(), ReasonFragLength},
-		{"fragment past 64 KiB", v6{src: addr6A, dst: addr6B, nh: protoFragment, exts: fragHdr(protoUDP, 65528, false, 1), payload: make([]byte, 16)}.bytes(), ReasonFragOverflow},
-		{"UDP in 4 bytes", v6{src: addr6A, dst: addr6B, nh: protoUDP, payload: udp[:4]}.bytes(), ReasonUDPHeader},
+		{"hop-by-hop not first", packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoDestOpts, Ext: packet.Cat(packet.OptionsHeader(protoHopByHop, 0), packet.OptionsHeader(protoUDP, 0)), Payload: udp}.Bytes(), ReasonIPv6ExtHeader},
+		{"header past payload", packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoDestOpts, Ext: packet.OptionsHeader(protoUDP, 0)[:4]}.Bytes(), ReasonIPv6ExtHeader},
+		{"too many headers", packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoDestOpts, Ext: packet.Cat(
+			packet.OptionsHeader(protoDestOpts, 0), packet.OptionsHeader(protoDestOpts, 0), packet.OptionsHeader(protoDestOpts, 0), packet.OptionsHeader(protoDestOpts, 0),
+			packet.OptionsHeader(protoDestOpts, 0), packet.OptionsHeader(protoDestOpts, 0), packet.OptionsHeader(protoDestOpts, 0), packet.OptionsHeader(protoDestOpts, 0),
+			packet.OptionsHeader(protoUDP, 0)), Payload: udp}.Bytes(), ReasonIPv6ExtHeader},
+		{"jumbogram", packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoHopByHop}.Bytes(), ReasonJumbogram},
+		{"short", packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoUDP}.Bytes()[:39], ReasonIPHeader},
+		{"fragment 7 bytes with MF", packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoFragment, Ext: packet.FragmentHeader(protoUDP, 8, true, 1), Payload: make([]byte, 7)}.Bytes(), ReasonFragLength},
+		{"fragment past 64 KiB", packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoFragment, Ext: packet.FragmentHeader(protoUDP, 65528, false, 1), Payload: make([]byte, 16)}.Bytes(), ReasonFragOverflow},
+		{"UDP in 4 bytes", packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoUDP, Payload: udp[:4]}.Bytes(), ReasonUDPHeader},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
@@ -243,8 +244,8 @@ func TestDecodeIPv6Cases(t *testing.T) {
 // TestDecodeLinkTypes wraps one IPv4 and one IPv6 packet in every link
 // layer the decoder supports.
 func TestDecodeLinkTypes(t *testing.T) {
-	ip4 := v4{src: addrA, dst: addrB, id: 1, proto: 17, payload: udpBytes(500, 500, pattern(8, 5), 0)}.bytes()
-	ip6 := v6{src: addr6A, dst: addr6B, nh: 17, payload: udpBytes(500, 500, pattern(8, 5), 0)}.bytes()
+	ip4 := packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 17, Payload: packet.UDPBytes(500, 500, pattern(8, 5), 0)}.Bytes()
+	ip6 := packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: 17, Payload: packet.UDPBytes(500, 500, pattern(8, 5), 0)}.Bytes()
 	be32 := func(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 	le32 := func(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
 	sll := func(pkttype uint16, proto uint16) []byte {
@@ -273,30 +274,30 @@ func TestDecodeLinkTypes(t *testing.T) {
 		dir     obs.Direction
 		err     Reason
 	}{
-		{"null LE v4", layers.LinkTypeNull, cat(le32(2), ip4), 4, 0, 0, 0},
-		{"null BE v4", layers.LinkTypeNull, cat(be32(2), ip4), 4, 0, 0, 0},
-		{"null LE v6 FreeBSD", layers.LinkTypeNull, cat(le32(28), ip6), 6, 0, 0, 0},
-		{"null LE v6 Darwin", layers.LinkTypeNull, cat(le32(30), ip6), 6, 0, 0, 0},
-		{"null unknown family", layers.LinkTypeNull, cat(le32(7), ip4), 0, 0, 0, ReasonLinkFamily},
+		{"null LE v4", layers.LinkTypeNull, packet.Cat(le32(2), ip4), 4, 0, 0, 0},
+		{"null BE v4", layers.LinkTypeNull, packet.Cat(be32(2), ip4), 4, 0, 0, 0},
+		{"null LE packet.IPv6 FreeBSD", layers.LinkTypeNull, packet.Cat(le32(28), ip6), 6, 0, 0, 0},
+		{"null LE packet.IPv6 Darwin", layers.LinkTypeNull, packet.Cat(le32(30), ip6), 6, 0, 0, 0},
+		{"null unknown family", layers.LinkTypeNull, packet.Cat(le32(7), ip4), 0, 0, 0, ReasonLinkFamily},
 		{"null short", layers.LinkTypeNull, []byte{2, 0}, 0, 0, 0, ReasonLinkHeader},
-		{"loop v6", layers.LinkTypeLoop, cat(be32(24), ip6), 6, 0, 0, 0},
-		{"loop LE rejected", layers.LinkTypeLoop, cat(le32(2), ip4), 0, 0, 0, ReasonLinkFamily},
+		{"loop v6", layers.LinkTypeLoop, packet.Cat(be32(24), ip6), 6, 0, 0, 0},
+		{"loop LE rejected", layers.LinkTypeLoop, packet.Cat(le32(2), ip4), 0, 0, 0, ReasonLinkFamily},
 		{"raw 101 v6", layers.LinkTypeRaw, ip6, 6, 0, 0, 0},
 		{"raw 12 v4", 12, ip4, 4, 0, 0, 0},
 		{"raw 14 v6", 14, ip6, 6, 0, 0, 0},
-		{"12 as OpenBSD loop", 12, cat(be32(2), ip4), 4, 0, 0, 0},
+		{"12 as OpenBSD loop", 12, packet.Cat(be32(2), ip4), 4, 0, 0, 0},
 		{"ipv4 228", layers.LinkTypeIPv4, ip4, 4, 0, 0, 0},
 		{"ipv4 228 holding v6", layers.LinkTypeIPv4, ip6, 0, 0, 0, ReasonIPVersion},
 		{"ipv6 229", layers.LinkTypeIPv6, ip6, 6, 0, 0, 0},
-		{"sll host v4", layers.LinkTypeLinuxSLL, cat(sll(0, 0x0800), ip4), 4, 0, obs.DirIngress, 0},
-		{"sll outgoing v6", layers.LinkTypeLinuxSLL, cat(sll(4, 0x86dd), ip6), 6, 0, obs.DirEgress, 0},
-		{"sll vlan", layers.LinkTypeLinuxSLL, cat(sll(0, 0x8100), []byte{0, 5, 0x08, 0x00}, ip4), 4, 0, obs.DirIngress, 0},
-		{"sll arp", layers.LinkTypeLinuxSLL, cat(sll(1, 0x0806), make([]byte, 28)), 0, 0, 0, ReasonNotIP},
-		{"sll2 in", layers.LinkTypeLinuxSLL2, cat(sll2(0x0800, 2, 0), ip4), 4, 2, obs.DirIngress, 0},
-		{"sll2 out", layers.LinkTypeLinuxSLL2, cat(sll2(0x86dd, 7, 4), ip6), 6, 7, obs.DirEgress, 0},
+		{"sll host v4", layers.LinkTypeLinuxSLL, packet.Cat(sll(0, 0x0800), ip4), 4, 0, obs.DirIngress, 0},
+		{"sll outgoing v6", layers.LinkTypeLinuxSLL, packet.Cat(sll(4, 0x86dd), ip6), 6, 0, obs.DirEgress, 0},
+		{"sll vlan", layers.LinkTypeLinuxSLL, packet.Cat(sll(0, 0x8100), []byte{0, 5, 0x08, 0x00}, ip4), 4, 0, obs.DirIngress, 0},
+		{"sll arp", layers.LinkTypeLinuxSLL, packet.Cat(sll(1, 0x0806), make([]byte, 28)), 0, 0, 0, ReasonNotIP},
+		{"sll2 in", layers.LinkTypeLinuxSLL2, packet.Cat(sll2(0x0800, 2, 0), ip4), 4, 2, obs.DirIngress, 0},
+		{"sll2 out", layers.LinkTypeLinuxSLL2, packet.Cat(sll2(0x86dd, 7, 4), ip6), 6, 7, obs.DirEgress, 0},
 		{"sll2 short", layers.LinkTypeLinuxSLL2, sll2(0x0800, 2, 0)[:19], 0, 0, 0, ReasonLinkHeader},
-		{"ethernet v6 claims v4", layers.LinkTypeEthernet, cat(make([]byte, 12), []byte{0x08, 0x00}, ip6), 0, 0, 0, ReasonIPVersion},
-		{"ethernet 802.3 length", layers.LinkTypeEthernet, cat(make([]byte, 12), []byte{0x00, 0x40}, ip4), 0, 0, 0, ReasonNotIP},
+		{"ethernet packet.IPv6 claims v4", layers.LinkTypeEthernet, packet.Cat(make([]byte, 12), []byte{0x08, 0x00}, ip6), 0, 0, 0, ReasonIPVersion},
+		{"ethernet 802.3 length", layers.LinkTypeEthernet, packet.Cat(make([]byte, 12), []byte{0x00, 0x40}, ip4), 0, 0, 0, ReasonNotIP},
 		{"ethernet short", layers.LinkTypeEthernet, make([]byte, 13), 0, 0, 0, ReasonLinkHeader},
 		{"802.11", layers.LinkTypeIEEE802_11, ip4, 0, 0, 0, ReasonLinkType},
 	}
@@ -323,11 +324,11 @@ func TestDecodeLinkTypes(t *testing.T) {
 // messages quoting an IKE packet.
 func TestTooBig(t *testing.T) {
 	router := netip.MustParseAddr("203.0.113.1")
-	orig := v4{src: addrA, dst: addrB, id: 9, proto: 17, df: true, payload: udpBytes(4500, 4500, pattern(1464, 6), 0)}.bytes()
+	orig := packet.IPv4{Src: addrA, Dst: addrB, ID: 9, Proto: 17, DF: true, Payload: packet.UDPBytes(4500, 4500, pattern(1464, 6), 0)}.Bytes()
 	icmp := make([]byte, 8)
 	icmp[0], icmp[1] = 3, 4
 	binary.BigEndian.PutUint16(icmp[6:], 1280)
-	b := v4{src: router, dst: addrA, proto: 1, payload: cat(icmp, orig[:28])}.bytes()
+	b := packet.IPv4{Src: router, Dst: addrA, Proto: 1, Payload: packet.Cat(icmp, orig[:28])}.Bytes()
 	d := NewDefragmenter(DefragOptions{}).Add(ptr(rawPacket(t, b, t0, 5)), nil)
 	tb, ok := TooBig(d[0])
 	if !ok || tb.MTU != 1280 || tb.From != router || tb.To != addrA || tb.OrigSrc != addrA || tb.OrigDst != addrB ||
@@ -343,18 +344,18 @@ func TestTooBig(t *testing.T) {
 
 	// ICMPv6: the quoted packet is a non-first fragment, so no ports.
 	router6 := netip.MustParseAddr("2001:db8:ffff::1")
-	orig6 := v6{src: addr6A, dst: addr6B, nh: protoFragment, exts: fragHdr(protoUDP, 1232, true, 3), payload: pattern(64, 7)}.bytes()
+	orig6 := packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoFragment, Ext: packet.FragmentHeader(protoUDP, 1232, true, 3), Payload: pattern(64, 7)}.Bytes()
 	icmp6 := make([]byte, 8)
 	icmp6[0] = 2
 	binary.BigEndian.PutUint32(icmp6[4:], 1400)
-	b6 := v6{src: router6, dst: addr6A, nh: protoICMPv6, payload: cat(icmp6, orig6)}.bytes()
+	b6 := packet.IPv6{Src: router6, Dst: addr6A, NextHeader: protoICMPv6, Payload: packet.Cat(icmp6, orig6)}.Bytes()
 	d = NewDefragmenter(DefragOptions{}).Add(ptr(rawPacket(t, b6, t0, 6)), nil)
 	tb, ok = TooBig(d[0])
 	if !ok || tb.MTU != 1400 || tb.From != router6 || tb.OrigSrc != addr6A || tb.OrigDst != addr6B || tb.OrigProto != 17 || tb.OrigSrcPort != 0 {
 		t.Errorf("v6: %v %+v", ok, tb)
 	}
 	// A quote cut inside the IP header still gives the MTU.
-	b6 = v6{src: router6, dst: addr6A, nh: protoICMPv6, payload: cat(icmp6, orig6[:30])}.bytes()
+	b6 = packet.IPv6{Src: router6, Dst: addr6A, NextHeader: protoICMPv6, Payload: packet.Cat(icmp6, orig6[:30])}.Bytes()
 	d = NewDefragmenter(DefragOptions{}).Add(ptr(rawPacket(t, b6, t0, 6)), nil)
 	if tb, ok = TooBig(d[0]); !ok || tb.MTU != 1400 || tb.OrigSrc.IsValid() {
 		t.Errorf("short quote: %v %+v", ok, tb)
@@ -365,7 +366,7 @@ func ptr[T any](v T) *T { return &v }
 
 // TestDecodeAllocs: decoding a frame allocates nothing.
 func TestDecodeAllocs(t *testing.T) {
-	b := v4{src: addrA, dst: addrB, proto: 17, payload: udpBytes(500, 500, pattern(100, 1), 0)}.bytes()
+	b := packet.IPv4{Src: addrA, Dst: addrB, Proto: 17, Payload: packet.UDPBytes(500, 500, pattern(100, 1), 0)}.Bytes()
 	ci := ciFor(b, t0)
 	n := testing.AllocsPerRun(100, func() {
 		if _, err := DecodeFrame(layers.LinkTypeRaw, b, ci); err != nil {

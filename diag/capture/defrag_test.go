@@ -11,6 +11,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/test/packet"
 )
 
 // permutations returns every order of 0..n-1.
@@ -42,14 +43,14 @@ func feed(t *testing.T, d *Defragmenter, pkts [][]byte, order []int) []*obs.Data
 
 func TestDefragAllOrders(t *testing.T) {
 	payload := pattern(3000, 9)
-	udp := udpBytes(4500, 4500, payload, 0)
-	base4 := v4{src: addrA, dst: addrB, id: 0x1b1e, proto: 17}
-	base6 := v6{src: addr6A, dst: addr6B, nh: protoFragment}
+	udp := packet.UDPBytes(4500, 4500, payload, 0)
+	base4 := packet.IPv4{Src: addrA, Dst: addrB, ID: 0x1b1e, Proto: 17}
+	base6 := packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoFragment}
 	sets := map[string][][]byte{
-		"v4x3": splitV4(base4, udp, 1440, 2880),
-		"v4x4": splitV4(base4, udp, 800, 1600, 2400),
-		"v6x3": splitV6(base6, nil, protoUDP, 0x11223344, udp, 1232, 2464),
-		"v6x4 with HbH": splitV6(v6{src: addr6A, dst: addr6B, nh: protoHopByHop}, optsHdr(protoFragment, 0),
+		"v4x3": packet.SplitIPv4(base4, udp, 1440, 2880),
+		"v4x4": packet.SplitIPv4(base4, udp, 800, 1600, 2400),
+		"v6x3": packet.SplitIPv6(base6, nil, protoUDP, 0x11223344, udp, 1232, 2464),
+		"v6x4 with HbH": packet.SplitIPv6(packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoHopByHop}, packet.OptionsHeader(protoFragment, 0),
 			protoUDP, 7, udp, 1000, 2000, 2504),
 	}
 	for name, pkts := range sets {
@@ -90,7 +91,7 @@ func TestDefragAllOrders(t *testing.T) {
 
 func TestDefragDuplicates(t *testing.T) {
 	payload := pattern(2000, 1)
-	pkts := splitV4(v4{src: addrA, dst: addrB, id: 5, proto: 17}, udpBytes(500, 500, payload, 0), 800, 1600)
+	pkts := packet.SplitIPv4(packet.IPv4{Src: addrA, Dst: addrB, ID: 5, Proto: 17}, packet.UDPBytes(500, 500, payload, 0), 800, 1600)
 	d := NewDefragmenter(DefragOptions{})
 	// Every fragment twice, the first one three times.
 	out := feed(t, d, pkts, []int{0, 0, 1, 0, 1, 2})
@@ -110,12 +111,12 @@ func TestDefragDuplicates(t *testing.T) {
 }
 
 func TestDefragOverlap(t *testing.T) {
-	udp := udpBytes(500, 500, pattern(64, 3), 0) // 72 bytes
-	base := v4{src: addrA, dst: addrB, id: 77, proto: 17}
+	udp := packet.UDPBytes(500, 500, pattern(64, 3), 0) // 72 bytes
+	base := packet.IPv4{Src: addrA, Dst: addrB, ID: 77, Proto: 17}
 	mk := func(off, end int, mf bool, data []byte) []byte {
 		h := base
-		h.off, h.mf, h.payload = off, mf, data[off:end]
-		return h.bytes()
+		h.Offset, h.MF, h.Payload = off, mf, data[off:end]
+		return h.Bytes()
 	}
 	t.Run("same bytes", func(t *testing.T) {
 		d := NewDefragmenter(DefragOptions{})
@@ -171,8 +172,8 @@ func TestDefragOverlap(t *testing.T) {
 // incomplete datagram at Flush.
 func TestDefragMissing(t *testing.T) {
 	payload := pattern(3992, 4) // UDP length 4000
-	udp := udpBytes(4500, 4500, payload, 0)
-	pkts := splitV4(v4{src: addrA, dst: addrB, id: 1, proto: 17}, udp, 1000, 2000, 3000)
+	udp := packet.UDPBytes(4500, 4500, payload, 0)
+	pkts := packet.SplitIPv4(packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 17}, udp, 1000, 2000, 3000)
 	cases := []struct {
 		drop    int
 		missing []obs.Range
@@ -242,8 +243,8 @@ func TestDefragMissing(t *testing.T) {
 }
 
 func TestDefragTimeout(t *testing.T) {
-	pkts := splitV4(v4{src: addrA, dst: addrB, id: 1, proto: 17}, udpBytes(500, 500, pattern(100, 1), 0), 64)
-	other := v4{src: addrB, dst: addrA, id: 2, proto: 17, payload: udpBytes(500, 500, nil, 0)}.bytes()
+	pkts := packet.SplitIPv4(packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 17}, packet.UDPBytes(500, 500, pattern(100, 1), 0), 64)
+	other := packet.IPv4{Src: addrB, Dst: addrA, ID: 2, Proto: 17, Payload: packet.UDPBytes(500, 500, nil, 0)}.Bytes()
 	add := func(d *Defragmenter, b []byte, ts time.Time) []*obs.Datagram {
 		p := rawPacket(t, b, ts, 1)
 		return d.Add(&p, nil)
@@ -297,8 +298,8 @@ func TestDefragTimeout(t *testing.T) {
 	// All-zero timestamps: nothing ever times out.
 	d = NewDefragmenter(DefragOptions{})
 	for i := range 100 {
-		h := v4{src: addrA, dst: addrB, id: uint16(i), proto: 17, mf: true, payload: make([]byte, 8)}
-		add(d, h.bytes(), time.Unix(0, 0))
+		h := packet.IPv4{Src: addrA, Dst: addrB, ID: uint16(i), Proto: 17, MF: true, Payload: make([]byte, 8)}
+		add(d, h.Bytes(), time.Unix(0, 0))
 	}
 	if st := d.Stats(); st.TimedOut != 0 || st.InFlight != 100 {
 		t.Errorf("zero timestamps: %+v", st)
@@ -311,7 +312,7 @@ func TestDefragFlood(t *testing.T) {
 	d := NewDefragmenter(DefragOptions{})
 	var out []*obs.Datagram
 	evicted := 0
-	b := v4{src: addrA, dst: addrB, proto: 17, mf: true, payload: make([]byte, 16)}.bytes()
+	b := packet.IPv4{Src: addrA, Dst: addrB, Proto: 17, MF: true, Payload: make([]byte, 16)}.Bytes()
 	p := rawPacket(t, b, time.Time{}, 1)
 	for i := range 100_000 {
 		p.IPID = uint32(i) // distinct trains; the ID field is 16 bits, the key is not
@@ -339,7 +340,7 @@ func TestDefragLimits(t *testing.T) {
 		d := NewDefragmenter(DefragOptions{MaxFragments: 4})
 		var pkts [][]byte
 		for i := range 6 {
-			pkts = append(pkts, v4{src: addrA, dst: addrB, id: 3, proto: 17, off: 8 * i, mf: true, payload: make([]byte, 8)}.bytes())
+			pkts = append(pkts, packet.IPv4{Src: addrA, Dst: addrB, ID: 3, Proto: 17, Offset: 8 * i, MF: true, Payload: make([]byte, 8)}.Bytes())
 		}
 		feed(t, d, pkts, []int{0, 1, 2, 3, 4, 5})
 		if st := d.Stats(); st.TooManyFragments != 1 || st.InFlight != 1 || st.Buffered != 8 {
@@ -350,7 +351,7 @@ func TestDefragLimits(t *testing.T) {
 		d := NewDefragmenter(DefragOptions{MaxBufferedBytes: 5000})
 		var out []*obs.Datagram
 		for i := range 10 {
-			b := v4{src: addrA, dst: addrB, id: uint16(i), proto: 50, mf: true, payload: make([]byte, 1480)}.bytes()
+			b := packet.IPv4{Src: addrA, Dst: addrB, ID: uint16(i), Proto: 50, MF: true, Payload: make([]byte, 1480)}.Bytes()
 			p := rawPacket(t, b, t0, i+1)
 			out = d.Add(&p, out)
 			if st := d.Stats(); st.Buffered > 5000 {
@@ -363,14 +364,14 @@ func TestDefragLimits(t *testing.T) {
 	})
 	t.Run("one fragment over budget", func(t *testing.T) {
 		d := NewDefragmenter(DefragOptions{MaxBufferedBytes: 100})
-		feed(t, d, [][]byte{v4{src: addrA, dst: addrB, id: 1, proto: 50, mf: true, payload: make([]byte, 200)}.bytes()}, []int{0})
+		feed(t, d, [][]byte{packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 50, MF: true, Payload: make([]byte, 200)}.Bytes()}, []int{0})
 		if st := d.Stats(); st.InFlight != 0 || st.Buffered != 0 || st.Evicted != 1 {
 			t.Errorf("stats %+v", st)
 		}
 	})
 	t.Run("max datagram", func(t *testing.T) {
 		d := NewDefragmenter(DefragOptions{MaxDatagram: 2000})
-		pkts := splitV4(v4{src: addrA, dst: addrB, id: 1, proto: 17}, udpBytes(500, 500, pattern(3000, 1), 0), 1480)
+		pkts := packet.SplitIPv4(packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 17}, packet.UDPBytes(500, 500, pattern(3000, 1), 0), 1480)
 		feed(t, d, pkts, []int{0, 1})
 		if st := d.Stats(); st.Oversize != 1 || st.InFlight != 0 || st.Reassembled != 0 {
 			t.Errorf("stats %+v", st)
@@ -382,7 +383,7 @@ func TestDefragLimits(t *testing.T) {
 // reassembles twice; direction and interface both separate trains.
 func TestDefragInterfaces(t *testing.T) {
 	payload := pattern(2000, 5)
-	pkts := splitV4(v4{src: addrA, dst: addrB, id: 42, proto: 17}, udpBytes(4500, 4500, payload, 0), 1480)
+	pkts := packet.SplitIPv4(packet.IPv4{Src: addrA, Dst: addrB, ID: 42, Proto: 17}, packet.UDPBytes(4500, 4500, payload, 0), 1480)
 	d := NewDefragmenter(DefragOptions{})
 	var out []*obs.Datagram
 	srcs := []obs.Source{{Ifindex: 2, Dir: obs.DirIngress}, {Ifindex: 3, Dir: obs.DirEgress}, {Ifindex: 2, Dir: obs.DirEgress}}
@@ -405,8 +406,8 @@ func TestDefragInterfaces(t *testing.T) {
 // the Fragment header, proto left out of the key, and ESP fragments.
 func TestDefragIPv6(t *testing.T) {
 	payload := pattern(2500, 8)
-	part := cat(optsHdr(protoUDP, 1), udpBytes(500, 500, payload, 0))
-	pkts := splitV6(v6{src: addr6A, dst: addr6B, nh: protoFragment}, nil, protoDestOpts, 99, part, 1232)
+	part := packet.Cat(packet.OptionsHeader(protoUDP, 1), packet.UDPBytes(500, 500, payload, 0))
+	pkts := packet.SplitIPv6(packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoFragment}, nil, protoDestOpts, 99, part, 1232)
 	// RFC 8200: Next Header of non-first fragments may differ; only the
 	// first fragment's counts.
 	pkts[1][40] = 253
@@ -421,7 +422,7 @@ func TestDefragIPv6(t *testing.T) {
 	}
 
 	esp := pattern(3000, 2)
-	pkts = splitV6(v6{src: addr6A, dst: addr6B, nh: protoFragment}, nil, protoESP, 100, esp, 1448)
+	pkts = packet.SplitIPv6(packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoFragment}, nil, protoESP, 100, esp, 1448)
 	out = feed(t, NewDefragmenter(DefragOptions{}), pkts, []int{0, 1})
 	if len(out) != 1 || out[0].Proto != protoESP || !bytes.Equal(out[0].Payload, esp) || out[0].Length != 3000 {
 		t.Errorf("ESP: %+v", out)
@@ -432,7 +433,7 @@ func TestDefragIPv6(t *testing.T) {
 // the headers and reports what it knows.
 func TestDefragSnapped(t *testing.T) {
 	payload := pattern(2000, 6)
-	pkts := splitV4(v4{src: addrA, dst: addrB, id: 1, proto: 17}, udpBytes(4500, 4500, payload, 0), 1480)
+	pkts := packet.SplitIPv4(packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 17}, packet.UDPBytes(4500, 4500, payload, 0), 1480)
 	d := NewDefragmenter(DefragOptions{})
 	var out []*obs.Datagram
 	for i, b := range pkts {
@@ -456,8 +457,8 @@ func TestDefragSnapped(t *testing.T) {
 // TestDefragBadUDP: a reassembled UDP header whose length does not fit is
 // dropped and counted.
 func TestDefragBadUDP(t *testing.T) {
-	udp := udpBytes(500, 500, pattern(2000, 1), 3000)
-	pkts := splitV4(v4{src: addrA, dst: addrB, id: 1, proto: 17}, udp, 1480)
+	udp := packet.UDPBytes(500, 500, pattern(2000, 1), 3000)
+	pkts := packet.SplitIPv4(packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 17}, udp, 1480)
 	d := NewDefragmenter(DefragOptions{})
 	if out := feed(t, d, pkts, []int{0, 1}); len(out) != 0 {
 		t.Errorf("emitted %v", out)
@@ -471,7 +472,7 @@ func TestDefragBadUDP(t *testing.T) {
 // reassembled datagram are the datagram itself, its fragment list and
 // payload.
 func TestDefragAllocs(t *testing.T) {
-	pkts := splitV4(v4{src: addrA, dst: addrB, id: 1, proto: 17}, udpBytes(4500, 4500, pattern(4000, 1), 0), 1480, 2960)
+	pkts := packet.SplitIPv4(packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 17}, packet.UDPBytes(4500, 4500, pattern(4000, 1), 0), 1480, 2960)
 	ps := make([]Packet, len(pkts))
 	for i, b := range pkts {
 		ps[i] = rawPacket(t, b, t0, i+1)

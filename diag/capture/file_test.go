@@ -17,14 +17,15 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/test/packet"
 )
 
 // testFrames is an IKE_AUTH-like train of 3 fragments plus one whole packet,
 // as raw IPv4.
 func testFrames() (frames [][]byte, payload []byte) {
 	payload = pattern(3000, 11)
-	frames = splitV4(v4{src: addrA, dst: addrB, id: 0x1b1e, proto: 17}, udpBytes(4500, 4500, payload, 0), 1440, 2880)
-	frames = append(frames, v4{src: addrB, dst: addrA, id: 1, proto: 17, payload: udpBytes(500, 500, []byte("x"), 0)}.bytes())
+	frames = packet.SplitIPv4(packet.IPv4{Src: addrA, Dst: addrB, ID: 0x1b1e, Proto: 17}, packet.UDPBytes(4500, 4500, payload, 0), 1440, 2880)
+	frames = append(frames, packet.IPv4{Src: addrB, Dst: addrA, ID: 1, Proto: 17, Payload: packet.UDPBytes(500, 500, []byte("x"), 0)}.Bytes())
 	return frames, payload
 }
 
@@ -139,7 +140,7 @@ func TestPcapVariants(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, f := range frames {
-			eth := cat(make([]byte, 12), []byte{0x08, 0x00}, f)
+			eth := packet.Cat(make([]byte, 12), []byte{0x08, 0x00}, f)
 			ci := gopacket.CaptureInfo{Timestamp: t0.Add(time.Duration(i)*time.Second + 123456789), CaptureLength: len(eth), Length: len(eth)}
 			if err := w.WritePacket(ci, eth); err != nil {
 				t.Fatal(err)
@@ -173,7 +174,7 @@ func TestPcapng(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eth := cat(make([]byte, 12), []byte{0x08, 0x00}, frames[3])
+	eth := packet.Cat(make([]byte, 12), []byte{0x08, 0x00}, frames[3])
 	if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: t0, CaptureLength: len(eth), Length: len(eth)}, eth); err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +280,7 @@ func TestOpenErrors(t *testing.T) {
 
 // TestPacketsSkips: malformed frames are counted by reason, never fatal.
 func TestPacketsSkips(t *testing.T) {
-	good := v4{src: addrA, dst: addrB, proto: 17, payload: udpBytes(500, 500, nil, 0)}.bytes()
+	good := packet.IPv4{Src: addrA, Dst: addrB, Proto: 17, Payload: packet.UDPBytes(500, 500, nil, 0)}.Bytes()
 	bad := slices0(good)
 	bad[0] = 0x44
 	frames := [][]byte{good, bad, {0x60}, good[:19], good}

@@ -14,6 +14,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/test/packet"
 )
 
 // fuzzLinkTypes maps the fuzzer's selector byte to a link type, so inputs
@@ -71,18 +72,18 @@ func FuzzDecodeFrame(f *testing.F) {
 	for _, s := range corpusSeeds(12) {
 		f.Add(linkSelector(s.lt), s.data, uint16(0))
 	}
-	udp := udpBytes(4500, 4500, pattern(64, 1), 0)
-	f.Add(linkSelector(layers.LinkTypeRaw), v4{src: addrA, dst: addrB, id: 1, proto: 17, payload: udp}.bytes(), uint16(0))
-	f.Add(linkSelector(layers.LinkTypeRaw), v4{src: addrA, dst: addrB, id: 1, proto: 17, mf: true, payload: udp[:64]}.bytes(), uint16(100))
-	f.Add(linkSelector(layers.LinkTypeRaw), v4{src: addrA, dst: addrB, id: 1, proto: 50, off: 1480, options: []byte{1, 1, 1, 0}, payload: udp}.bytes(), uint16(0))
-	f.Add(linkSelector(layers.LinkTypeRaw), v6{src: addr6A, dst: addr6B, nh: protoHopByHop,
-		exts: cat(optsHdr(protoFragment, 0), fragHdr(protoDestOpts, 0, true, 5)), payload: cat(optsHdr(protoUDP, 0), udp[:56])}.bytes(), uint16(0))
+	udp := packet.UDPBytes(4500, 4500, pattern(64, 1), 0)
+	f.Add(linkSelector(layers.LinkTypeRaw), packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 17, Payload: udp}.Bytes(), uint16(0))
+	f.Add(linkSelector(layers.LinkTypeRaw), packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 17, MF: true, Payload: udp[:64]}.Bytes(), uint16(100))
+	f.Add(linkSelector(layers.LinkTypeRaw), packet.IPv4{Src: addrA, Dst: addrB, ID: 1, Proto: 50, Offset: 1480, Options: []byte{1, 1, 1, 0}, Payload: udp}.Bytes(), uint16(0))
+	f.Add(linkSelector(layers.LinkTypeRaw), packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoHopByHop,
+		Ext: packet.Cat(packet.OptionsHeader(protoFragment, 0), packet.FragmentHeader(protoDestOpts, 0, true, 5)), Payload: packet.Cat(packet.OptionsHeader(protoUDP, 0), udp[:56])}.Bytes(), uint16(0))
 	icmp := []byte{3, 4, 0, 0, 0, 0, 0x05, 0x00}
-	f.Add(linkSelector(layers.LinkTypeRaw), v4{src: addrB, dst: addrA, proto: 1, payload: cat(icmp, v4{src: addrA, dst: addrB, proto: 17, payload: udp[:8]}.bytes())}.bytes(), uint16(0))
+	f.Add(linkSelector(layers.LinkTypeRaw), packet.IPv4{Src: addrB, Dst: addrA, Proto: 1, Payload: packet.Cat(icmp, packet.IPv4{Src: addrA, Dst: addrB, Proto: 17, Payload: udp[:8]}.Bytes())}.Bytes(), uint16(0))
 	icmp6 := []byte{2, 0, 0, 0, 0, 0, 0x05, 0x00}
-	f.Add(linkSelector(layers.LinkTypeIPv6), v6{src: addr6B, dst: addr6A, nh: protoICMPv6, payload: cat(icmp6, v6{src: addr6A, dst: addr6B, nh: protoUDP, payload: udp}.bytes())}.bytes(), uint16(0))
-	f.Add(linkSelector(layers.LinkTypeEthernet), cat(make([]byte, 12), []byte{0x88, 0xa8, 0, 1, 0x81, 0, 0, 2, 0x08, 0}, v4{src: addrA, dst: addrB, proto: 17, payload: udp}.bytes()), uint16(0))
-	f.Add(linkSelector(layers.LinkTypeNull), cat([]byte{30, 0, 0, 0}, v6{src: addr6A, dst: addr6B, nh: protoUDP, payload: udp}.bytes()), uint16(0))
+	f.Add(linkSelector(layers.LinkTypeIPv6), packet.IPv6{Src: addr6B, Dst: addr6A, NextHeader: protoICMPv6, Payload: packet.Cat(icmp6, packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoUDP, Payload: udp}.Bytes())}.Bytes(), uint16(0))
+	f.Add(linkSelector(layers.LinkTypeEthernet), packet.Cat(make([]byte, 12), []byte{0x88, 0xa8, 0, 1, 0x81, 0, 0, 2, 0x08, 0}, packet.IPv4{Src: addrA, Dst: addrB, Proto: 17, Payload: udp}.Bytes()), uint16(0))
+	f.Add(linkSelector(layers.LinkTypeNull), packet.Cat([]byte{30, 0, 0, 0}, packet.IPv6{Src: addr6A, Dst: addr6B, NextHeader: protoUDP, Payload: udp}.Bytes()), uint16(0))
 
 	f.Fuzz(func(t *testing.T, sel uint8, data []byte, cut uint16) {
 		lt := fuzzLinkTypes[int(sel)%len(fuzzLinkTypes)]
@@ -335,7 +336,7 @@ func TestFuzzSeedsFromCorpus(t *testing.T) {
 func FuzzReader(f *testing.F) {
 	frames, _ := testFrames()
 	f.Add(pcapBytes(binary.LittleEndian, false, 101, frames))
-	f.Add(pcapBytes(binary.BigEndian, true, 1, [][]byte{cat(make([]byte, 12), []byte{8, 0}, frames[0])}))
+	f.Add(pcapBytes(binary.BigEndian, true, 1, [][]byte{packet.Cat(make([]byte, 12), []byte{8, 0}, frames[0])}))
 	if dir, ok := findShared(); ok {
 		for _, name := range []string{"corpus/ike-pcaps/nDPI-esp.pcapng", "corpus/ike-pcaps/tcpdump-ikev2four.pcap", "lab/pcaps/d.pcap"} {
 			if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
