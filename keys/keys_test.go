@@ -88,6 +88,8 @@ func TestSuiteFromWireshark(t *testing.T) {
 var (
 	spiA = ike.SPI{0xa, 1, 2, 3, 4, 5, 6, 7}
 	spiB = ike.SPI{0xb, 1, 2, 3, 4, 5, 6, 7}
+	spiC = ike.SPI{0xc, 1, 2, 3, 4, 5, 6, 7}
+	spiD = ike.SPI{0xd, 1, 2, 3, 4, 5, 6, 7}
 )
 
 func gcmLine(spiI, spiR ike.SPI, fill byte) string {
@@ -455,6 +457,27 @@ func TestKeySocket(t *testing.T) {
 	if _, err := store.Lookup(spiB, spiB); ok["ok"] != true || !errors.Is(err, sk.ErrUnsupportedSuite) {
 		t.Fatalf("unsupported: %v %v", ok, err)
 	}
+	// what the strongSwan plugin sends: both transforms as IANA numbers,
+	// then the rekey link of the new SA to the old one
+	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","encr":12,"key_bits":256,"integ":12,"sk_ei":"%s","sk_er":"%s","sk_ai":"%s","sk_ar":"%s"}`, spiC, spiD, cbcKey, cbcKey, cbcKey, cbcKey))
+	if sa3, err := store.Lookup(spiC, spiD); ok["ok"] != true || err != nil || sa3.Suite().Integ != sk.AuthHMACSHA2_256_128 {
+		t.Fatalf("numeric integ: %v %v", ok, err)
+	}
+	if _, _, linked := store.Rekeyed(spiC, spiD); linked {
+		t.Fatal("link before any rekey message")
+	}
+	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","old_spi_i":"%s","old_spi_r":"%s"}`, spiC, spiD, spiB, spiA))
+	if oi, or, linked := store.Rekeyed(spiC, spiD); ok["ok"] != true || !linked || oi != spiB || or != spiA {
+		t.Fatalf("rekey link: %v %v %v %v", ok, linked, oi, or)
+	}
+	// a link missing half of the old pair is an error
+	if resp := send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","old_spi_i":"%s"}`, spiC, spiD, spiB)); resp["ok"] != false {
+		t.Fatalf("half link accepted: %v", resp)
+	}
+	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","delete":true}`, spiC, spiD))
+	if _, _, linked := store.Rekeyed(spiC, spiD); ok["ok"] != true || linked || store.Has(spiC, spiD) {
+		t.Fatal("deleted SA still linked or held")
+	}
 	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","delete":true}`, spiA, spiB))
 	if _, err := store.Lookup(spiA, spiB); ok["ok"] != true || !errors.Is(err, keys.ErrUnknownSA) || !sa.Closed() {
 		t.Fatalf("delete: %v %v", ok, err)
@@ -466,7 +489,7 @@ func TestKeySocket(t *testing.T) {
 		t.Fatal("over-long line accepted")
 	}
 	st := s.Stats()
-	if st.Added != 2 || st.Deleted != 1 || st.Unsupported != 1 || st.Malformed != 7 || st.Conns != 2 {
+	if st.Added != 3 || st.Deleted != 2 || st.Unsupported != 1 || st.Malformed != 8 || st.Conns != 2 || st.Rekeys != 1 {
 		t.Fatalf("%+v", st)
 	}
 	cancel()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -35,6 +36,9 @@ type SocketConfig struct {
 	// IdleTimeout closes a connection that sends nothing for this long.
 	// Default 10 minutes.
 	IdleTimeout time.Duration
+	// PeerUIDs are the uids allowed to connect (charon's, e.g. 0 for a
+	// charon running as root). Empty: root and this daemon's own uid.
+	PeerUIDs []int
 	// Logger receives refusals and skipped messages (never key material).
 	Logger *slog.Logger
 }
@@ -45,6 +49,7 @@ type SocketStats struct {
 	Refused     uint64 // connections refused: peer not this user or root, or too many
 	Added       uint64 // SAs whose keys were installed
 	Deleted     uint64 // delete messages
+	Rekeys      uint64 // rekey links (old_spi_i, old_spi_r)
 	Unsupported uint64 // SAs announced with a suite the engine cannot use
 	Malformed   uint64 // objects skipped (bad JSON, unknown field, bad value, over-long)
 }
@@ -152,6 +157,10 @@ func (s *Socket) admit(c *net.UnixConn) string {
 		reason = fmt.Sprintf("more than %d connections", s.cfg.MaxConns)
 	} else if uid, err := peerUIDOf(c); err != nil {
 		reason = "cannot read peer credentials: " + err.Error()
+	} else if len(s.cfg.PeerUIDs) > 0 {
+		if !slices.Contains(s.cfg.PeerUIDs, uid) {
+			reason = fmt.Sprintf("peer uid %d is not one of the allowed uids %v", uid, s.cfg.PeerUIDs)
+		}
 	} else if uid != 0 && uid != os.Geteuid() {
 		reason = fmt.Sprintf("peer uid %d is neither root nor this daemon's uid %d", uid, os.Geteuid())
 	}
@@ -257,7 +266,8 @@ func (s *Socket) serveConn(c net.Conn) {
 
 // socketFields are the members of a key message.
 var socketFields = map[string]bool{"spi_i": true, "spi_r": true, "encr": true, "key_bits": true, "integ": true,
-	"sk_ei": true, "sk_er": true, "sk_ai": true, "sk_ar": true, "delete": true}
+	"sk_ei": true, "sk_er": true, "sk_ai": true, "sk_ar": true, "delete": true,
+	"old_spi_i": true, "old_spi_r": true}
 
 // handle applies one JSON object.
 func (s *Socket) handle(line []byte) (err error) {
@@ -306,6 +316,23 @@ func (s *Socket) handle(line []byte) (err error) {
 		s.count(func(st *SocketStats) { st.Deleted++ })
 		return nil
 	}
+	_, hasOldI := raw["old_spi_i"]
+	_, hasOldR := raw["old_spi_r"]
+	if hasOldI || hasOldR {
+		oldI, err := jsonSPI(raw, "old_spi_i")
+		if err != nil {
+			return err
+		}
+		oldR, err := jsonSPI(raw, "old_spi_r")
+		if err != nil {
+			return err
+		}
+		s.store.LinkRekey(oldI, oldR, spiI, spiR)
+		s.count(func(st *SocketStats) { st.Rekeys++ })
+		if _, hasKeys := raw["encr"]; !hasKeys {
+			return nil
+		}
+	}
 	var suite sk.Suite
 	if suite.Encr, err = jsonEncr(raw["encr"]); err != nil {
 		return err
@@ -325,15 +352,8 @@ func (s *Socket) handle(line []byte) (err error) {
 			suite.KeyBits = 256
 		}
 	}
-	integ := ""
-	if v, ok := raw["integ"]; ok {
-		if err := json.Unmarshal(v, &integ); err != nil {
-			return errors.New(`"integ" must be a string`)
-		}
-	}
-	var known bool
-	if suite.Integ, known = sk.ParseAuth(integ); !known {
-		return fmt.Errorf("unknown integrity transform %q", integ)
+	if suite.Integ, err = jsonInteg(raw["integ"]); err != nil {
+		return err
 	}
 	if !suite.Supported() {
 		s.store.PutUnsupported(spiI, spiR, suite.String(), "key socket")
@@ -381,6 +401,30 @@ func jsonSPI(raw map[string]json.RawMessage, name string) (ike.SPI, error) {
 		return spi, fmt.Errorf("%q: %v", name, err)
 	}
 	return spi, nil
+}
+
+// jsonInteg reads an integrity transform: a name, or its IANA number as a
+// JSON number or string (0 or "" for AEAD suites).
+func jsonInteg(v json.RawMessage) (sk.AuthID, error) {
+	if len(v) == 0 {
+		return sk.AuthNone, nil
+	}
+	var name string
+	if err := json.Unmarshal(v, &name); err != nil {
+		var n uint16
+		if err := json.Unmarshal(v, &n); err != nil {
+			return 0, errors.New(`"integ" must be a transform name or number`)
+		}
+		return sk.AuthID(n), nil
+	}
+	if n, err := strconv.ParseUint(name, 10, 16); err == nil {
+		return sk.AuthID(n), nil
+	}
+	id, ok := sk.ParseAuth(name)
+	if !ok {
+		return 0, fmt.Errorf("unknown integrity transform %q", name)
+	}
+	return id, nil
 }
 
 func jsonEncr(v json.RawMessage) (sk.EncrID, error) {
