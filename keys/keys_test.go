@@ -459,12 +459,18 @@ func TestKeySocket(t *testing.T) {
 	}
 	// what the strongSwan plugin sends: both transforms as IANA numbers,
 	// then the rekey link of the new SA to the old one
-	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","encr":12,"key_bits":256,"integ":12,"sk_ei":"%s","sk_er":"%s","sk_ai":"%s","sk_ar":"%s"}`, spiC, spiD, cbcKey, cbcKey, cbcKey, cbcKey))
+	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","encr":12,"key_bits":256,"integ":12,"frag":true,"sk_ei":"%s","sk_er":"%s","sk_ai":"%s","sk_ar":"%s"}`, spiC, spiD, cbcKey, cbcKey, cbcKey, cbcKey))
 	if sa3, err := store.Lookup(spiC, spiD); ok["ok"] != true || err != nil || sa3.Suite().Integ != sk.AuthHMACSHA2_256_128 {
 		t.Fatalf("numeric integ: %v %v", ok, err)
 	}
 	if _, _, linked := store.Rekeyed(spiC, spiD); linked {
 		t.Fatal("link before any rekey message")
+	}
+	if neg, known := store.Fragmentation(spiC, spiD); !neg || !known {
+		t.Fatalf("frag: %v %v", neg, known)
+	}
+	if _, known := store.Fragmentation(spiB, spiA); known {
+		t.Fatal("frag known for an SA whose source said nothing")
 	}
 	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","old_spi_i":"%s","old_spi_r":"%s"}`, spiC, spiD, spiB, spiA))
 	if oi, or, linked := store.Rekeyed(spiC, spiD); ok["ok"] != true || !linked || oi != spiB || or != spiA {

@@ -267,7 +267,7 @@ func (s *Socket) serveConn(c net.Conn) {
 // socketFields are the members of a key message.
 var socketFields = map[string]bool{"spi_i": true, "spi_r": true, "encr": true, "key_bits": true, "integ": true,
 	"sk_ei": true, "sk_er": true, "sk_ai": true, "sk_ar": true, "delete": true,
-	"old_spi_i": true, "old_spi_r": true}
+	"old_spi_i": true, "old_spi_r": true, "frag": true}
 
 // handle applies one JSON object.
 func (s *Socket) handle(line []byte) (err error) {
@@ -370,8 +370,18 @@ func (s *Socket) handle(line []byte) (err error) {
 			return fmt.Errorf("%q: %v", f.name, err)
 		}
 	}
+	var frag, fragKnown bool
+	if v, ok := raw["frag"]; ok {
+		if err := json.Unmarshal(v, &frag); err != nil {
+			return errors.New(`"frag" must be true or false`)
+		}
+		fragKnown = true
+	}
 	if err := s.store.Put(spiI, spiR, &k, "key socket"); err != nil {
 		return err
+	}
+	if fragKnown {
+		s.store.SetFragmentation(spiI, spiR, frag)
 	}
 	s.count(func(st *SocketStats) { st.Added++ })
 	return nil

@@ -85,8 +85,11 @@ type entry struct {
 	unsupported *UnsupportedError
 	origin      string
 	prev        *pair // the IKE SA this one replaced (rekey, RFC 7296 §2.18)
-	added, used time.Time
-	elem        *list.Element // in Store.lru, most recent at the front
+	// RFC 7383 §2.3 as the IKE daemon concluded: both peers sent
+	// IKEV2_FRAGMENTATION_SUPPORTED (fragKnown: the source said)
+	frag, fragKnown bool
+	added, used     time.Time
+	elem            *list.Element // in Store.lru, most recent at the front
 }
 
 // Store holds the keys of the IKE SAs key sources announce, and implements
@@ -238,6 +241,27 @@ func (s *Store) Rekeyed(spiI, spiR ike.SPI) (oldI, oldR ike.SPI, ok bool) {
 		return p.i, p.r, true
 	}
 	return ike.SPI{}, ike.SPI{}, false
+}
+
+// SetFragmentation records whether, as the key source says, both peers of
+// the SA agreed to RFC 7383 fragmentation in IKE_SA_INIT.
+func (s *Store) SetFragmentation(spiI, spiR ike.SPI, negotiated bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[pair{spiI, spiR}]; ok {
+		e.frag, e.fragKnown = negotiated, true
+	}
+}
+
+// Fragmentation reports what the key source said about RFC 7383
+// negotiation for the SA: known is false when it said nothing.
+func (s *Store) Fragmentation(spiI, spiR ike.SPI) (negotiated, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[pair{spiI, spiR}]; ok {
+		return e.frag, e.fragKnown
+	}
+	return false, false
 }
 
 // Has reports whether keys (or an unsupported suite) are held for the SA,

@@ -226,11 +226,18 @@ METHOD(listener_t, ike_derived_keys, bool,
 	hex(her, sk_er);
 	hex(hai, sk_ai);
 	hex(har, sk_ar);
-	/* IKEv2 transform IDs (IANA) are strongSwan's enum values for these */
+	/* IKEv2 transform IDs (IANA) are strongSwan's enum values for these.
+	 * "frag": both peers sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3),
+	 * as charon concluded from IKE_SA_INIT (a rekeyed SA inherits it), so
+	 * that an ikefragd that did not see IKE_SA_INIT (restarted, or the SA
+	 * was rekeyed) still knows whether it may send fragments. */
 	n = asprintf(&line, "{\"spi_i\":\"%.16"PRIx64"\",\"spi_r\":\"%.16"PRIx64
-				 "\",\"encr\":%u,\"key_bits\":%u,\"integ\":%u,\"sk_ei\":\"%s\","
-				 "\"sk_er\":\"%s\",\"sk_ai\":\"%s\",\"sk_ar\":\"%s\"}\n",
-				 spi_i, spi_r, encr, encr_bits, integ, hei, her, hai, har);
+				 "\",\"encr\":%u,\"key_bits\":%u,\"integ\":%u,\"frag\":%s,"
+				 "\"sk_ei\":\"%s\",\"sk_er\":\"%s\",\"sk_ai\":\"%s\","
+				 "\"sk_ar\":\"%s\"}\n",
+				 spi_i, spi_r, encr, encr_bits, integ,
+				 ike_sa->supports_extension(ike_sa, EXT_IKE_FRAGMENTATION) ?
+					"true" : "false", hei, her, hai, har);
 	if (n > 0)
 	{
 		keys = strndup(line, n);
