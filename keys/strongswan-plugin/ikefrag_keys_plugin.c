@@ -5,8 +5,10 @@
  *
  * - charon's bus calls ike_derived_keys for every IKEv2 SA whose keys are
  *   derived: the initial SA after IKE_SA_INIT and each new SA of an IKE SA
- *   rekey (RFC 7296 §2.18). ike_rekey links the new SA to the old one and
- *   ike_state_change(IKE_DESTROYING) says an SA is gone.
+ *   rekey (RFC 7296 §2.18), then ike_keys naming the SA they belong to and
+ *   the SA a rekey replaces (ike_derived_keys alone may name the old SA).
+ *   ike_rekey links the new SA to the old one again when the rekey is
+ *   done, and ike_state_change(IKE_DESTROYING) says an SA is gone.
  * - Those hooks run on charon's threads, with the IKE SA checked out. They
  *   must never wait for ikefragd: they format one JSON line and append it to
  *   a bounded queue under a mutex held for a few instructions. A full queue
@@ -37,6 +39,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
@@ -62,6 +65,8 @@
  *  not spin while it is down. */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+/** How often an idle sender checks that ikefragd is still there. */
+#define IDLE_PROBE_MS 250
 /** Longest line: 4 keys of at most 64 bytes in hex plus SPIs and names. */
 #define LINE_MAX_LEN 1024
 /** Longest reply line read from ikefragd. */
@@ -86,8 +91,9 @@ typedef struct {
 	char *link;
 } sa_rec_t;
 
+/** The plugin's state. The listener comes first: charon calls the hooks
+ *  with a pointer to it, which METHOD casts to this type. */
 struct private_ikefrag_keys_plugin_t {
-	ikefrag_keys_plugin_t public;
 	listener_t listener;
 
 	char *path;
@@ -183,25 +189,64 @@ static char *delete_line(uint64_t spi_i, uint64_t spi_r, size_t *len)
 	return line;
 }
 
+/**
+ * The keys derived last on this thread. charon reports them on the bus
+ * (ike_derived_keys) with the thread's IKE SA, which during an IKE SA rekey
+ * started by this host is still the old SA; right after, ike_keys names
+ * the SA the keys belong to (and the SA it replaces). So the keys wait
+ * here, in hex, between the two calls on the same thread.
+ */
+typedef struct {
+	bool valid;
+	char ei[129], er[129], ai[129], ar[129];
+} stash_t;
+
+static __thread stash_t stash;
+
+static void stash_wipe()
+{
+	memwipe(&stash, sizeof(stash));
+}
+
 METHOD(listener_t, ike_derived_keys, bool,
 	private_ikefrag_keys_plugin_t *this, ike_sa_t *ike_sa, chunk_t sk_d,
 	chunk_t sk_ai, chunk_t sk_ar, chunk_t sk_ei, chunk_t sk_er, chunk_t sk_pi,
 	chunk_t sk_pr)
 {
+	stash_wipe();
+	if (sk_ei.len > 64 || sk_er.len > 64 || sk_ai.len > 64 || sk_ar.len > 64)
+	{
+		DBG1(DBG_IKE, "ikefrag-keys: derived keys longer than expected, "
+			 "not sent");
+		return TRUE;
+	}
+	hex(stash.ei, sk_ei);
+	hex(stash.er, sk_er);
+	hex(stash.ai, sk_ai);
+	hex(stash.ar, sk_ar);
+	stash.valid = TRUE;
+	return TRUE;
+}
+
+METHOD(listener_t, ike_keys, bool,
+	private_ikefrag_keys_plugin_t *this, ike_sa_t *ike_sa, key_exchange_t *dh,
+	chunk_t dh_other, chunk_t nonce_i, chunk_t nonce_r, ike_sa_t *rekey,
+	shared_key_t *shared, auth_method_t method)
+{
 	ike_sa_id_t *id;
 	proposal_t *proposal;
 	uint16_t encr = 0, encr_bits = 0, integ = 0;
 	uint64_t spi_i, spi_r;
-	char hei[129], her[129], hai[129], har[129];
-	char *line, *keys = NULL, *old_del = NULL;
+	char *line, *keys = NULL, *old_del = NULL, link[80] = "";
 	size_t len, old_del_len = 0;
 	sa_rec_t *rec, *old;
 	uint32_t uid;
 	bool queued;
 	int n;
 
-	if (ike_sa->get_version(ike_sa) != IKEV2)
+	if (!stash.valid || ike_sa->get_version(ike_sa) != IKEV2)
 	{
+		stash_wipe();
 		return TRUE;
 	}
 	proposal = ike_sa->get_proposal(ike_sa);
@@ -209,48 +254,41 @@ METHOD(listener_t, ike_derived_keys, bool,
 		!proposal->get_algorithm(proposal, ENCRYPTION_ALGORITHM, &encr,
 								 &encr_bits))
 	{
+		stash_wipe();
 		return TRUE;
 	}
 	proposal->get_algorithm(proposal, INTEGRITY_ALGORITHM, &integ, NULL);
-	if (sk_ei.len > 64 || sk_er.len > 64 || sk_ai.len > 64 || sk_ar.len > 64)
-	{
-		DBG1(DBG_IKE, "ikefrag-keys: keys of IKE_SA %s[%u] longer than "
-			 "expected, not sent", ike_sa->get_name(ike_sa),
-			 ike_sa->get_unique_id(ike_sa));
-		return TRUE;
-	}
 	id = ike_sa->get_id(ike_sa);
 	spi_i = be64toh(id->get_initiator_spi(id));
 	spi_r = be64toh(id->get_responder_spi(id));
-	hex(hei, sk_ei);
-	hex(her, sk_er);
-	hex(hai, sk_ai);
-	hex(har, sk_ar);
+	if (rekey)
+	{
+		ike_sa_id_t *oid = rekey->get_id(rekey);
+
+		snprintf(link, sizeof(link), "\"old_spi_i\":\"%.16"PRIx64"\","
+				 "\"old_spi_r\":\"%.16"PRIx64"\",",
+				 be64toh(oid->get_initiator_spi(oid)),
+				 be64toh(oid->get_responder_spi(oid)));
+	}
 	/* IKEv2 transform IDs (IANA) are strongSwan's enum values for these.
 	 * "frag": both peers sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3),
 	 * as charon concluded from IKE_SA_INIT (a rekeyed SA inherits it), so
 	 * that an ikefragd that did not see IKE_SA_INIT (restarted, or the SA
 	 * was rekeyed) still knows whether it may send fragments. */
 	n = asprintf(&line, "{\"spi_i\":\"%.16"PRIx64"\",\"spi_r\":\"%.16"PRIx64
-				 "\",\"encr\":%u,\"key_bits\":%u,\"integ\":%u,\"frag\":%s,"
+				 "\",%s\"encr\":%u,\"key_bits\":%u,\"integ\":%u,\"frag\":%s,"
 				 "\"sk_ei\":\"%s\",\"sk_er\":\"%s\",\"sk_ai\":\"%s\","
 				 "\"sk_ar\":\"%s\"}\n",
-				 spi_i, spi_r, encr, encr_bits, integ,
+				 spi_i, spi_r, link, encr, encr_bits, integ,
 				 ike_sa->supports_extension(ike_sa, EXT_IKE_FRAGMENTATION) ?
-					"true" : "false", hei, her, hai, har);
-	if (n > 0)
-	{
-		keys = strndup(line, n);
-	}
-	memwipe(hei, sizeof(hei));
-	memwipe(her, sizeof(her));
-	memwipe(hai, sizeof(hai));
-	memwipe(har, sizeof(har));
+					"true" : "false", stash.ei, stash.er, stash.ai, stash.ar);
+	stash_wipe();
 	if (n < 0)
 	{
 		return TRUE;
 	}
 	len = n;
+	keys = strndup(line, len);
 	if (!keys)
 	{
 		wipe_free(line, len);
@@ -556,6 +594,26 @@ static void close_fd(private_ikefrag_keys_plugin_t *this, int *fd)
 	*fd = -1;
 }
 
+/**
+ * Whether the idle connection is still open: ikefragd sends nothing
+ * unasked, so anything readable is its end of the connection.
+ */
+static bool peer_alive(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	char c;
+
+	if (poll(&pfd, 1, 0) <= 0)
+	{
+		return TRUE;
+	}
+	if (pfd.revents & (POLLHUP | POLLERR))
+	{
+		return FALSE;
+	}
+	return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 static void *sender(private_ikefrag_keys_plugin_t *this)
 {
 	u_int backoff = BACKOFF_MIN_MS;
@@ -621,9 +679,23 @@ static void *sender(private_ikefrag_keys_plugin_t *this)
 			}
 			continue;
 		}
-		while (this->count == 0 && !this->stop)
+		if (this->count == 0 && !this->stop)
 		{
-			this->cond->wait(this->cond, this->mutex);
+			/* idle: wake now and then to notice an ikefragd that went
+			 * away, so that its successor gets the live SAs' keys at
+			 * once, not with the next new SA */
+			this->cond->timed_wait(this->cond, this->mutex, IDLE_PROBE_MS);
+			if (this->count == 0 && !this->stop)
+			{
+				this->mutex->unlock(this->mutex);
+				if (!peer_alive(fd))
+				{
+					close_fd(this, &fd);
+					DBG1(DBG_CFG, "ikefrag-keys: '%s' closed the connection, "
+						 "reconnecting", this->path);
+				}
+				continue;
+			}
 		}
 		if (this->stop)
 		{
@@ -665,15 +737,23 @@ static void *sender(private_ikefrag_keys_plugin_t *this)
 	return NULL;
 }
 
+/** The plugin object charon holds; plugin_t first, for the same reason. */
+typedef struct {
+	ikefrag_keys_plugin_t public;
+	private_ikefrag_keys_plugin_t *state;
+} plugin_wrap_t;
+
 METHOD(plugin_t, get_name, char*,
-	private_ikefrag_keys_plugin_t *this)
+	plugin_wrap_t *wrap)
 {
 	return "ikefrag-keys";
 }
 
-static bool plugin_cb(private_ikefrag_keys_plugin_t *this,
+static bool plugin_cb(plugin_wrap_t *wrap,
 					  plugin_feature_t *feature, bool reg, void *cb_data)
 {
+	private_ikefrag_keys_plugin_t *this = wrap->state;
+
 	if (reg)
 	{
 		this->sender = thread_create((thread_main_t)sender, this);
@@ -705,7 +785,7 @@ static bool plugin_cb(private_ikefrag_keys_plugin_t *this,
 }
 
 METHOD(plugin_t, get_features, int,
-	private_ikefrag_keys_plugin_t *this, plugin_feature_t *features[])
+	plugin_wrap_t *wrap, plugin_feature_t *features[])
 {
 	static plugin_feature_t f[] = {
 		PLUGIN_CALLBACK((plugin_feature_callback_t)plugin_cb, NULL),
@@ -716,8 +796,9 @@ METHOD(plugin_t, get_features, int,
 }
 
 METHOD(plugin_t, destroy, void,
-	private_ikefrag_keys_plugin_t *this)
+	plugin_wrap_t *wrap)
 {
+	private_ikefrag_keys_plugin_t *this = wrap->state;
 	enumerator_t *enumerator;
 	sa_rec_t *rec;
 	void *key;
@@ -744,6 +825,7 @@ METHOD(plugin_t, destroy, void,
 	this->mutex->destroy(this->mutex);
 	free(this->path);
 	free(this);
+	free(wrap);
 }
 
 /**
@@ -772,6 +854,7 @@ static bool resolve_user(const char *name, uid_t *uid)
 plugin_t *ikefrag_keys_plugin_create()
 {
 	private_ikefrag_keys_plugin_t *this;
+	plugin_wrap_t *wrap;
 	char *path, *user;
 	uid_t uid;
 	int queue, timeout;
@@ -814,15 +897,9 @@ plugin_t *ikefrag_keys_plugin_create()
 	}
 
 	INIT(this,
-		.public = {
-			.plugin = {
-				.get_name = _get_name,
-				.get_features = _get_features,
-				.destroy = _destroy,
-			},
-		},
 		.listener = {
 			.ike_derived_keys = _ike_derived_keys,
+			.ike_keys = _ike_keys,
 			.ike_rekey = _ike_rekey,
 			.ike_state_change = _ike_state_change,
 		},
@@ -836,7 +913,17 @@ plugin_t *ikefrag_keys_plugin_create()
 		.sas = hashtable_create(hashtable_hash_ptr, hashtable_equals_ptr, 128),
 		.fd = -1,
 	);
+	INIT(wrap,
+		.public = {
+			.plugin = {
+				.get_name = _get_name,
+				.get_features = _get_features,
+				.destroy = _destroy,
+			},
+		},
+		.state = this,
+	);
 	DBG1(DBG_CFG, "ikefrag-keys: sending IKE SA keys to '%s' (owner uid %u, "
 		 "queue %u)", this->path, this->uid, this->queue_max);
-	return &this->public.plugin;
+	return &wrap->public.plugin;
 }
