@@ -383,3 +383,56 @@ func searchFiles(roots []string, needles [][]byte, limit int64) (files int, scan
 	}
 	return files, scanned, skipped, hits
 }
+
+// TestLabKeyFeedPreload: the plugin preloaded into charon (LD_PRELOAD) and
+// named in a static charon.load list, talking to the proxy's key socket
+// directly, gets a client behind the fragment-dropping path established.
+// Configured for another owner (user = nobody) the plugin refuses the
+// root-owned socket, sends nothing, and the same client fails.
+func TestLabKeyFeedPreload(t *testing.T) {
+	lab.Require(t)
+	t.Parallel()
+	for _, c := range []struct {
+		name, user string
+		wantOK     bool
+	}{{"static_load_list", "", true}, {"socket_of_another_user_refused", "nobody", false}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			l := lab.New(t, lab.Topology{Gateway: true, MTU: lab.MTUs{CliMid: 1280}, Drop: lab.DropAll})
+			dir := filepath.Join(l.Dir, "keyfeed")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			sock := filepath.Join(dir, "keys.sock")
+			g := startProxy(t, l, l.Gw, fmt.Sprintf("proxy:\n  enabled: true\n  listen: [%q]\n  backends: [%q]\n  refragment: auto\nkeys:\n  socket: %s\n",
+				l.Gw.Addr4, l.Srv.Addr4, sock))
+			srv := l.StartCharon(lab.Charon{Role: lab.Server, FragmentSize: 1500, KeyFeed: "unix://" + sock, KeyFeedUser: c.user})
+			cli := l.StartCharon(lab.Charon{Role: lab.Client, RemoteAddr: l.Gw.Addr4})
+			ok, out, err := cli.Initiate(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := g.stats(t)
+			t.Logf("initiate ok=%v; proxy refragmented %d, key misses %d", ok, st.Total.Refragmented, st.Total.KeyMisses)
+			if ok != c.wantOK {
+				t.Fatalf("initiate: ok=%v, want %v\n%s", ok, c.wantOK, out)
+			}
+			log, _ := os.ReadFile(srv.Log())
+			if c.wantOK {
+				if st.Total.Refragmented == 0 {
+					t.Error("established without re-fragmentation")
+				}
+				if !bytes.Contains(log, []byte("ikefrag-keys: connected to")) {
+					t.Error("charon's log does not say the plugin connected")
+				}
+			} else {
+				if st.Total.KeyMisses == 0 || st.Total.Refragmented != 0 {
+					t.Errorf("refused socket: key misses %d, refragmented %d", st.Total.KeyMisses, st.Total.Refragmented)
+				}
+				if !bytes.Contains(log, []byte("ikefrag-keys: refusing")) {
+					t.Error("charon's log does not say why the plugin refused the socket")
+				}
+			}
+		})
+	}
+}
