@@ -48,6 +48,8 @@
 //	                  (RFC 7383 §2.3), as the IKE daemon concluded; lets the proxy
 //	                  cut messages of SAs whose IKE_SA_INIT it did not see
 //	                  (it restarted, or the SA came from a rekey)
+//	t         number  when the keys were derived, Unix time in nanoseconds
+//	                  (optional; for delivery latency)
 //	sk_ei     string  SK_ei in hex; for AEAD suites the key followed by the salt
 //	                  (4 bytes for AES-GCM and ChaCha20-Poly1305)
 //	sk_er     string  SK_er in hex
@@ -61,7 +63,7 @@
 //
 // The messages of one IKE SA's life, as the strongSwan plugin sends them:
 //
-//	{"spi_i":"…","spi_r":"…","encr":12,"key_bits":256,"integ":12,"frag":true,"sk_ei":"…","sk_er":"…","sk_ai":"…","sk_ar":"…"}
+//	{"spi_i":"…","spi_r":"…","encr":12,"key_bits":256,"integ":12,"frag":true,"t":1764900000123456789,"sk_ei":"…","sk_er":"…","sk_ai":"…","sk_ar":"…"}
 //	{"spi_i":"<new>","spi_r":"<new>","old_spi_i":"…","old_spi_r":"…"}   after an IKE SA rekey
 //	{"spi_i":"…","spi_r":"…","delete":true}                             when charon destroys the SA
 //

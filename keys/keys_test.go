@@ -402,7 +402,10 @@ func TestKeySocket(t *testing.T) {
 	dir := privateDir(t)
 	path := filepath.Join(dir, "keys.sock")
 	store := keys.NewStore(keys.StoreConfig{})
-	s, err := keys.ListenSocket(store, keys.SocketConfig{Path: path})
+	var derived sync.Map // SPIi → time the writer said
+	s, err := keys.ListenSocket(store, keys.SocketConfig{Path: path, OnKeys: func(spiI, _ ike.SPI, at time.Time) {
+		derived.Store(spiI, at)
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +462,7 @@ func TestKeySocket(t *testing.T) {
 	}
 	// what the strongSwan plugin sends: both transforms as IANA numbers,
 	// then the rekey link of the new SA to the old one
-	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","encr":12,"key_bits":256,"integ":12,"frag":true,"sk_ei":"%s","sk_er":"%s","sk_ai":"%s","sk_ar":"%s"}`, spiC, spiD, cbcKey, cbcKey, cbcKey, cbcKey))
+	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","encr":12,"key_bits":256,"integ":12,"frag":true,"t":1764900000123456789,"sk_ei":"%s","sk_er":"%s","sk_ai":"%s","sk_ar":"%s"}`, spiC, spiD, cbcKey, cbcKey, cbcKey, cbcKey))
 	if sa3, err := store.Lookup(spiC, spiD); ok["ok"] != true || err != nil || sa3.Suite().Integ != sk.AuthHMACSHA2_256_128 {
 		t.Fatalf("numeric integ: %v %v", ok, err)
 	}
@@ -468,6 +471,12 @@ func TestKeySocket(t *testing.T) {
 	}
 	if neg, known := store.Fragmentation(spiC, spiD); !neg || !known {
 		t.Fatalf("frag: %v %v", neg, known)
+	}
+	if at, _ := derived.Load(spiC); at != time.Unix(0, 1764900000123456789) {
+		t.Fatalf("derivation time %v", at)
+	}
+	if at, _ := derived.Load(spiA); !at.(time.Time).IsZero() {
+		t.Fatalf("derivation time without t: %v", at)
 	}
 	if _, known := store.Fragmentation(spiB, spiA); known {
 		t.Fatal("frag known for an SA whose source said nothing")

@@ -41,6 +41,10 @@ type SocketConfig struct {
 	PeerUIDs []int
 	// Logger receives refusals and skipped messages (never key material).
 	Logger *slog.Logger
+	// OnKeys, when set, is called after an SA's keys are installed, with
+	// the time the writer says they were derived (member "t"; zero when
+	// absent): delivery latency for metrics and benchmarks.
+	OnKeys func(spiI, spiR ike.SPI, derived time.Time)
 }
 
 // SocketStats counts what the key socket did.
@@ -267,7 +271,7 @@ func (s *Socket) serveConn(c net.Conn) {
 // socketFields are the members of a key message.
 var socketFields = map[string]bool{"spi_i": true, "spi_r": true, "encr": true, "key_bits": true, "integ": true,
 	"sk_ei": true, "sk_er": true, "sk_ai": true, "sk_ar": true, "delete": true,
-	"old_spi_i": true, "old_spi_r": true, "frag": true}
+	"old_spi_i": true, "old_spi_r": true, "frag": true, "t": true}
 
 // handle applies one JSON object.
 func (s *Socket) handle(line []byte) (err error) {
@@ -382,6 +386,16 @@ func (s *Socket) handle(line []byte) (err error) {
 	}
 	if fragKnown {
 		s.store.SetFragmentation(spiI, spiR, frag)
+	}
+	if s.cfg.OnKeys != nil {
+		var derived time.Time
+		if v, ok := raw["t"]; ok {
+			var ns int64
+			if json.Unmarshal(v, &ns) == nil && ns > 0 {
+				derived = time.Unix(0, ns)
+			}
+		}
+		s.cfg.OnKeys(spiI, spiR, derived)
 	}
 	s.count(func(st *SocketStats) { st.Added++ })
 	return nil

@@ -46,6 +46,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <daemon.h>
@@ -198,6 +199,9 @@ static char *delete_line(uint64_t spi_i, uint64_t spi_r, size_t *len)
  */
 typedef struct {
 	bool valid;
+	/** when the keys were derived (CLOCK_REALTIME, ns): lets ikefragd
+	 *  measure how long delivery took */
+	uint64_t t;
 	char ei[129], er[129], ai[129], ar[129];
 } stash_t;
 
@@ -219,6 +223,12 @@ METHOD(listener_t, ike_derived_keys, bool,
 		DBG1(DBG_IKE, "ikefrag-keys: derived keys longer than expected, "
 			 "not sent");
 		return TRUE;
+	}
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		stash.t = (uint64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 	}
 	hex(stash.ei, sk_ei);
 	hex(stash.er, sk_er);
@@ -276,10 +286,10 @@ METHOD(listener_t, ike_keys, bool,
 	 * that an ikefragd that did not see IKE_SA_INIT (restarted, or the SA
 	 * was rekeyed) still knows whether it may send fragments. */
 	n = asprintf(&line, "{\"spi_i\":\"%.16"PRIx64"\",\"spi_r\":\"%.16"PRIx64
-				 "\",%s\"encr\":%u,\"key_bits\":%u,\"integ\":%u,\"frag\":%s,"
+				 "\",%s\"t\":%"PRIu64",\"encr\":%u,\"key_bits\":%u,\"integ\":%u,\"frag\":%s,"
 				 "\"sk_ei\":\"%s\",\"sk_er\":\"%s\",\"sk_ai\":\"%s\","
 				 "\"sk_ar\":\"%s\"}\n",
-				 spi_i, spi_r, link, encr, encr_bits, integ,
+				 spi_i, spi_r, link, stash.t, encr, encr_bits, integ,
 				 ike_sa->supports_extension(ike_sa, EXT_IKE_FRAGMENTATION) ?
 					"true" : "false", stash.ei, stash.er, stash.ai, stash.ar);
 	stash_wipe();
