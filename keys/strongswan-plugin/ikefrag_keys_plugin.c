@@ -720,8 +720,23 @@ static void *sender(private_ikefrag_keys_plugin_t *this)
 
 		if (!send_line(this, fd, line.line, line.len, &ok))
 		{
-			/* the line is covered by the resync after reconnecting, if
-			 * its SA is still alive */
+			/* a keys line is covered by the resync after reconnecting, if
+			 * its SA is still alive; a delete (or link) is not, and an
+			 * ikefragd that merely timed out would keep the keys: it goes
+			 * back to the head of the queue when there is room */
+			if (!strstr(line.line, "\"sk_ei\""))
+			{
+				this->mutex->lock(this->mutex);
+				if (this->count < this->queue_max)
+				{
+					this->head = (this->head + this->queue_max - 1) %
+								 this->queue_max;
+					this->ring[this->head] = line;
+					this->count++;
+					line.line = NULL;
+				}
+				this->mutex->unlock(this->mutex);
+			}
 			wipe_free(line.line, line.len);
 			close_fd(this, &fd);
 			DBG1(DBG_CFG, "ikefrag-keys: connection to '%s' lost, "
