@@ -261,6 +261,13 @@ func TestLabKeyFeed(t *testing.T) {
 		t.Fatalf("CHILD_SA rekey under the rekeyed IKE SA: completed %v, messages re-fragmented %d", done, cut)
 	}
 	t.Logf("CHILD_SA rekey (PFS, MODP-8192) under the new IKE SA crossed: %d message(s) re-fragmented", cut)
+	// the proxy learnt the rekey itself, from the CREATE_CHILD_SA exchange
+	// it opened with the old SA's keys (it looks there before the key
+	// feed's link)
+	if plog, err := os.ReadFile(g.proc.Log); err != nil || !bytes.Contains(plog, []byte(`following IKE SA rekey`)) ||
+		!bytes.Contains(plog, []byte(`learnt_from=exchange`)) {
+		t.Errorf("the proxy did not log following the rekey from the exchange (%v)", err)
+	}
 
 	// ikefragd restarts mid-session, once its state file holds the flow
 	stateSaved(t, state, l.Cli.Addr4.String(), time.Time{})

@@ -3,6 +3,7 @@ package lab_test
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -145,15 +146,40 @@ func BenchmarkLabKeyFeedRate(b *testing.B) {
 	}{{"plugin_not_loaded", false, false}, {"ikefragd_down", true, false}, {"ikefragd_up", true, true}} {
 		b.Run(c.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				_, sock, cli, _ := keyFeedLab(b, c.feed, 0)
+				_, sock, cli, srv := keyFeedLab(b, c.feed, 0)
 				if c.up {
 					listenKeys(b, sock)
 				}
+				cpu0 := cpuTime(b, srv.Pid())
 				took := establish(b, cli, n)
+				cpu := cpuTime(b, srv.Pid()) - cpu0
 				b.ReportMetric(float64(n)/took.Seconds(), "SAs/s")
+				// wall time depends on the machine's load; the responder's
+				// CPU time per SA is what the plugin could add to
+				b.ReportMetric(float64(cpu.Microseconds())/1000/n, "srv-cpu-ms/SA")
 			}
 		})
 	}
+}
+
+// cpuTime is the user and system CPU time of a process (/proc/PID/stat).
+func cpuTime(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// fields after the command name in parentheses; utime and stime are
+	// the 14th and 15th fields, in clock ticks (100 per second on Linux)
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	var ut, st int64
+	if _, err := fmt.Sscan(f[11], &ut); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := fmt.Sscan(f[12], &st); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // TestLabKeyFeedStalled: ikefragd accepts the connection and then never
