@@ -674,10 +674,25 @@ static void *sender(private_ikefrag_keys_plugin_t *this)
 			ok = TRUE;
 			while (resync->remove_first(resync, (void**)&q) == SUCCESS)
 			{
-				if (ok && q->line && !send_line(this, fd, q->line, q->len, &ok))
+				if (ok && q->line)
 				{
-					ok = FALSE;
-					close_fd(this, &fd);
+					if (!send_line(this, fd, q->line, q->len, &ok))
+					{
+						close_fd(this, &fd);
+					}
+					else
+					{
+						this->mutex->lock(this->mutex);
+						if (ok)
+						{
+							this->sent++;
+						}
+						else
+						{
+							this->rejected++;
+						}
+						this->mutex->unlock(this->mutex);
+					}
 				}
 				qline_destroy(q);
 				ok = fd >= 0;
