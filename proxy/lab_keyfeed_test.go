@@ -291,6 +291,11 @@ func TestLabKeyFeed(t *testing.T) {
 	if !done || cut == 0 {
 		t.Fatalf("CHILD_SA rekey after the proxy restarted: completed %v, messages re-fragmented %d", done, cut)
 	}
+	// it never saw this SA's IKE_SA_INIT: the key feed's frag said the
+	// peers negotiated fragmentation
+	if plog, err := os.ReadFile(g.proc.Log); err != nil || !bytes.Contains(plog, []byte("IKE SA taken on from the key feed")) {
+		t.Errorf("the restarted proxy did not take the SA on from the key feed (%v)", err)
+	}
 	t.Logf("after the proxy restart the plugin reconnected and re-sent the keys; the next large request was re-fragmented (%d)", cut)
 
 	// the same without a key source: relayed unchanged, lost on the path

@@ -83,12 +83,14 @@ func TestFollowRekey(t *testing.T) {
 	for _, c := range []struct {
 		name     string
 		exchange bool // the CREATE_CHILD_SA exchange passes the proxy
+		byClient bool // the client starts the rekey (else the backend)
 		link     bool // the key feed links new to old
 		frag     bool // the key feed says frag for the new SA
 		plain    bool // the key source gives keys only
 		wantCut  bool
 	}{
 		{name: "exchange", exchange: true, plain: true, wantCut: true},
+		{name: "exchange_started_by_client", exchange: true, byClient: true, plain: true, wantCut: true},
 		{name: "key_feed_link", link: true, wantCut: true},
 		{name: "key_feed_frag", frag: true, wantCut: true},
 		{name: "nothing_relays", plain: true},
@@ -109,7 +111,7 @@ func TestFollowRekey(t *testing.T) {
 			}
 			p, f := engine(t, ks, false)
 			negotiate(p, f, rkOldI, rkOldR, true)
-			if c.exchange {
+			if c.exchange && !c.byClient {
 				// the backend (the old SA's responder) starts the rekey
 				req := rekeyMessage(t, oldSA, ike.Header{SPIi: rkOldI, SPIr: rkOldR, MajorVersion: 2,
 					Exchange: ike.ExchangeCreateChildSA, MessageID: 7}, rkNewI)
@@ -119,14 +121,32 @@ func TestFollowRekey(t *testing.T) {
 				resp := rekeyMessage(t, oldSA, ike.Header{SPIi: rkOldI, SPIr: rkOldR, MajorVersion: 2,
 					Exchange: ike.ExchangeCreateChildSA, Flags: ike.FlagInitiator | ike.FlagResponse, MessageID: 7}, rkNewR)
 				p.clientIKE(f, p.classify(f.ln, resp), p.now())
+			}
+			if c.exchange && c.byClient {
+				// the client (the old SA's initiator) starts it: its SPI is
+				// the new SA's initiator SPI
+				req := rekeyMessage(t, oldSA, ike.Header{SPIi: rkOldI, SPIr: rkOldR, MajorVersion: 2,
+					Exchange: ike.ExchangeCreateChildSA, Flags: ike.FlagInitiator, MessageID: 3}, rkNewI)
+				p.clientIKE(f, p.classify(f.ln, req), p.now())
+				resp := rekeyMessage(t, oldSA, ike.Header{SPIi: rkOldI, SPIr: rkOldR, MajorVersion: 2,
+					Exchange: ike.ExchangeCreateChildSA, Flags: ike.FlagResponse, MessageID: 3}, rkNewR)
+				if got := feed(p, f, [][]byte{resp}); len(got) != 1 {
+					t.Fatalf("rekey response: %d datagrams to the client", len(got))
+				}
+			}
+			if c.exchange {
 				if oi, or, ok := p.sas.rekeyOf(rkNewI, rkNewR); !ok || oi != rkOldI || or != rkOldR {
 					t.Fatalf("rekey not learnt from the exchange: %v %v %v", ok, oi, or)
 				}
 			}
-			// a large request of the new SA from the backend, now its
-			// initiator
+			// a large request of the new SA from the backend: with the I
+			// flag when it started the rekey (it is the new SA's initiator)
+			var fl ike.Flags
+			if !c.byClient {
+				fl = ike.FlagInitiator
+			}
 			d := &sk.Decrypted{Header: ike.Header{SPIi: rkNewI, SPIr: rkNewR, MajorVersion: 2,
-				Exchange: ike.ExchangeCreateChildSA, Flags: ike.FlagInitiator, MessageID: 0}, Inner: 41, Payloads: make([]byte, 3000)}
+				Exchange: ike.ExchangeCreateChildSA, Flags: fl, MessageID: 0}, Inner: 41, Payloads: make([]byte, 3000)}
 			_, _ = rand.Read(d.Payloads)
 			out, err := newSA.Split(d, sk.Target{MTU: 1500, Marker: true}, 0, nil)
 			if err != nil {
