@@ -26,7 +26,7 @@ GOTESTFLAGS ?= -count=1 -timeout 25m
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/ikefrag/ikefrag/cmd/internal/buildinfo.version=$(VERSION)
 
-.PHONY: all build test lint generate bench run install deps lab-deps gen-deps fuzz demo clean deb test-kernels test-kernel-ci check-generate
+.PHONY: all build plugin test lint generate bench run install deps lab-deps gen-deps fuzz demo clean deb test-kernels test-kernel-ci check-generate
 
 all: build
 
@@ -36,14 +36,25 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
+# plugin builds the ikefrag-keys strongSwan plugin (keys/strongswan-plugin)
+# against the installed strongSwan, from Debian's source package of that
+# version, and writes bin/libstrongswan-ikefrag-keys.so. The configured
+# source tree and the .so are cached (per strongSwan version and plugin
+# source hash) like the lab's save-keys; the first build takes a minute.
+plugin:
+	keys/strongswan-plugin/build.sh --out $(BIN) >/dev/null
+	@echo "$(BIN)/libstrongswan-ikefrag-keys.so"
+
 # deps installs missing Debian packages (apt-get update only when needed).
 deps:
 	@./scripts/ensure-debs.sh $(TEST_DEBS)
 
 # lab-deps builds (once, then cached) strongSwan's save-keys plugin that the
-# namespace lab loads into charon; Debian does not ship it.
+# namespace lab loads into charon (Debian does not ship it), and the
+# ikefrag-keys plugin when bin/ lacks it or its cache is stale.
 lab-deps: deps
 	@if [ "$$(id -u)" -eq 0 ]; then test/lab/strongswan-save-keys.sh >/dev/null; fi
+	@if [ "$$(id -u)" -eq 0 ]; then keys/strongswan-plugin/build.sh --out $(BIN) >/dev/null; fi
 
 gen-deps:
 	@./scripts/ensure-debs.sh $(GEN_DEBS)

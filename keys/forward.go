@@ -80,8 +80,9 @@ type Forwarder struct {
 	ln  *net.UnixListener
 	tls *tls.Config
 
-	mu       sync.Mutex // guards live and the targets' queues' order
-	live     map[spiPair][]byte
+	mu       sync.Mutex // guards live, links and the targets' queues' order
+	live     map[spiPair][]byte // the keys message of each live IKE SA
+	links    map[spiPair][]byte // rekey links sent on their own (old_spi_*, no keys)
 	received atomic.Uint64
 	refused  atomic.Uint64
 
@@ -114,7 +115,7 @@ func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 	if len(cfg.Targets) == 0 {
 		return nil, errors.New("key forwarder: no target (--to HOST:PORT)")
 	}
-	f := &Forwarder{cfg: cfg, live: map[spiPair][]byte{}}
+	f := &Forwarder{cfg: cfg, live: map[spiPair][]byte{}, links: map[spiPair][]byte{}}
 	for _, t := range cfg.Targets {
 		host, _, err := net.SplitHostPort(t)
 		if err != nil {
@@ -198,6 +199,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		clear(v)
 		delete(f.live, k)
 	}
+	clear(f.links)
 	f.mu.Unlock()
 	for _, t := range f.targets {
 		drain(t.q)
@@ -225,9 +227,10 @@ func (f *Forwarder) fromPlugin(line []byte) error {
 	}
 	f.received.Add(1)
 	var head struct {
-		SPIi   string `json:"spi_i"`
-		SPIr   string `json:"spi_r"`
-		Delete bool   `json:"delete"`
+		SPIi   string          `json:"spi_i"`
+		SPIr   string          `json:"spi_r"`
+		Delete bool            `json:"delete"`
+		Encr   json.RawMessage `json:"encr"`
 	}
 	if err := json.Unmarshal(line, &head); err != nil || head.SPIi == "" || head.SPIr == "" {
 		f.refused.Add(1)
@@ -236,15 +239,28 @@ func (f *Forwarder) fromPlugin(line []byte) error {
 	k := spiPair{head.SPIi, head.SPIr}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if old, ok := f.live[k]; ok {
-		clear(old)
-		delete(f.live, k)
-	}
-	if !head.Delete {
-		if len(f.live) >= f.cfg.MaxSAs {
+	switch {
+	case head.Delete:
+		if old, ok := f.live[k]; ok {
+			clear(old)
+			delete(f.live, k)
+		}
+		delete(f.links, k)
+	case len(head.Encr) == 0:
+		// a rekey link without keys: kept beside the SA's keys, not
+		// instead of them
+		if len(f.links) >= f.cfg.MaxSAs {
+			f.refused.Add(1)
+			return fmt.Errorf("live set full (%d rekey links)", f.cfg.MaxSAs)
+		}
+		f.links[k] = append([]byte(nil), line...)
+	default:
+		old, ok := f.live[k]
+		if !ok && len(f.live) >= f.cfg.MaxSAs {
 			f.refused.Add(1)
 			return fmt.Errorf("live set full (%d IKE SAs)", f.cfg.MaxSAs)
 		}
+		clear(old)
 		f.live[k] = append([]byte(nil), line...)
 	}
 	for _, t := range f.targets {
@@ -266,8 +282,12 @@ func (f *Forwarder) fromPlugin(line []byte) error {
 func (f *Forwarder) snapshot() [][]byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([][]byte, 0, len(f.live))
+	out := make([][]byte, 0, len(f.live)+len(f.links))
 	for _, v := range f.live {
+		out = append(out, append([]byte(nil), v...))
+	}
+	// links after keys: the proxy links SAs whose keys it then has
+	for _, v := range f.links {
 		out = append(out, append([]byte(nil), v...))
 	}
 	return out

@@ -56,6 +56,22 @@ func TestKeySocketPeerUID(t *testing.T) {
 	if st := s.Stats(); st.Refused != 1 || st.Conns != 1 {
 		t.Fatalf("%+v", st)
 	}
+	// with PeerUIDs only the listed uids (charon's) are served: root and
+	// this daemon's own uid are refused unless listed
+	s.mu.Lock()
+	s.cfg.PeerUIDs = []int{4242}
+	s.mu.Unlock()
+	uid.Store(4242)
+	if !try() {
+		t.Fatal("listed uid 4242 refused")
+	}
+	uid.Store(0)
+	if try() {
+		t.Fatal("root served although not listed")
+	}
+	if st := s.Stats(); st.Refused != 2 || st.Conns != 2 {
+		t.Fatalf("%+v", st)
+	}
 }
 
 // FuzzSaveKeysLine: no line panics the parser, and what it accepts is
@@ -81,6 +97,8 @@ func FuzzSaveKeysLine(f *testing.F) {
 func FuzzSocketMessage(f *testing.F) {
 	f.Add([]byte(`{"spi_i":"0d9231365d81f170","spi_r":"5465b4ff8a07696d","encr":"AES_GCM_16","key_bits":256,"sk_ei":"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223","sk_er":"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223","sk_ai":"","sk_ar":"","delete":false}`))
 	f.Add([]byte(`{"spi_i":"0d9231365d81f170","spi_r":"5465b4ff8a07696d","delete":true}`))
+	f.Add([]byte(`{"spi_i":"0d9231365d81f170","spi_r":"5465b4ff8a07696d","old_spi_i":"0000000000000001","old_spi_r":"0000000000000002"}`))
+	f.Add([]byte(`{"spi_i":"0d9231365d81f170","spi_r":"5465b4ff8a07696d","encr":12,"key_bits":128,"integ":2,"sk_ei":"00","sk_er":"00","sk_ai":"00","sk_ar":"00"}`))
 	f.Add([]byte(`{"spi_i":"0x0d9231365d81f170","spi_r":"5465b4ff8a07696d","encr":12,"key_bits":128,"integ":"HMAC_SHA1_96","sk_ei":"00","sk_er":"00","sk_ai":"00","sk_ar":"00"}`))
 	s := &Socket{cfg: SocketConfig{}, store: NewStore(StoreConfig{}), conns: map[net.Conn]struct{}{}}
 	f.Fuzz(func(t *testing.T, line []byte) {

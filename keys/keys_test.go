@@ -88,6 +88,8 @@ func TestSuiteFromWireshark(t *testing.T) {
 var (
 	spiA = ike.SPI{0xa, 1, 2, 3, 4, 5, 6, 7}
 	spiB = ike.SPI{0xb, 1, 2, 3, 4, 5, 6, 7}
+	spiC = ike.SPI{0xc, 1, 2, 3, 4, 5, 6, 7}
+	spiD = ike.SPI{0xd, 1, 2, 3, 4, 5, 6, 7}
 )
 
 func gcmLine(spiI, spiR ike.SPI, fill byte) string {
@@ -400,7 +402,10 @@ func TestKeySocket(t *testing.T) {
 	dir := privateDir(t)
 	path := filepath.Join(dir, "keys.sock")
 	store := keys.NewStore(keys.StoreConfig{})
-	s, err := keys.ListenSocket(store, keys.SocketConfig{Path: path})
+	var derived sync.Map // SPIi → time the writer said
+	s, err := keys.ListenSocket(store, keys.SocketConfig{Path: path, OnKeys: func(spiI, _ ike.SPI, at time.Time) {
+		derived.Store(spiI, at)
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -455,6 +460,39 @@ func TestKeySocket(t *testing.T) {
 	if _, err := store.Lookup(spiB, spiB); ok["ok"] != true || !errors.Is(err, sk.ErrUnsupportedSuite) {
 		t.Fatalf("unsupported: %v %v", ok, err)
 	}
+	// what the strongSwan plugin sends: both transforms as IANA numbers,
+	// then the rekey link of the new SA to the old one
+	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","encr":12,"key_bits":256,"integ":12,"frag":true,"t":1764900000123456789,"sk_ei":"%s","sk_er":"%s","sk_ai":"%s","sk_ar":"%s"}`, spiC, spiD, cbcKey, cbcKey, cbcKey, cbcKey))
+	if sa3, err := store.Lookup(spiC, spiD); ok["ok"] != true || err != nil || sa3.Suite().Integ != sk.AuthHMACSHA2_256_128 {
+		t.Fatalf("numeric integ: %v %v", ok, err)
+	}
+	if _, _, linked := store.Rekeyed(spiC, spiD); linked {
+		t.Fatal("link before any rekey message")
+	}
+	if neg, known := store.Fragmentation(spiC, spiD); !neg || !known {
+		t.Fatalf("frag: %v %v", neg, known)
+	}
+	if at, _ := derived.Load(spiC); at != time.Unix(0, 1764900000123456789) {
+		t.Fatalf("derivation time %v", at)
+	}
+	if at, _ := derived.Load(spiA); !at.(time.Time).IsZero() {
+		t.Fatalf("derivation time without t: %v", at)
+	}
+	if _, known := store.Fragmentation(spiB, spiA); known {
+		t.Fatal("frag known for an SA whose source said nothing")
+	}
+	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","old_spi_i":"%s","old_spi_r":"%s"}`, spiC, spiD, spiB, spiA))
+	if oi, or, linked := store.Rekeyed(spiC, spiD); ok["ok"] != true || !linked || oi != spiB || or != spiA {
+		t.Fatalf("rekey link: %v %v %v %v", ok, linked, oi, or)
+	}
+	// a link missing half of the old pair is an error
+	if resp := send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","old_spi_i":"%s"}`, spiC, spiD, spiB)); resp["ok"] != false {
+		t.Fatalf("half link accepted: %v", resp)
+	}
+	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","delete":true}`, spiC, spiD))
+	if _, _, linked := store.Rekeyed(spiC, spiD); ok["ok"] != true || linked || store.Has(spiC, spiD) {
+		t.Fatal("deleted SA still linked or held")
+	}
 	ok = send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","delete":true}`, spiA, spiB))
 	if _, err := store.Lookup(spiA, spiB); ok["ok"] != true || !errors.Is(err, keys.ErrUnknownSA) || !sa.Closed() {
 		t.Fatalf("delete: %v %v", ok, err)
@@ -466,7 +504,7 @@ func TestKeySocket(t *testing.T) {
 		t.Fatal("over-long line accepted")
 	}
 	st := s.Stats()
-	if st.Added != 2 || st.Deleted != 1 || st.Unsupported != 1 || st.Malformed != 7 || st.Conns != 2 {
+	if st.Added != 3 || st.Deleted != 2 || st.Unsupported != 1 || st.Malformed != 8 || st.Conns != 2 || st.Rekeys != 1 {
 		t.Fatalf("%+v", st)
 	}
 	cancel()

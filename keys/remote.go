@@ -22,7 +22,7 @@ import (
 // hosts (Forwarder, `ikefragctl keys forward`), over mutually
 // authenticated TLS 1.3, in the key socket's line protocol. Each
 // forwarder is a configured client, known by its certificate, and may
-// supply keys only for IKE SAs whose responder (the "responder" member,
+// supply keys only for IKE SAs of a VPN server (the "server" member,
 // required here) is one of its backends.
 
 // ErrCleartext refuses a key listener or forwarder without TLS off
@@ -37,7 +37,7 @@ type RemoteClient struct {
 	// SHA256 pins the client's certificate by the SHA-256 of its DER
 	// encoding (hex, colons allowed): it is accepted whoever signed it.
 	SHA256 string `mapstructure:"sha256"`
-	// Backends are the responder addresses it may supply keys for.
+	// Backends are the VPN server (backend) addresses it may supply keys for.
 	Backends []string `mapstructure:"backends"`
 }
 
@@ -71,7 +71,7 @@ type RemoteConfig struct {
 type RemoteStats struct {
 	Conns       uint64 // connections accepted and authenticated
 	Refused     uint64 // handshake failed, certificate not on the list, or too many connections
-	Forbidden   uint64 // messages for a responder the client is not configured for
+	Forbidden   uint64 // messages for a server the client is not configured for
 	Added       uint64
 	Deleted     uint64
 	Unsupported uint64
@@ -318,11 +318,11 @@ func (r *Remote) serve(ctx context.Context, c net.Conn) {
 			if slices.Contains(backends, a) {
 				return nil
 			}
-			return fmt.Errorf("client %q may not supply keys for responder %s", name, a)
+			return fmt.Errorf("client %q may not supply keys for server %s", name, a)
 		}
 	}
 	serveLines(c, r.cfg.MaxLineLen, r.cfg.IdleTimeout, func(line []byte) error {
-		res, err := applyLine(r.store, line, "key listener "+name, allow)
+		res, _, err := applyLine(r.store, line, "key listener "+name, allow)
 		r.count(func(st *RemoteStats) {
 			switch {
 			case errors.Is(err, errForbidden):

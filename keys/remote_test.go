@@ -100,11 +100,11 @@ func (p *pki) pair(cn string, self bool, ips ...net.IP) (cert, key, sum string) 
 	return p.write(cn+".pem", "CERTIFICATE", c.Raw), p.write(cn+".key", "EC PRIVATE KEY", kd), hex.EncodeToString(s[:])
 }
 
-// keyLine is a key message for spiI/spiR with the responder's address.
-func keyLine(spiI, spiR ike.SPI, responder string, fill byte) string {
+// keyLine is a key message for spiI/spiR with the VPN server's address.
+func keyLine(spiI, spiR ike.SPI, server string, fill byte) string {
 	k := strings.Repeat(fmt.Sprintf("%02x", fill), 36)
-	return fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","responder":"%s","encr":"AES_GCM_16","key_bits":256,"sk_ei":"%s","sk_er":"%s"}`,
-		spiI, spiR, responder, k, k)
+	return fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","server":"%s","encr":"AES_GCM_16","key_bits":256,"sk_ei":"%s","sk_er":"%s"}`,
+		spiI, spiR, server, k, k)
 }
 
 type listener struct {
@@ -161,14 +161,14 @@ func has(s *keys.Store, spiI, spiR ike.SPI) bool {
 }
 
 var (
-	spiC = ike.SPI{0xcc, 1, 2, 3, 4, 5, 6, 7}
-	spiD = ike.SPI{0xdd, 1, 2, 3, 4, 5, 6, 7}
+	spiE = ike.SPI{0xee, 1, 2, 3, 4, 5, 6, 7}
+	spiF = ike.SPI{0xff, 1, 2, 3, 4, 5, 6, 7}
 )
 
 // TestKeyListenerOverTLS: a forwarder with a listed certificate reaches
 // two key listeners (the two boxes of a pair) over TLS 1.3; both get the
-// keys of SAs whose responder is its backend, neither gets the keys of
-// another responder; a listener that restarts is sent the live SAs
+// keys of SAs of its backend, neither gets the keys of
+// another server; a listener that restarts is sent the live SAs
 // again; a delete reaches both.
 func TestKeyListenerOverTLS(t *testing.T) {
 	p := newPKI(t)
@@ -184,14 +184,14 @@ func TestKeyListenerOverTLS(t *testing.T) {
 	if m := send(t, c, r, keyLine(spiA, spiB, "10.0.0.5", 7)); m["ok"] != true {
 		t.Fatalf("forwarder refused a key message: %v", m)
 	}
-	if m := send(t, c, r, keyLine(spiC, spiD, "10.0.0.6", 8)); m["ok"] != true {
+	if m := send(t, c, r, keyLine(spiE, spiF, "10.0.0.6", 8)); m["ok"] != true {
 		t.Fatalf("forwarder refused a key message: %v", m)
 	}
 	for _, l := range []*listener{a, b} {
 		eventually(t, "keys at both listeners", func() bool { return has(l.store, spiA, spiB) })
-		eventually(t, "the foreign responder refused", func() bool { return l.r.Stats().Forbidden >= 1 })
-		if has(l.store, spiC, spiD) {
-			t.Error("keys for a responder the client is not configured for were installed")
+		eventually(t, "the foreign server refused", func() bool { return l.r.Stats().Forbidden >= 1 })
+		if has(l.store, spiE, spiF) {
+			t.Error("keys for a server the client is not configured for were installed")
 		}
 	}
 
@@ -202,7 +202,7 @@ func TestKeyListenerOverTLS(t *testing.T) {
 	a2 := startRemote(t, lcfg)
 	eventually(t, "live SA resent after the listener's restart", func() bool { return has(a2.store, spiA, spiB) })
 
-	if m := send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","responder":"10.0.0.5","delete":true}`, spiA, spiB)); m["ok"] != true {
+	if m := send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","server":"10.0.0.5","delete":true}`, spiA, spiB)); m["ok"] != true {
 		t.Fatalf("delete refused: %v", m)
 	}
 	for _, l := range []*listener{a2, b} {
@@ -210,7 +210,7 @@ func TestKeyListenerOverTLS(t *testing.T) {
 	}
 	st := f.Stats()
 	if st.Live != 1 || st.Received != 3 {
-		// spiC/spiD stays live at the forwarder: only the proxies judge it
+		// spiE/spiF stays live at the forwarder: only the proxies judge it
 		t.Errorf("forwarder stats %+v, want 1 live SA of 3 messages", st)
 	}
 }
@@ -263,7 +263,7 @@ func TestKeyListenerRefuses(t *testing.T) {
 	}
 }
 
-// TestKeyListenerInsecureLoopback: without TLS on loopback, the responder
+// TestKeyListenerInsecureLoopback: without TLS on loopback, the server
 // is still checked against the clients' backends.
 func TestKeyListenerInsecureLoopback(t *testing.T) {
 	l := startRemote(t, keys.RemoteConfig{Address: "127.0.0.1:0", Insecure: true,
@@ -271,9 +271,9 @@ func TestKeyListenerInsecureLoopback(t *testing.T) {
 	f := startForwarder(t, keys.ForwarderConfig{Targets: []string{l.r.Addr().String()}, Insecure: true})
 	c, r := dialSocket(t, f.Path())
 	send(t, c, r, keyLine(spiA, spiB, "10.0.0.5", 1))
-	send(t, c, r, keyLine(spiC, spiD, "10.0.0.9", 2))
+	send(t, c, r, keyLine(spiE, spiF, "10.0.0.9", 2))
 	eventually(t, "keys over loopback", func() bool { return has(l.store, spiA, spiB) && l.r.Stats().Forbidden >= 1 })
-	if has(l.store, spiC, spiD) {
-		t.Error("foreign responder accepted")
+	if has(l.store, spiE, spiF) {
+		t.Error("foreign server accepted")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -35,8 +36,15 @@ type SocketConfig struct {
 	// IdleTimeout closes a connection that sends nothing for this long.
 	// Default 10 minutes.
 	IdleTimeout time.Duration
+	// PeerUIDs are the uids allowed to connect (charon's, e.g. 0 for a
+	// charon running as root). Empty: root and this daemon's own uid.
+	PeerUIDs []int
 	// Logger receives refusals and skipped messages (never key material).
 	Logger *slog.Logger
+	// OnKeys, when set, is called after an SA's keys are installed, with
+	// the time the writer says they were derived (member "t"; zero when
+	// absent): delivery latency for metrics and benchmarks.
+	OnKeys func(spiI, spiR ike.SPI, derived time.Time)
 }
 
 // SocketStats counts what the key socket did.
@@ -45,6 +53,7 @@ type SocketStats struct {
 	Refused     uint64 // connections refused: peer not this user or root, or too many
 	Added       uint64 // SAs whose keys were installed
 	Deleted     uint64 // delete messages
+	Rekeys      uint64 // rekey links (old_spi_i, old_spi_r)
 	Unsupported uint64 // SAs announced with a suite the engine cannot use
 	Malformed   uint64 // objects skipped (bad JSON, unknown field, bad value, over-long)
 }
@@ -152,6 +161,10 @@ func (s *Socket) admit(c *net.UnixConn) string {
 		reason = fmt.Sprintf("more than %d connections", s.cfg.MaxConns)
 	} else if uid, err := peerUIDOf(c); err != nil {
 		reason = "cannot read peer credentials: " + err.Error()
+	} else if len(s.cfg.PeerUIDs) > 0 {
+		if !slices.Contains(s.cfg.PeerUIDs, uid) {
+			reason = fmt.Sprintf("peer uid %d is not one of the allowed uids %v", uid, s.cfg.PeerUIDs)
+		}
 	} else if uid != 0 && uid != os.Geteuid() {
 		reason = fmt.Sprintf("peer uid %d is neither root nor this daemon's uid %d", uid, os.Geteuid())
 	}
@@ -267,8 +280,14 @@ func serveLines(c net.Conn, maxLine int, idle time.Duration, handle func([]byte)
 
 // handle applies one JSON object from the Unix socket.
 func (s *Socket) handle(line []byte) error {
-	res, err := applyLine(s.store, line, "key socket", nil)
+	res, info, err := applyLine(s.store, line, "key socket", nil)
+	if err == nil && res == lineAdded && s.cfg.OnKeys != nil {
+		s.cfg.OnKeys(info.spiI, info.spiR, info.derived)
+	}
 	s.count(func(st *SocketStats) {
+		if info.rekey {
+			st.Rekeys++
+		}
 		switch {
 		case err != nil:
 			st.Malformed++
@@ -307,6 +326,30 @@ func jsonSPI(raw map[string]json.RawMessage, name string) (ike.SPI, error) {
 		return spi, fmt.Errorf("%q: %v", name, err)
 	}
 	return spi, nil
+}
+
+// jsonInteg reads an integrity transform: a name, or its IANA number as a
+// JSON number or string (0 or "" for AEAD suites).
+func jsonInteg(v json.RawMessage) (sk.AuthID, error) {
+	if len(v) == 0 {
+		return sk.AuthNone, nil
+	}
+	var name string
+	if err := json.Unmarshal(v, &name); err != nil {
+		var n uint16
+		if err := json.Unmarshal(v, &n); err != nil {
+			return 0, errors.New(`"integ" must be a transform name or number`)
+		}
+		return sk.AuthID(n), nil
+	}
+	if n, err := strconv.ParseUint(name, 10, 16); err == nil {
+		return sk.AuthID(n), nil
+	}
+	id, ok := sk.ParseAuth(name)
+	if !ok {
+		return 0, fmt.Errorf("unknown integrity transform %q", name)
+	}
+	return id, nil
 }
 
 func jsonEncr(v json.RawMessage) (sk.EncrID, error) {

@@ -70,6 +70,7 @@ type StoreStats struct {
 	Replaced    uint64 // Put for an SA already held (the last line wins)
 	Unsupported uint64 // SAs announced with an unsupported suite
 	Deleted     uint64 // removed by Delete
+	Rekeys      uint64 // rekey links recorded (LinkRekey)
 	Expired     uint64 // removed for idleness or age
 	Evicted     uint64 // removed to respect MaxEntries
 	Hits        uint64
@@ -83,8 +84,12 @@ type entry struct {
 	sa          *sk.SA
 	unsupported *UnsupportedError
 	origin      string
-	added, used time.Time
-	elem        *list.Element // in Store.lru, most recent at the front
+	prev        *pair // the IKE SA this one replaced (rekey, RFC 7296 §2.18)
+	// RFC 7383 §2.3 as the IKE daemon concluded: both peers sent
+	// IKEV2_FRAGMENTATION_SUPPORTED (fragKnown: the source said)
+	frag, fragKnown bool
+	added, used     time.Time
+	elem            *list.Element // in Store.lru, most recent at the front
 }
 
 // Store holds the keys of the IKE SAs key sources announce, and implements
@@ -97,6 +102,8 @@ type Store struct {
 	lru        *list.List
 	st         StoreStats
 	refreshers []func()
+	// links announced before the new SA's keys, by new pair
+	pendingLinks map[pair]pair
 }
 
 // NewStore returns an empty Store.
@@ -151,7 +158,14 @@ func (s *Store) install(key pair, e *entry, origin string) {
 	e.key, e.origin, e.added, e.used = key, origin, now, now
 	var closeSA []*sk.SA
 	s.mu.Lock()
+	if prev, ok := s.pendingLinks[key]; ok {
+		e.prev = &prev
+		delete(s.pendingLinks, key)
+	}
 	if old, ok := s.m[key]; ok {
+		if e.prev == nil {
+			e.prev = old.prev
+		}
 		s.lru.Remove(old.elem)
 		delete(s.m, key)
 		if old.sa != nil {
@@ -184,6 +198,79 @@ func (s *Store) install(key pair, e *entry, origin string) {
 func (s *Store) removeLocked(e *entry) {
 	s.lru.Remove(e.elem)
 	delete(s.m, e.key)
+}
+
+// maxPendingLinks bounds the rekey links held for SAs whose keys have not
+// arrived (yet): a key feed that only ever sends links cannot grow memory.
+const maxPendingLinks = 1024
+
+// LinkRekey records that the IKE SA newI/newR replaced oldI/oldR (an IKE
+// SA rekey, RFC 7296 §2.18), so that the proxy can carry what it knows of
+// the old SA over to the new one. The link may come before or after the
+// new SA's keys.
+func (s *Store) LinkRekey(oldI, oldR, newI, newR ike.SPI) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.Rekeys++
+	np, op := pair{newI, newR}, pair{oldI, oldR}
+	if e, ok := s.m[np]; ok {
+		e.prev = &op
+		return
+	}
+	if s.pendingLinks == nil {
+		s.pendingLinks = map[pair]pair{}
+	}
+	if len(s.pendingLinks) >= maxPendingLinks {
+		for k := range s.pendingLinks {
+			delete(s.pendingLinks, k)
+			break
+		}
+	}
+	s.pendingLinks[np] = op
+}
+
+// Rekeyed returns the SPIs of the IKE SA that spiI/spiR replaced, when a
+// key source said so.
+func (s *Store) Rekeyed(spiI, spiR ike.SPI) (oldI, oldR ike.SPI, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, found := s.m[pair{spiI, spiR}]; found && e.prev != nil {
+		return e.prev.i, e.prev.r, true
+	}
+	if p, found := s.pendingLinks[pair{spiI, spiR}]; found {
+		return p.i, p.r, true
+	}
+	return ike.SPI{}, ike.SPI{}, false
+}
+
+// SetFragmentation records whether, as the key source says, both peers of
+// the SA agreed to RFC 7383 fragmentation in IKE_SA_INIT.
+func (s *Store) SetFragmentation(spiI, spiR ike.SPI, negotiated bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[pair{spiI, spiR}]; ok {
+		e.frag, e.fragKnown = negotiated, true
+	}
+}
+
+// Fragmentation reports what the key source said about RFC 7383
+// negotiation for the SA: known is false when it said nothing.
+func (s *Store) Fragmentation(spiI, spiR ike.SPI) (negotiated, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[pair{spiI, spiR}]; ok {
+		return e.frag, e.fragKnown
+	}
+	return false, false
+}
+
+// Has reports whether keys (or an unsupported suite) are held for the SA,
+// without counting a lookup.
+func (s *Store) Has(spiI, spiR ike.SPI) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.m[pair{spiI, spiR}]
+	return ok
 }
 
 // AddRefresher registers a function Lookup calls (outside its lock) when
@@ -246,6 +333,7 @@ func (s *Store) Delete(spiI, spiR ike.SPI) bool {
 		s.removeLocked(e)
 		s.st.Deleted++
 	}
+	delete(s.pendingLinks, pair{spiI, spiR})
 	s.mu.Unlock()
 	if ok && e.sa != nil {
 		e.sa.Close()
@@ -301,6 +389,7 @@ func (s *Store) Clear() {
 	s.mu.Lock()
 	old := s.m
 	s.m = make(map[pair]*entry)
+	s.pendingLinks = nil
 	s.lru.Init()
 	s.st.Deleted += uint64(len(old))
 	s.mu.Unlock()

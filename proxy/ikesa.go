@@ -44,6 +44,14 @@ type ikeSA struct {
 	halfOpen   bool
 	authed     bool // the backend sent more than IKE_SA_INIT
 
+	// an IKE SA rekey (RFC 7296 §2.18) in progress on this SA, from its
+	// CREATE_CHILD_SA request: the Message ID, who sent it and the new
+	// SA's SPI the requester chose (its initiator SPI)
+	rekeyMID      uint32
+	rekeyByClient bool
+	rekeySPI      ike.SPI
+	rekeyPending  bool
+
 	// the latest request from the client, to recognise its
 	// retransmissions (RFC 7296 §2.1: bitwise identical)
 	reqMID   uint32
@@ -66,11 +74,55 @@ type saTable struct {
 	// half-open IKE SAs per client address, and in all
 	halfOpen  map[netip.Addr]int
 	halfOpenN int
+	// rekeys seen in CREATE_CHILD_SA exchanges: new SPI pair → old pair
+	// (bounded by max; cleared entry by entry when the new SA is taken on)
+	rekeys map[[2]ike.SPI][2]ike.SPI
 }
 
 func newSATable(max int) *saTable {
 	return &saTable{m: map[saKey]*ikeSA{}, bySPI: map[[2]ike.SPI]*ikeSA{}, lru: list.New(), max: max,
-		halfOpen: map[netip.Addr]int{}}
+		halfOpen: map[netip.Addr]int{}, rekeys: map[[2]ike.SPI][2]ike.SPI{}}
+}
+
+// adopt returns the SA (k, spiR), making it when new as an SA past
+// IKE_SA_INIT whose negotiation the proxy learnt elsewhere: from the SA it
+// replaced (rekey) or from the key feed.
+func (t *saTable) adopt(k saKey, spiR ike.SPI, be *backend, negotiated bool, now time.Time) *ikeSA {
+	t.mu.Lock()
+	s := t.m[k]
+	if s == nil {
+		for len(t.m) >= t.max {
+			t.removeLocked(t.lru.Back().Value.(*ikeSA))
+		}
+		s = &ikeSA{key: k, be: be, last: now, authed: true, fragReq: negotiated, fragResp: negotiated}
+		s.elem = t.lru.PushFront(s)
+		t.m[k] = s
+	}
+	delete(t.rekeys, [2]ike.SPI{k.spiI, spiR})
+	t.mu.Unlock()
+	t.setSPIr(s, spiR)
+	return s
+}
+
+// noteRekey records that the IKE SA newI/newR replaces oldI/oldR.
+func (t *saTable) noteRekey(oldI, oldR, newI, newR ike.SPI) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.rekeys) >= t.max {
+		for k := range t.rekeys {
+			delete(t.rekeys, k)
+			break
+		}
+	}
+	t.rekeys[[2]ike.SPI{newI, newR}] = [2]ike.SPI{oldI, oldR}
+}
+
+// rekeyOf returns the SA a rekey seen in an exchange replaced.
+func (t *saTable) rekeyOf(newI, newR ike.SPI) (oldI, oldR ike.SPI, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o, ok := t.rekeys[[2]ike.SPI{newI, newR}]
+	return o[0], o[1], ok
 }
 
 // known reports whether the IKE SA (client, spiI) is in the table.

@@ -16,6 +16,9 @@ type KeysConfig struct {
 	StrongswanTable string `mapstructure:"strongswan_table"`
 	// Socket is the path of the key socket other IKE daemons write to.
 	Socket string `mapstructure:"socket"`
+	// SocketPeerUIDs are the uids the key socket accepts (charon's);
+	// empty: root and this process's own uid.
+	SocketPeerUIDs []int `mapstructure:"socket_peer_uids"`
 }
 
 // KeySources is a running key store and its producers.
@@ -49,7 +52,7 @@ func OpenKeys(ctx context.Context, cfg KeysConfig, log *slog.Logger) (*KeySource
 		go func() { defer ks.wg.Done(); _ = sk.Run(ctx) }()
 	}
 	if cfg.Socket != "" {
-		so, err := keys.ListenSocket(ks.Store, keys.SocketConfig{Path: cfg.Socket, Logger: log})
+		so, err := keys.ListenSocket(ks.Store, keys.SocketConfig{Path: cfg.Socket, PeerUIDs: cfg.SocketPeerUIDs, Logger: log})
 		if err != nil {
 			ks.Close()
 			return nil, err

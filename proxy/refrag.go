@@ -75,7 +75,12 @@ func (p *Proxy) halfOpenRefused(ca netip.Addr, fr ike.Framing) bool {
 func (p *Proxy) clientIKE(f *Flow, fr ike.Framing, now time.Time) {
 	msg := fr.IKE
 	h, err := ike.ParseHeader(msg)
-	if err != nil || !h.IsIKEv2() || h.Flags.Response() {
+	if err != nil || !h.IsIKEv2() {
+		return
+	}
+	if h.Flags.Response() {
+		// the client's answer to a backend's IKE SA rekey completes it
+		p.watchRekey(f, h, msg, true, now)
 		return
 	}
 	ca := f.key.client.Addr()
@@ -111,10 +116,11 @@ func (p *Proxy) clientIKE(f *Flow, fr ike.Framing, now time.Time) {
 		// makes the responder resend; the others tell nothing new.
 		return
 	}
-	sa := p.sas.get(ca, h.SPIi, h.SPIr, now)
+	sa := p.saOf(f, h.SPIi, h.SPIr, now)
 	if sa == nil {
 		return
 	}
+	p.watchRekey(f, h, msg, true, now)
 	hash := maphash.Bytes(inputSeed, msg)
 	sa.mu.Lock()
 	retrans := sa.reqValid && sa.reqMID == h.MessageID && sa.reqHash == hash
@@ -187,7 +193,7 @@ func (p *Proxy) learnInitResponse(f *Flow, h ike.Header, msg []byte, now time.Ti
 // established.
 func (p *Proxy) learnBeyondInit(f *Flow, h ike.Header, now time.Time) {
 	if h.IsIKEv2() && !h.SPIr.IsZero() {
-		if sa := p.sas.get(f.key.client.Addr(), h.SPIi, h.SPIr, now); sa != nil {
+		if sa := p.saOf(f, h.SPIi, h.SPIr, now); sa != nil {
 			p.sas.setAuthed(sa)
 			sa.mu.Lock()
 			old := sa.initFlow
@@ -225,6 +231,7 @@ func (p *Proxy) backendIKE(f *Flow, payload []byte, fr ike.Framing, now time.Tim
 		return nil, true
 	}
 	p.learnBeyondInit(f, h, now)
+	p.watchRekey(f, h, msg, false, now)
 	typ, off, ok := encryptedPayload(msg, h.NextPayload)
 	if !ok {
 		return nil, true
@@ -337,7 +344,7 @@ func (p *Proxy) canCut(f *Flow, h ike.Header, now time.Time) bool {
 	if p.s.Refragment == RefragmentOff {
 		return false
 	}
-	sa := p.sas.get(f.key.client.Addr(), h.SPIi, h.SPIr, now)
+	sa := p.saOf(f, h.SPIi, h.SPIr, now)
 	negotiated := false
 	if sa != nil {
 		sa.mu.Lock()

@@ -56,6 +56,21 @@ type Charon struct {
 	// SaveKeys loads the save-keys plugin (built on first use by
 	// strongswan-save-keys.sh), which writes KeysFile and ESPKeysFile.
 	SaveKeys bool
+	// KeyFeed loads the ikefrag-keys plugin (keys/strongswan-plugin, built
+	// on first use and cached) with charon.plugins.ikefrag-keys.socket set
+	// to this path: charon sends every IKE SA's keys to ikefragd's key
+	// socket there. Without KeyFeedPluginDir the plugin is preloaded
+	// (LD_PRELOAD) and named in charon's static load list.
+	KeyFeed string
+	// KeyFeedPluginDir loads the plugin the way a packaged install does:
+	// from charon's plugin directory (a private copy bind-mounted over
+	// /usr/lib/ipsec/plugins for this charon only) with load_modular and
+	// charon.plugins.<name>.load = yes for each plugin.
+	KeyFeedPluginDir bool
+	// KeyFeedUser is charon.plugins.ikefrag-keys.user (default: root).
+	KeyFeedUser string
+	// KeyFeedQueue is charon.plugins.ikefrag-keys.queue (default 4096).
+	KeyFeedQueue int
 	// Retransmission; defaults 3 tries, 2.0 s timeout, base 1.5, so a lost
 	// exchange fails after about 16 s instead of strongSwan's 165 s.
 	RetransmitTries   int
@@ -190,12 +205,24 @@ func (l *Lab) startCharon(cfg Charon) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	preload := ""
+	var preloads []string
 	if cfg.SaveKeys {
-		if preload, err = saveKeysPlugin(); err != nil {
+		p, err := saveKeysPlugin()
+		if err != nil {
 			return nil, err
 		}
+		preloads = append(preloads, p)
 	}
+	keysSO := ""
+	if cfg.KeyFeed != "" {
+		if keysSO, err = keyFeedPlugin(); err != nil {
+			return nil, err
+		}
+		if !cfg.KeyFeedPluginDir {
+			preloads = append(preloads, keysSO)
+		}
+	}
+	preload := strings.Join(preloads, " ")
 
 	l.mu.Lock()
 	l.seq++
@@ -205,7 +232,13 @@ func (l *Lab) startCharon(cfg Charon) (*Daemon, error) {
 	if err := d.writeConfig(pki); err != nil {
 		return nil, err
 	}
-	if err := d.start(preload); err != nil {
+	pluginDir := ""
+	if cfg.KeyFeed != "" && cfg.KeyFeedPluginDir {
+		if pluginDir, err = d.pluginDir(keysSO); err != nil {
+			return d, err
+		}
+	}
+	if err := d.start(preload, pluginDir); err != nil {
 		return d, err
 	}
 	if out, err := d.Swanctl(context.Background(), "--load-all", "--file", filepath.Join(dir, "swanctl", "swanctl.conf")); err != nil {
@@ -290,12 +323,20 @@ func (d *Daemon) strongswanConf(saveKeys bool) string {
 	if saveKeys {
 		plugins += " save-keys"
 	}
+	if c.KeyFeed != "" {
+		plugins += " ikefrag-keys"
+	}
 	p("# lab %s charon in %s", c.Role, d.Node.Name)
 	p("charon {")
 	// An explicit list: nothing loads that could fetch CRLs, talk to a TPM
 	// or install kernel ESP states this kernel lacks.
-	p("\tload_modular = no")
-	p("\tload = %s", plugins)
+	if c.KeyFeed != "" && c.KeyFeedPluginDir {
+		// the packaged way: each plugin's own load setting (below)
+		p("\tload_modular = yes")
+	} else {
+		p("\tload_modular = no")
+		p("\tload = %s", plugins)
+	}
 	if c.Port != 0 {
 		p("\tport = %d", c.Port)
 	}
@@ -339,7 +380,37 @@ func (d *Daemon) strongswanConf(saveKeys bool) string {
 		p("\t\t\twireshark_keys = %s", filepath.Join(d.Dir, "keys"))
 		p("\t\t}")
 	}
+	if c.KeyFeed != "" {
+		p("\t\tikefrag-keys {")
+		p("\t\t\tsocket = %s", c.KeyFeed)
+		if c.KeyFeedUser != "" {
+			p("\t\t\tuser = %s", c.KeyFeedUser)
+		}
+		if c.KeyFeedQueue != 0 {
+			p("\t\t\tqueue = %d", c.KeyFeedQueue)
+		}
+		p("\t\t}")
+	}
+	if c.KeyFeed != "" && c.KeyFeedPluginDir {
+		for _, name := range strings.Fields(plugins) {
+			if name == "kernel-libipsec" || name == "ikefrag-keys" || name == "vici" {
+				continue // written with their settings
+			}
+			p("\t\t%s {", name)
+			p("\t\t\tload = yes")
+			p("\t\t}")
+		}
+		p("\t\tvici {")
+		p("\t\t\tload = yes")
+		p("\t\t}")
+		p("\t\tikefrag-keys {")
+		p("\t\t\tload = yes")
+		p("\t\t}")
+	}
 	p("\t\tkernel-libipsec {")
+	if c.KeyFeed != "" && c.KeyFeedPluginDir {
+		p("\t\t\tload = yes")
+	}
 	p("\t\t\tallow_peer_ts = no")
 	p("\t\t}")
 	p("\t}")
@@ -439,10 +510,15 @@ func (d *Daemon) writeConfig(pki *PKI) error {
 // save-keys plugin is preloaded into charon only; in sh or mount it would
 // fail on libstrongswan's missing symbols. umask 077 keeps the key files
 // private.
-func (d *Daemon) start(preload string) error {
+func (d *Daemon) start(preload, pluginDir string) error {
 	script := `umask 077 && mount --bind "$1" /run && exec "$2"`
 	if preload != "" {
 		script = `umask 077 && mount --bind "$1" /run && exec env LD_PRELOAD="$3" "$2"`
+	}
+	if pluginDir != "" {
+		// charon's compiled-in plugin directory, for this charon only
+		script = `umask 077 && mount --bind "$1" /run && mount --bind "$4" ` + charonPluginDir + ` && ` +
+			strings.TrimPrefix(script, `umask 077 && mount --bind "$1" /run && `)
 	}
 	out, err := os.OpenFile(filepath.Join(d.Dir, "charon.out"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -450,7 +526,7 @@ func (d *Daemon) start(preload string) error {
 	}
 	defer out.Close()
 	cmd := exec.Command("ip", "netns", "exec", d.Node.Name, "sh", "-c", script, "sh",
-		filepath.Join(d.Dir, "varrun"), CharonBin, preload)
+		filepath.Join(d.Dir, "varrun"), CharonBin, preload, pluginDir)
 	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+filepath.Join(d.Dir, "strongswan.conf"))
 	cmd.Stdout, cmd.Stderr = out, out
 	// If the test binary dies without its cleanups, charon goes with it;
@@ -480,6 +556,35 @@ func (d *Daemon) start(preload string) error {
 			return fmt.Errorf("no vici socket after 15 s: %s", tail(d.Log(), 20))
 		}
 	}
+}
+
+// charonPluginDir is where Debian's charon looks for plugins (PLUGINDIR).
+const charonPluginDir = "/usr/lib/ipsec/plugins"
+
+// pluginDir makes a private plugin directory: copies of the plugins the
+// lab loads and the ikefrag-keys plugin, as a package would install it.
+func (d *Daemon) pluginDir(keysSO string) (string, error) {
+	dir := filepath.Join(d.Dir, "plugins")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	cp := func(src, dst string) error {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o644)
+	}
+	for _, name := range strings.Fields(charonPlugins) {
+		so := "libstrongswan-" + name + ".so"
+		if err := cp(filepath.Join(charonPluginDir, so), filepath.Join(dir, so)); err != nil {
+			return "", err
+		}
+	}
+	if err := cp(keysSO, filepath.Join(dir, "libstrongswan-ikefrag-keys.so")); err != nil {
+		return "", err
+	}
+	return dir, nil
 }
 
 // Pid is charon's process id.
@@ -611,7 +716,52 @@ func parseSAs(out string) []SA {
 var (
 	saveKeysMu   sync.Mutex
 	saveKeysPath string
+	keyFeedPath  string
 )
+
+// KeyFeedPlugin returns the path of the ikefrag-keys plugin built for the
+// installed charon by keys/strongswan-plugin/build.sh (cached; the first
+// build takes about a minute). $IKEFRAG_LAB_KEYS_SO names a prebuilt one.
+func KeyFeedPlugin(t testing.TB) string {
+	t.Helper()
+	p, err := keyFeedPlugin()
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	return p
+}
+
+func keyFeedPlugin() (string, error) {
+	saveKeysMu.Lock()
+	defer saveKeysMu.Unlock()
+	if keyFeedPath != "" {
+		return keyFeedPath, nil
+	}
+	if p := os.Getenv("IKEFRAG_LAB_KEYS_SO"); p != "" {
+		keyFeedPath = p
+		return p, nil
+	}
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("cannot locate keys/strongswan-plugin/build.sh")
+	}
+	script := filepath.Join(filepath.Dir(self), "..", "..", "keys", "strongswan-plugin", "build.sh")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	out, err := runStdout(ctx, nil, script)
+	if err != nil {
+		return "", fmt.Errorf("ikefrag-keys plugin: %w", err)
+	}
+	p := strings.TrimSpace(string(out))
+	if i := strings.LastIndexByte(p, '\n'); i >= 0 {
+		p = p[i+1:]
+	}
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("ikefrag-keys plugin: %w", err)
+	}
+	keyFeedPath = p
+	return p, nil
+}
 
 // SaveKeysPlugin returns the path of the save-keys plugin built for the
 // installed charon, building it on first use (about two minutes; see
