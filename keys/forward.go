@@ -80,7 +80,7 @@ type Forwarder struct {
 	ln  *net.UnixListener
 	tls *tls.Config
 
-	mu       sync.Mutex // guards live, links and the targets' queues' order
+	mu       sync.Mutex         // guards live, links and the targets' queues' order
 	live     map[spiPair][]byte // the keys message of each live IKE SA
 	links    map[spiPair][]byte // rekey links sent on their own (old_spi_*, no keys)
 	received atomic.Uint64
