@@ -22,6 +22,9 @@ func (p *Proxy) closeFlow(f *Flow) {
 	p.flows.remove(f)
 	p.fpUnmap(f)
 	f.up.Close()
+	if f.ln.tcp != nil {
+		f.ln.tcp.flowClosed()
+	}
 	f.be.flows.Add(-1)
 	if f.cl != nil {
 		f.cl.flows.Add(-1)

@@ -31,14 +31,22 @@ func (p *Proxy) Status() string {
 	}
 	refused := uint64(0)
 	for r := DropUnsolicited; r < numDropReasons; r++ {
-		if r != DropCookieSent {
+		if r != DropCookieSent && r != DropTCPSendBuffer {
 			refused += st.Total.Dropped[r.String()]
 		}
 	}
 	evicted := st.FlowEnds[EndEvictedUnanswered.String()] + st.FlowEnds[EndEvictedHalfOpen.String()]
-	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows (%d not established), %d re-fragmented, %d replays, %d step-downs, %d key misses, %d datagrams refused, %d flows evicted, %d cookies sent, ESP fast path %s",
+	tcp := ""
+	if st.TCP != nil {
+		var refusedTCP uint64
+		for _, n := range st.TCP.Refused {
+			refusedTCP += n
+		}
+		tcp = fmt.Sprintf(", TCP (RFC 9329) %d connections (%d without flow), %d refused", st.TCP.Connections, st.TCP.NoFlow, refusedTCP)
+	}
+	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows (%d not established), %d re-fragmented, %d replays, %d step-downs, %d key misses, %d datagrams refused, %d flows evicted, %d cookies sent, ESP fast path %s%s",
 		mode, st.Refragment, up, len(st.Backends), st.Clients, st.Flows, st.Unestablished, st.Total.Refragmented, st.Total.Replays,
-		st.Total.StepDowns, st.Total.KeyMisses, refused, evicted, st.CookiesSent, fp)
+		st.Total.StepDowns, st.Total.KeyMisses, refused, evicted, st.CookiesSent, fp, tcp)
 }
 
 // PMTU returns the path-MTU estimate toward a client.
@@ -118,7 +126,7 @@ func (p *Proxy) Stats() Stats {
 		Adopted: p.adopted.Load(), AdoptSkipped: p.adoptSkipped.Load(),
 		CookiesSent: p.cookieCtr.sent.Load(), CookiesVerified: p.cookieCtr.verified.Load(),
 		Reassembler: p.reasm.Stats(), Fragmenter: p.frag.Stats(), ICMPErrors: p.icmpErrors.Load(),
-		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings()}
+		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings(), TCP: p.tcpStats()}
 	p.clientsMu.Lock()
 	st.Clients = len(p.clients)
 	p.clientsMu.Unlock()

@@ -67,7 +67,11 @@ type tcpFrameReader struct {
 func (fr *tcpFrameReader) readPrefix() error {
 	var b [len(tcpPrefix)]byte
 	if _, err := io.ReadFull(fr.r, b[:]); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if errors.Is(err, io.EOF) {
+			// closed before sending anything
+			return fmt.Errorf("%w: %w", errTCPPrefix, io.EOF)
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return errTCPPrefix
 		}
 		return err
@@ -79,11 +83,11 @@ func (fr *tcpFrameReader) readPrefix() error {
 	return nil
 }
 
-// next reads the next frame's payload into buf (which must hold max
-// bytes) and returns it. max bounds the payload (the Length minus the
-// field); a larger frame is refused before its payload is read. io.EOF is
-// returned only between frames.
-func (fr *tcpFrameReader) next(buf []byte, max int) ([]byte, error) {
+// next reads the next frame's payload into a buffer of its length from
+// alloc and returns it. max bounds the payload (the Length minus the
+// field); a larger frame is refused before anything is allocated for it.
+// io.EOF is returned only between frames.
+func (fr *tcpFrameReader) next(alloc func(n int) []byte, max int) ([]byte, error) {
 	if !fr.prefixed {
 		if err := fr.readPrefix(); err != nil {
 			return nil, err
@@ -105,9 +109,10 @@ func (fr *tcpFrameReader) next(buf []byte, max int) ([]byte, error) {
 		return nil, &tcpFrameError{errTCPShort, length}
 	}
 	plen := length - tcpLenField
-	if plen > max || plen > len(buf) {
+	if plen > max {
 		return nil, &tcpFrameError{errTCPTooLong, length}
 	}
+	buf := alloc(plen)
 	if _, err := io.ReadFull(fr.r, buf[:plen]); err != nil {
 		return nil, eofInside(err)
 	}

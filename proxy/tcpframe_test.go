@@ -34,9 +34,10 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 func readAllFrames(r io.Reader, max int) ([][]byte, error) {
 	fr := &tcpFrameReader{r: r}
 	buf := make([]byte, tcpMaxFrame)
+	alloc := func(n int) []byte { return buf[:n] }
 	var out [][]byte
 	for {
-		p, err := fr.next(buf, max)
+		p, err := fr.next(alloc, max)
 		if err == io.EOF {
 			return out, nil
 		}
