@@ -95,7 +95,10 @@ func startTCPLab(t *testing.T, nBackends int, tcfg TCPConfig, mod func(*Config))
 	t.Helper()
 	ikePort, nattPort := testPorts()
 	l := &tcpLab{bePorts: [2]int{ikePort%1000 + 31000, ikePort%1000 + 35000}}
-	cfg := Config{Listen: []string{"127.0.0.1"}, IKEPort: ikePort, NATTPort: nattPort, FastPath: FastPathOff, TCP: tcfg}
+	// (half_open_per_client is not what these tests are about: every
+	// IKE_SA_INIT here is answered and left half-open)
+	cfg := Config{Listen: []string{"127.0.0.1"}, IKEPort: ikePort, NATTPort: nattPort, FastPath: FastPathOff, TCP: tcfg,
+		HalfOpenPerClient: 1000}
 	for i := 0; i < nBackends; i++ {
 		a := netip.AddrFrom4([4]byte{127, 0, 0, byte(2 + i)})
 		l.backends = append(l.backends, startEcho(t, byte(1+i), a, l.bePorts[0], l.bePorts[1]))
