@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ikefrag/ikefrag/ike"
 )
 
@@ -91,17 +93,27 @@ type tcpLab struct {
 	bePorts  [2]int
 }
 
-func startTCPLab(t *testing.T, nBackends int, tcfg TCPConfig, mod func(*Config)) *tcpLab {
+func startTCPLab(t testing.TB, nBackends int, tcfg TCPConfig, mod func(*Config)) *tcpLab {
 	t.Helper()
 	ikePort, nattPort := testPorts()
 	l := &tcpLab{bePorts: [2]int{ikePort%1000 + 31000, ikePort%1000 + 35000}}
 	// (half_open_per_client is not what these tests are about: every
 	// IKE_SA_INIT here is answered and left half-open)
 	cfg := Config{Listen: []string{"127.0.0.1"}, IKEPort: ikePort, NATTPort: nattPort, FastPath: FastPathOff, TCP: tcfg,
-		HalfOpenPerClient: 1000}
+		HalfOpenPerClient: 1000, CookieThreshold: DefaultMaxClients}
 	for i := 0; i < nBackends; i++ {
 		a := netip.AddrFrom4([4]byte{127, 0, 0, byte(2 + i)})
-		l.backends = append(l.backends, startEcho(t, byte(1+i), a, l.bePorts[0], l.bePorts[1]))
+		eb := startEcho(t, byte(1+i), a, l.bePorts[0], l.bePorts[1])
+		for _, c := range eb.conns {
+			// hundreds of requests at once: the default receive buffer
+			// (rmem_default) would drop some at the echo backend itself
+			if rc, err := c.SyscallConn(); err == nil {
+				_ = rc.Control(func(fd uintptr) {
+					_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
+				})
+			}
+		}
+		l.backends = append(l.backends, eb)
 		cfg.Backends = append(cfg.Backends, fmt.Sprintf("%s:%d/%d", a, l.bePorts[0], l.bePorts[1]))
 	}
 	if len(cfg.TCP.Listen) == 0 {
@@ -117,7 +129,7 @@ func startTCPLab(t *testing.T, nBackends int, tcfg TCPConfig, mod func(*Config))
 	return l
 }
 
-func (l *tcpLab) tcpStats(t *testing.T) TCPStats {
+func (l *tcpLab) tcpStats(t testing.TB) TCPStats {
 	t.Helper()
 	st := l.p.Stats().TCP
 	if st == nil {
