@@ -1,0 +1,127 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ikefrag/ikefrag/test/lab"
+)
+
+// blockIKEUDP makes mid drop UDP 500 and 4500 in both directions: the
+// path of a client whose network lets only TCP through.
+func blockIKEUDP(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"add", "table", "inet", "tcplab"},
+		{"add", "chain", "inet", "tcplab", "blockike", "{ type filter hook forward priority 0 ; }"},
+		{"add", "rule", "inet", "tcplab", "blockike", "udp", "dport", "{ 500, 4500 }", "counter", "drop"},
+		{"add", "rule", "inet", "tcplab", "blockike", "udp", "sport", "{ 500, 4500 }", "counter", "drop"},
+	} {
+		if out, err := l.Mid.Run(ctx, "nft", args...); err != nil {
+			t.Fatalf("nft %v: %v %s", args, err, out)
+		}
+	}
+}
+
+// TestLabLibreswanTCP: a libreswan client with enable-tcp=yes behind a
+// path that drops UDP 500 and 4500 reaches a strongSwan responder (which
+// has no RFC 9329) only through the proxy's TCP listener. Without the
+// listener it fails. With it, on a kernel with espintcp, the IKE SA and
+// CHILD SA are established on both peers and a ping crosses; on a kernel
+// without (CONFIG_INET_ESPINTCP, which needs CONFIG_INET_ESP), libreswan
+// cannot run RFC 9329 at all: it enables espintcp on its socket right
+// after sending the IKETCP prefix and gives up when the kernel refuses,
+// which the test checks and reports before skipping the rest.
+func TestLabLibreswanTCP(t *testing.T) {
+	lab.Require(t)
+	lab.RequireLibreswan(t)
+	t.Parallel()
+	ctx := context.Background()
+	l := lab.New(t, lab.Topology{Gateway: true})
+	blockIKEUDP(t, l)
+	srv := l.StartCharon(lab.Charon{Role: lab.Server, PSK: lab.LabPSK})
+	gwAddr, srvAddr := l.Gw.Addr4, l.Srv.Addr4
+	base := fmt.Sprintf("proxy:\n  enabled: true\n  listen: [%q]\n  backends: [%q]\n", gwAddr, srvAddr)
+
+	// without the TCP listener
+	g := startProxy(t, l, l.Gw, base)
+	cli := l.StartLibreswan(lab.Libreswan{RemoteAddr: gwAddr, EnableTCP: "yes", RetransmitTimeout: 10 * time.Second})
+	ok, out, err := cli.Initiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		t.Fatalf("established without the TCP listener:\n%s", out)
+	}
+	t.Logf("without the listener: %s", lastLines(out, 3))
+	if err := g.proc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	cli.Stop()
+
+	// with it
+	g = startProxy(t, l, l.Gw, base+fmt.Sprintf("  tcp:\n    listen: [\"%s:4500\"]\n", gwAddr))
+	cli = l.StartLibreswan(lab.Libreswan{RemoteAddr: gwAddr, EnableTCP: "yes", RetransmitTimeout: 20 * time.Second})
+	start := time.Now()
+	ok, out, err = cli.Initiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := g.stats(t)
+	t.Logf("with the listener: ok=%v after %.1f s; proxy tcp %+v", ok, time.Since(start).Seconds(), st.TCP)
+	if espOK, why := lab.EspInTCP(); !espOK {
+		// libreswan connected through mid to the listener and gave up
+		// after the prefix, before any IKE message
+		log, _ := os.ReadFile(cli.Log())
+		if ok || st.TCP == nil || st.TCP.Accepted == 0 || !strings.Contains(string(log), "espintcp") {
+			t.Fatalf("kernel without espintcp: ok=%v, proxy tcp %+v; pluto log:\n%s", ok, st.TCP, lastLines(string(log), 20))
+		}
+		line := ""
+		for _, ln := range strings.Split(string(log), "\n") {
+			if strings.Contains(ln, "espintcp") {
+				line = strings.TrimSpace(ln)
+				break
+			}
+		}
+		t.Skipf("libreswan reached the proxy's TCP listener (%d connections) but cannot speak RFC 9329 on this kernel (%v); pluto: %s",
+			st.TCP.Accepted, why, line)
+	}
+	if !ok {
+		t.Fatalf("not established through the TCP listener:\n%s", out)
+	}
+	sas, err := srv.SAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sas) != 1 || sas[0].State != "ESTABLISHED" || len(sas[0].Children) != 1 || sas[0].Children[0].State != "INSTALLED" {
+		t.Fatalf("responder: %+v", sas)
+	}
+	peers := g.peers(t)
+	tcpFlows := 0
+	for _, p := range peers {
+		for _, f := range p.Flows {
+			if f.Transport == "tcp" {
+				tcpFlows++
+			}
+		}
+	}
+	if tcpFlows != 1 {
+		t.Errorf("peers %+v: want one TCP flow", peers)
+	}
+	if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
+		t.Errorf("ping through the tunnel: %v", err)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
