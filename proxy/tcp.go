@@ -41,6 +41,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ikefrag/ikefrag/ike"
+	"github.com/ikefrag/ikefrag/ike/sk"
 )
 
 // tcpEnd says why a connection ended (or was refused).
@@ -102,6 +103,7 @@ type tcpCounters struct {
 	espDropped atomic.Uint64 // ESP toward a client that did not fit its send_buffer
 	keepalives atomic.Uint64 // backend NAT-T keepalives, not framed (RFC 9329 §3)
 	sendErrors atomic.Uint64 // frames not queued: too long for a frame
+	joined     atomic.Uint64 // RFC 7383 sets from a backend sent as one SK message (keyed)
 }
 
 // tcpServer is the RFC 9329 side of the proxy: its listeners and
@@ -135,7 +137,11 @@ type tcpConn struct {
 	// wmu guards the send queue: queue holds framed bytes not yet handed
 	// to flush, writing says a flush goroutine runs, and inflight the
 	// bytes it holds; queue plus inflight stay within send_buffer.
-	wmu      sync.Mutex
+	wmu    sync.Mutex
+	joined struct { // the last SKF set joined into SK (tcpJoin), for a backend resend
+		key sk.MessageKey
+		msg []byte
+	}
 	queue    []byte
 	spare    []byte
 	inflight int
@@ -578,6 +584,12 @@ func (p *Proxy) tcpFromBackend(f *Flow, b *upBufs, payload []byte, now time.Time
 		p.promote(f, levelEstablished, now)
 	case ike.KindIKE:
 		p.tcpBackendIKE(f, fr.IKE, now)
+		if out, held := p.tcpJoin(f, fr.IKE); held {
+			if out != nil {
+				b.add(f, out)
+			}
+			return
+		}
 	case ike.KindKeepalive:
 		p.tcp.ctr.keepalives.Add(1)
 		return
@@ -610,6 +622,69 @@ func (p *Proxy) tcpBackendIKE(f *Flow, msg []byte, now time.Time) {
 		return
 	}
 	p.learnBeyondInit(f, h, now)
+}
+
+// tcpJoin (keyed) turns the backend's RFC 7383 fragments into one SK
+// message for the stream, where RFC 9329 says fragmentation should not be used:
+// fragments are verified and held until the set is complete, then the
+// message is sealed again as SK with a fresh IV. held reports that msg is
+// not to be relayed as it is; out, when set, goes instead (with the
+// marker). Without the IKE SA's keys, or for a fragment that does not
+// verify, msg is relayed unchanged (counted as key misses).
+func (p *Proxy) tcpJoin(f *Flow, msg []byte) (out []byte, held bool) {
+	if !p.keyed {
+		return nil, false
+	}
+	h, err := ike.ParseHeader(msg)
+	if err != nil || !h.IsIKEv2() || int(h.Length) != len(msg) {
+		return nil, false
+	}
+	typ, off, ok := encryptedPayload(msg, h.NextPayload)
+	if !ok || typ != ike.PayloadEncryptedFragment {
+		return nil, false
+	}
+	if number, total := skfNumbers(msg, typ, off); number == 0 || total == 0 || number > total {
+		return nil, false
+	}
+	sa, err := p.keys.Lookup(h.SPIi, h.SPIr)
+	if err != nil {
+		p.count(f, func(c *counters) { c.keyMisses.Add(1) })
+		return nil, false
+	}
+	c := f.ln.tcp
+	res := p.reasm.Add(sa, msg)
+	switch res.Status {
+	case sk.StatusStored:
+		p.drop(f, DropReassembly, 1)
+		return nil, true
+	case sk.StatusRetransmit:
+		// the backend resends the set (RFC 7383 §2.6.1): the joined
+		// message goes again, once, on fragment 1
+		c.wmu.Lock()
+		j := c.joined
+		c.wmu.Unlock()
+		if res.Number == 1 && j.msg != nil && j.key == sk.KeyOf(&h) {
+			p.count(f, func(c *counters) { c.replays.Add(1) })
+			return j.msg, true
+		}
+		p.drop(f, DropSuppressed, 1)
+		return nil, true
+	case sk.StatusComplete:
+		sealed, err := sa.Seal(res.Message, nil)
+		if err != nil {
+			p.log.Debug("proxy: cannot seal the joined message, relaying the fragment", "client", f.key.client.Addr(), "err", err)
+			return nil, false
+		}
+		out = append(make([]byte, ike.NonESPMarkerLen, ike.NonESPMarkerLen+len(sealed)), sealed...)
+		c.wmu.Lock()
+		c.joined.key, c.joined.msg = sk.KeyOf(&h), out
+		c.wmu.Unlock()
+		p.tcp.ctr.joined.Add(1)
+		return out, true
+	}
+	// not ours to judge (no keys that verify it): relay it as it is
+	p.count(f, func(c *counters) { c.keyMisses.Add(1) })
+	return nil, false
 }
 
 // sendFrames queues a batch of the backend's datagrams, framed, toward the

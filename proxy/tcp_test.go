@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ikefrag/ikefrag/ike"
+	"github.com/ikefrag/ikefrag/ike/sk"
+	"github.com/ikefrag/ikefrag/keys"
 )
 
 // tcpClient is an RFC 9329 initiator for tests.
@@ -287,5 +289,56 @@ func TestTCPConfig(t *testing.T) {
 	if fmt.Sprint(s.tcpListen) != fmt.Sprint(want) || s.TCP.MaxIKEMessage != 10000 || s.TCP.MaxMessage != 65533 ||
 		s.TCP.MaxConnections != DefaultMaxClients || s.TCP.MessageTimeout != 10*time.Second {
 		t.Errorf("parsed %v %+v", s.tcpListen, s.TCP)
+	}
+}
+
+// Keyed: the backend's RFC 7383 fragments of a response go onto the
+// stream as one SK message that opens to the same payloads; the backend's
+// resend of the set gets that message again once; without keys the
+// fragments are relayed as they are.
+func TestTCPJoinsFragments(t *testing.T) {
+	sa := testSA(t, sk.Suite{Encr: sk.EncrAESCBC, KeyBits: 256, Integ: sk.AuthHMACSHA2_256_128})
+	spiI, spiR := ike.SPI{1, 2, 3, 4, 5, 6, 7, 8}, ike.SPI{9, 9, 9, 9, 9, 9, 9, 9}
+	for _, keyed := range []bool{true, false} {
+		var src keys.Source = oneKey{sa}
+		if !keyed {
+			src = oneKey{}
+		}
+		p, f := engine(t, src, false)
+		p.tcp = &tcpServer{p: p}
+		f.ln = &listener{p: p, natt: true, tcp: &tcpConn{}}
+		d, in := response(t, sa, spiI, spiR, 5000)
+		run := func() [][]byte {
+			b := newUpBufs(1)
+			for _, dg := range in {
+				p.tcpFromBackend(f, b, dg, p.now())
+			}
+			var out [][]byte
+			for _, m := range b.out {
+				out = append(out, m.Buffers[0])
+			}
+			return out
+		}
+		got := run()
+		if !keyed {
+			if len(got) != len(in) || p.total.keyMisses.Load() != uint64(len(in)) {
+				t.Errorf("keyless: %d datagrams out of %d, key misses %d", len(got), len(in), p.total.keyMisses.Load())
+			}
+			continue
+		}
+		if len(got) != 1 || !bytes.Equal(got[0][:4], []byte{0, 0, 0, 0}) {
+			t.Fatalf("keyed: %d messages out of %d fragments", len(got), len(in))
+		}
+		r := sk.NewReassembler(sk.ReassemblerConfig{})
+		res := r.Add(sa, got[0][4:])
+		if res.Status != sk.StatusComplete || res.Number != 0 || !bytes.Equal(res.Message.Payloads, d.Payloads) {
+			t.Fatalf("joined message: status %v, number %d", res.Status, res.Number)
+		}
+		if again := run(); len(again) != 1 || !bytes.Equal(again[0], got[0]) {
+			t.Errorf("resend: %d messages", len(again))
+		}
+		if n := p.tcp.ctr.joined.Load(); n != 1 {
+			t.Errorf("joined %d", n)
+		}
 	}
 }

@@ -32,12 +32,15 @@ type TCPStats struct {
 	// which have no place on a stream.
 	ESPDropped          uint64 `json:"esp_dropped_send_buffer"`
 	KeepalivesNotFramed uint64 `json:"keepalives_not_framed"`
+	// Joined counts RFC 7383 fragment sets from a backend sent to the
+	// client as one SK message (keyed; RFC 9329: no fragmentation over TCP).
+	Joined uint64 `json:"skf_joined"`
 }
 
 func (t *tcpServer) stats() *TCPStats {
 	st := &TCPStats{Accepted: t.ctr.accepted.Load(), FramesIn: t.ctr.framesIn.Load(), BytesIn: t.ctr.bytesIn.Load(),
 		FramesOut: t.ctr.framesOut.Load(), BytesOut: t.ctr.bytesOut.Load(), ESPDropped: t.ctr.espDropped.Load(),
-		KeepalivesNotFramed: t.ctr.keepalives.Load()}
+		KeepalivesNotFramed: t.ctr.keepalives.Load(), Joined: t.ctr.joined.Load()}
 	for _, ap := range t.p.TCPAddrs() {
 		st.Listeners = append(st.Listeners, ap.String())
 	}
@@ -81,9 +84,10 @@ var (
 	descTCPFrames  = prometheus.NewDesc(tcpns+"frames_total", "RFC 9329 frames, by direction (in: client to backend), also counted in datagrams_total.", []string{"direction"}, nil)
 	descTCPBytes   = prometheus.NewDesc(tcpns+"frame_bytes_total", "Payload bytes of RFC 9329 frames, by direction.", []string{"direction"}, nil)
 	descTCPESPDrop = prometheus.NewDesc(tcpns+"esp_dropped_total", "ESP toward a TCP client dropped because its send_buffer was full.", nil, nil)
+	descTCPJoined  = prometheus.NewDesc(tcpns+"skf_joined_total", "RFC 7383 fragment sets from a backend sent to a TCP client as one SK message (keyed).", nil, nil)
 )
 
-var tcpDescs = []*prometheus.Desc{descTCPConns, descTCPAccept, descTCPRefused, descTCPEnded, descTCPFrames, descTCPBytes, descTCPESPDrop}
+var tcpDescs = []*prometheus.Desc{descTCPConns, descTCPAccept, descTCPRefused, descTCPEnded, descTCPFrames, descTCPBytes, descTCPESPDrop, descTCPJoined}
 
 // collectTCP adds the TCP listener's series (none without one).
 func collectTCP(st *TCPStats, ch chan<- prometheus.Metric) {
@@ -107,4 +111,5 @@ func collectTCP(st *TCPStats, ch chan<- prometheus.Metric) {
 	counter(descTCPBytes, st.BytesIn, "in")
 	counter(descTCPBytes, st.BytesOut, "out")
 	counter(descTCPESPDrop, st.ESPDropped)
+	counter(descTCPJoined, st.Joined)
 }
