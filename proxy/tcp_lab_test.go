@@ -12,20 +12,10 @@ import (
 	"github.com/ikefrag/ikefrag/test/lab"
 )
 
-// blockIKEUDP makes mid drop UDP 500 and 4500 in both directions: the
-// path of a client whose network lets only TCP through.
 func blockIKEUDP(t *testing.T, l *lab.Lab) {
 	t.Helper()
-	ctx := context.Background()
-	for _, args := range [][]string{
-		{"add", "table", "inet", "tcplab"},
-		{"add", "chain", "inet", "tcplab", "blockike", "{ type filter hook forward priority 0 ; }"},
-		{"add", "rule", "inet", "tcplab", "blockike", "udp", "dport", "{ 500, 4500 }", "counter", "drop"},
-		{"add", "rule", "inet", "tcplab", "blockike", "udp", "sport", "{ 500, 4500 }", "counter", "drop"},
-	} {
-		if out, err := l.Mid.Run(ctx, "nft", args...); err != nil {
-			t.Fatalf("nft %v: %v %s", args, err, out)
-		}
+	if err := l.BlockIKEUDP(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -3,6 +3,7 @@ package lab
 // An RFC 9329 initiator for strongSwan clients, which have none.
 
 import (
+	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -183,4 +184,22 @@ func (s *TCPShim) Counts() (dials, fails int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.dials, s.fails
+}
+
+// BlockIKEUDP makes mid forward no UDP 500 or 4500, either way: the path
+// of a client whose network lets only TCP through. mid's own sockets (a
+// TCPShim there) are not affected.
+func (l *Lab) BlockIKEUDP() error {
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"add", "table", "inet", "ikefrag_lab_udp"},
+		{"add", "chain", "inet", "ikefrag_lab_udp", "blockike", "{ type filter hook forward priority 0 ; }"},
+		{"add", "rule", "inet", "ikefrag_lab_udp", "blockike", "udp", "dport", "{ 500, 4500 }", "counter", "drop"},
+		{"add", "rule", "inet", "ikefrag_lab_udp", "blockike", "udp", "sport", "{ 500, 4500 }", "counter", "drop"},
+	} {
+		if _, err := l.Mid.Run(ctx, "nft", args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
