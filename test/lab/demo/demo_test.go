@@ -2,8 +2,8 @@
 // in a throwaway namespace lab with real strongSwan peers; then a path that
 // forwards no UDP 500/4500 and the way around it, IKE and ESP over TCP
 // (RFC 9329) to the proxy's TCP listener. It runs only with
-// IKEFRAG_DEMO=1 (it prints for a person to read, and takes about half a
-// minute):
+// IKEFRAG_DEMO=1 (it prints for a person to read, and takes about a
+// minute and a half):
 //
 //	IKEFRAG_DEMO=1 go test -count=1 -v -run '^TestDemo$' ./test/lab/demo/
 package demo
