@@ -168,6 +168,9 @@ func TestLabStrongSwanOverTCP(t *testing.T) {
 	if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
 		t.Errorf("ping through the tunnel: %v", err)
 	}
+	// 200 pings of 1200 bytes and a bulk TCP transfer echoed back, all
+	// as ESP inside the RFC 9329 stream
+	tunnelTraffic(t, l)
 	st = g.stats(t)
 	if st.TCP == nil || st.TCP.Connections != 1 || st.TCP.Joined == 0 || st.TCP.FramesIn < 3 || st.Total.ESPIn == 0 || st.Total.ESPOut == 0 {
 		t.Errorf("proxy: tcp %+v, total %+v", st.TCP, st.Total)
