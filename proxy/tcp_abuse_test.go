@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ikefrag/ikefrag/ike"
 )
 
 // legit runs one IKE_SA_INIT round trip over a new connection from
@@ -245,4 +247,62 @@ func TestTCPSlowReader(t *testing.T) {
 		t.Errorf("ESP dropped %d, stats %v", st.ESPDropped, l.p.Stats().Total.Dropped)
 	}
 	l.legit(t, 0xD1)
+}
+
+// Expiry covers TCP flows both ways: a flow the backend answered only with
+// IKE_SA_INIT ends at half_open_timeout and takes its connection with it;
+// an established connection with no message either way for the TCP
+// idle_timeout is closed and its flow ends; traffic from the backend alone
+// keeps it open.
+func TestTCPExpiry(t *testing.T) {
+	l := startTCPLab(t, 1, TCPConfig{}, func(c *Config) { c.HalfOpenTimeout = time.Second })
+	// half-open: IKE_SA_INIT answered, nothing more
+	tc := newTCPClient(t, netip.Addr{}, l.tcp)
+	init := marked(ikeSAInit(0xE1, false))
+	tc.send(init)
+	tc.recv()
+	if _, err := readFrame(tc.c, 5*time.Second); err == nil {
+		t.Fatal("frame on a half-open flow")
+	}
+	waitFor(t, "half-open expiry", func() bool {
+		st := l.p.Stats()
+		return st.FlowEnds["half_open"] == 1 && st.TCP.Ended["flow_ended"] == 1 && st.TCP.Connections == 0
+	})
+
+	// established, then idle
+	l = startTCPLab(t, 1, TCPConfig{IdleTimeout: 1500 * time.Millisecond}, nil)
+	tc = newTCPClient(t, netip.Addr{}, l.tcp)
+	init = marked(ikeSAInit(0xE2, false))
+	tc.send(init)
+	got := tc.recv()
+	var spiI, spiR ike.SPI
+	copy(spiI[:], got[4:12])
+	copy(spiR[:], got[12:20])
+	tc.send(marked(ikeRequest(spiI, spiR, ike.ExchangeIKEAuth, 1)))
+	tc.recv()
+	// the backend talks, the client does not: still open past idle_timeout
+	fs := l.p.Flows()
+	if len(fs) != 1 {
+		t.Fatalf("flows %+v", fs)
+	}
+	stop := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(stop) {
+		for _, c := range l.backends[0].conns {
+			if addrOf(c) == fs[0].Backend {
+				_, _ = c.WriteToUDPAddrPort([]byte{0xc0, 0, 0, 5, 0, 0, 0, 1, 9}, fs[0].Upstream)
+			}
+		}
+		if _, err := readFrame(tc.c, time.Second); err != nil {
+			t.Fatalf("connection closed while the backend was sending: %v; tcp %+v", err, l.tcpStats(t))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// now nobody talks
+	if _, err := readFrame(tc.c, 5*time.Second); err == nil {
+		t.Fatal("a frame on an idle connection")
+	}
+	waitFor(t, "idle close", func() bool {
+		st := l.p.Stats()
+		return st.TCP.Ended["idle"] == 1 && st.FlowEnds["tcp_closed"] == 1 && st.Flows == 0
+	})
 }
