@@ -333,7 +333,11 @@ func (c *tcpConn) end(why tcpEnd) {
 		_ = c.c.SetLinger(0)
 	}
 	c.c.Close()
-	if f := c.flow.Load(); f != nil && why != tcpEndFlowEnded {
+	switch f := c.flow.Load(); {
+	case f == nil || why == tcpEndFlowEnded:
+	case why == tcpEndShutdown:
+		t.p.closeFlow(f) // (flow ends at shutdown are not counted)
+	default:
 		t.p.endFlow(f, EndTCPClosed)
 	}
 }
