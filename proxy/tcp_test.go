@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/ikefrag/ikefrag/ike"
@@ -191,6 +192,32 @@ func TestTCPRelay(t *testing.T) {
 	}
 	if !bytes.Contains([]byte(l.p.Status()), []byte("TCP (RFC 9329) 1 connections")) {
 		t.Errorf("status %q", l.p.Status())
+	}
+	// the metrics: a pedantic registry checks every series is described
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(l.p.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			k := mf.GetName()
+			for _, lp := range m.GetLabel() {
+				k += "," + lp.GetName() + "=" + lp.GetValue()
+			}
+			series[k] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	for k, want := range map[string]float64{
+		"ikefrag_proxy_tcp_connections,state=flow": 1, "ikefrag_proxy_tcp_accepted_total": 1,
+		"ikefrag_proxy_tcp_frames_total,direction=in": 3, "ikefrag_proxy_tcp_frames_total,direction=out": 3,
+		"ikefrag_proxy_tcp_ended_total,reason=client_closed": 0,
+	} {
+		if v, ok := series[k]; !ok || v != want {
+			t.Errorf("metric %s = %v (present %v), want %v", k, v, ok, want)
+		}
 	}
 	// the client closes: the flow ends with it, counted
 	tc.c.Close()
