@@ -109,7 +109,9 @@ fuzz:
 
 # demo builds the namespace lab with real strongSwan and shows a client
 # behind a small-MTU, fragment-dropping path failing without ikefrag and
-# connecting through its proxy, with ladder diagrams and verdicts.
+# connecting through its proxy, with ladder diagrams and verdicts; then a
+# path that forwards no UDP 500/4500, where the client gets through over
+# TCP (RFC 9329) to the proxy's TCP listener.
 demo: deps lab-deps
 	IKEFRAG_DEMO=1 $(GO) test -count=1 -v -run '^TestDemo$$' ./test/lab/demo/
 

@@ -100,6 +100,20 @@
 // Ethernet header, leaves that traffic in user space with one log line
 // and a counter (Stats.FastPath).
 //
+// # IKE and ESP over TCP (proxy.tcp, tcp.go)
+//
+// Clients whose UDP is blocked, or whose fragments are dropped, can speak
+// RFC 9329 to the proxy's TCP listeners: the IKETCP prefix, then frames
+// with a 16-bit length. Each connection is a client flow like a UDP one
+// (earned by its first message, placed by SPI affinity or rendezvous
+// hash, with its own upstream UDP socket); its frames go unchanged to the
+// backend's NAT-T port (IKE with the non-ESP marker, ESP as ESP-in-UDP) and
+// the backend's datagrams come back framed. Keyed, an RFC 7383 fragment
+// set from the backend goes onto the stream as one SK message. Prefix and
+// message timeouts, idle timeout, message lengths, connections per address
+// and in total, and a bounded send queue per connection limit what a
+// client can make the proxy hold; each is counted (Stats.TCP).
+//
 // # Bounds and secrets
 //
 // Flows (max_clients), IKE SAs, message states, the reassembler and the

@@ -95,7 +95,7 @@ func (f *Flow) readLoop() {
 			}
 			p.fromBackend(f, b, m.Buffers[0][:m.N], now)
 		}
-		if first && f.natt && p.fpx != nil {
+		if first && f.natt && p.fpx != nil && f.ln.tcp == nil {
 			// Mapped before the backend's first reply reaches the client:
 			// on a new NAT-T flow that reply ends IKE_AUTH, and only then
 			// can the client send ESP, so the tunnel's ESP never crosses
@@ -105,7 +105,11 @@ func (f *Flow) readLoop() {
 			// it sees a route MTU set while this batch was judged.
 			p.fpMap(f)
 		}
-		p.sendClient(f, b.out)
+		if f.ln.tcp != nil {
+			f.ln.tcp.sendFrames(f, b.out) // RFC 9329 stream (tcp.go)
+		} else {
+			p.sendClient(f, b.out)
+		}
 		b.reset()
 		p.pool.Put(b)
 	}
@@ -132,6 +136,10 @@ func (f *Flow) upError(err error) {
 
 // fromBackend queues what a backend datagram becomes for the client.
 func (p *Proxy) fromBackend(f *Flow, b *upBufs, payload []byte, now time.Time) {
+	if f.ln.tcp != nil {
+		p.tcpFromBackend(f, b, payload, now)
+		return
+	}
 	fr := p.classify(f.ln, payload)
 	if f.addMarker {
 		// the backend framed IKE with a marker; the client expects none

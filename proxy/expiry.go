@@ -24,6 +24,9 @@ func (p *Proxy) closeFlow(f *Flow) {
 		p.fpUnmap(f)
 	}
 	f.up.Close()
+	if f.ln.tcp != nil {
+		f.ln.tcp.flowClosed()
+	}
 	f.be.flows.Add(-1)
 	if f.cl != nil {
 		f.cl.flows.Add(-1)

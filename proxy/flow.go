@@ -88,6 +88,10 @@ type FlowInfo struct {
 	// for room), "user_space" (cannot be carried), or empty when it was
 	// never offered (IKE port flows, no reply yet, fast path off).
 	FastPath string `json:"fast_path,omitempty"`
+	// Transport is "tcp" for a flow whose client speaks RFC 9329 over a
+	// TCP connection (Client and Local are then TCP addresses), empty
+	// for UDP.
+	Transport string `json:"transport,omitempty"`
 	// FastPathMTU is the largest ESP datagram (IP bytes) the mapping
 	// sends toward the client: the client's route MTU (route_mtu), 0 when
 	// only the interface's MTU limits it.
@@ -96,11 +100,15 @@ type FlowInfo struct {
 
 // Info returns the flow's 5-tuples and counters.
 func (f *Flow) Info() FlowInfo {
-	return FlowInfo{Client: f.key.client, Local: f.key.local, Upstream: f.up.addr, Backend: f.backendAddr(),
+	fi := FlowInfo{Client: f.key.client, Local: f.key.local, Upstream: f.up.addr, Backend: f.backendAddr(),
 		NATT: f.natt, Replied: f.replied.Load(), Created: f.created,
 		LastSeen: time.Unix(0, f.last.Load()), PktsIn: f.pktsIn.Load(), PktsOut: f.pktsOut.Load(),
 		ESPIn: f.espIn.Load(), ESPOut: f.espOut.Load(), ESPFastPathIn: f.fpIn.Load(), ESPFastPathOut: f.fpOut.Load(),
 		FastPath: fpStateNames[f.fpState.Load()], FastPathMTU: int(f.fpMTU.Load())}
+	if f.ln.tcp != nil {
+		fi.Transport = "tcp"
+	}
+	return fi
 }
 
 func (f *Flow) backendAddr() netip.AddrPort {

@@ -40,7 +40,7 @@ var (
 	descClientPMTU    = prometheus.NewDesc(ns+"client_pmtu_bytes", "Path MTU estimate toward a client.", []string{"client", "source"}, nil)
 	descClientCtr     = prometheus.NewDesc(ns+"client_events_total", "Per-client counters (metrics_per_client).", []string{"client", "event"}, nil)
 	descESP           = prometheus.NewDesc(ns+"esp_datagrams_total", "ESP-in-UDP datagrams relayed, by backend, direction and path (user_space: the proxy's sockets; fast_path: the kernel), included in datagrams_total.", []string{"backend", "direction", "path"}, nil)
-	descFlowEnds      = prometheus.NewDesc(ns+"flows_ended_total", "Client flows ended, by reason (idle, unanswered, half_open, evicted_unanswered, evicted_half_open).", []string{"reason"}, nil)
+	descFlowEnds      = prometheus.NewDesc(ns+"flows_ended_total", "Client flows ended, by reason (idle, unanswered, half_open, evicted_unanswered, evicted_half_open, tcp_closed).", []string{"reason"}, nil)
 	descUnestablished = prometheus.NewDesc(ns+"flows_unestablished", "Client flows the backend has not answered beyond IKE_SA_INIT (the ones new flows may evict).", nil, nil)
 	descHalfOpen      = prometheus.NewDesc(ns+"half_open_ike_sas", "IKE SAs whose IKE_SA_INIT was answered and IKE_AUTH not yet (half_open_per_client applies per client).", nil, nil)
 	descProbes        = prometheus.NewDesc(ns+"health_probes_total", "Health probes (IKE_SA_INIT of major version 3) sent to doubted or down backends, by result.", []string{"result"}, nil)
@@ -76,6 +76,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descVIPHeld, descVIPChanges, descPairAdopted,
 		descFPActive, descFPFlows, descFPMax, descFPRedirected, descFPPassed, descFPDropped, descFPMapFull, descFPPutErrors,
 		descFPUnmapped, descFPAttach, descFPLoad} {
+		ch <- d
+	}
+	for _, d := range tcpDescs {
 		ch <- d
 	}
 }
@@ -171,6 +174,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFPUnmapped, fp.Unmapped)
 	counter(descFPAttach, fp.AttachFailures)
 	counter(descFPLoad, fp.LoadFailures)
+	collectTCP(st.TCP, ch)
 	if !c.p.s.MetricsPerClient {
 		return
 	}

@@ -59,6 +59,7 @@ type Proxy struct {
 	frag      *sk.Fragmenter
 	routes    *netcfg.MTURoutes
 	tproxy    *transparentRules // source: client
+	tcp       *tcpServer        // proxy.tcp; nil when it lists no address
 
 	// ESP fast path (fast_path auto); nil when off or unavailable.
 	fpx              *fastPath
@@ -111,6 +112,9 @@ type listener struct {
 	addr     netip.AddrPort
 	natt     bool
 	wildcard bool
+	// tcp is set on the listener of a TCP flow: the connection itself
+	// (tcp.go), which carries its frames both ways; sock is nil then.
+	tcp *tcpConn
 }
 
 // New validates cfg, binds the listening sockets and returns a proxy
@@ -151,6 +155,10 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		}
 		p.listeners = append(p.listeners, &listener{p: p, idx: len(p.listeners), sock: sock, addr: sock.addr,
 			natt: la.natt, wildcard: wild})
+	}
+	if err := p.tcpListen(); err != nil {
+		p.closeSockets()
+		return nil, err
 	}
 	if s.Freebind {
 		p.vips = newVIPWatch(s.listen)
@@ -193,6 +201,11 @@ func (p *Proxy) closeSockets() {
 	for _, l := range p.listeners {
 		l.sock.Close()
 	}
+	if p.tcp != nil {
+		for _, l := range p.tcp.lns {
+			l.Close()
+		}
+	}
 }
 
 // Addrs returns the bound listening addresses (useful with port 0).
@@ -224,6 +237,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.wg.Add(1)
 		go l.run()
 	}
+	p.tcpStart()
 	p.wg.Add(1)
 	go p.janitor()
 	if p.vips != nil {
@@ -241,6 +255,7 @@ func (p *Proxy) Close() error {
 			p.cancel()
 		}
 		p.closeSockets()
+		p.tcpShutdown()
 		if p.s.StateFile != "" && p.ctx != nil {
 			// the flows as they are, for the next start
 			if err := p.saveState(p.now()); err != nil {

@@ -32,7 +32,7 @@ type echoBackend struct {
 	cookie bool
 }
 
-func startEcho(t *testing.T, id byte, addr netip.Addr, ports ...int) *echoBackend {
+func startEcho(t testing.TB, id byte, addr netip.Addr, ports ...int) *echoBackend {
 	t.Helper()
 	b := &echoBackend{id: id, seen: map[netip.AddrPort]int{}, echo: true}
 	for _, port := range ports {
@@ -110,7 +110,7 @@ func testPorts() (int, int) {
 	return base, base + 1
 }
 
-func startProxy(t *testing.T, cfg Config, deps Deps) *Proxy {
+func startProxy(t testing.TB, cfg Config, deps Deps) *Proxy {
 	t.Helper()
 	p, err := New(cfg, deps)
 	if err != nil {

@@ -53,7 +53,8 @@ func (p *Proxy) saveState(now time.Time) error {
 	}
 	st := stateFile{Version: stateVersion, Written: now.UTC()}
 	for _, f := range p.flows.all() {
-		if f.level.Load() != levelEstablished || f.closed.Load() {
+		if f.level.Load() != levelEstablished || f.closed.Load() || f.ln.tcp != nil {
+			// (a TCP flow does not outlive its connection)
 			continue
 		}
 		st.Flows = append(st.Flows, stateFlow{Client: f.key.client, Local: f.key.local, Upstream: f.up.addr,

@@ -35,6 +35,8 @@ const (
 	DropHalfOpenLimit     // an IKE_SA_INIT of a new IKE SA from a client with half_open_per_client half-open IKE SAs
 	DropCookieSent        // an IKE_SA_INIT without the proxy's cookie in cookie mode, answered with N(COOKIE) (not a loss)
 	DropCookieLimited     // the same, not answered: the COOKIE responses' share of the request bytes is used up
+	DropTCPKeyClash       // a UDP datagram and a TCP connection (tcp.go) from the same address and port to the same address and port
+	DropTCPSendBuffer     // ESP toward a TCP client whose send_buffer is full
 	numDropReasons
 )
 
@@ -42,7 +44,7 @@ var dropNames = [numDropReasons]string{"table_full", "truncated", "invalid", "no
 	"reassembly_hold", "retransmit_suppressed", "flow_closed",
 	"unsolicited", "source_backend", "source_local", "source_loopback", "source_multicast", "source_broadcast",
 	"source_unspecified", "source_v4mapped", "client_denied", "client_not_allowed", "address_limit", "prefix_limit",
-	"half_open_limit", "cookie_sent", "cookie_limited"}
+	"half_open_limit", "cookie_sent", "cookie_limited", "tcp_key_clash", "tcp_send_buffer"}
 
 // FlowEnd says why a flow ended.
 type FlowEnd uint8
@@ -53,10 +55,11 @@ const (
 	EndHalfOpen                         // IKE_SA_INIT answered, nothing more for half_open_timeout
 	EndEvictedUnanswered                // room made for a new flow: the oldest unanswered flow
 	EndEvictedHalfOpen                  // room made for a new flow: the oldest half-open flow (no unanswered one left)
+	EndTCPClosed                        // its TCP connection ended (tcp.go; TCPStats says why)
 	numFlowEnds
 )
 
-var flowEndNames = [numFlowEnds]string{"idle", "unanswered", "half_open", "evicted_unanswered", "evicted_half_open"}
+var flowEndNames = [numFlowEnds]string{"idle", "unanswered", "half_open", "evicted_unanswered", "evicted_half_open", "tcp_closed"}
 
 func (e FlowEnd) String() string {
 	if e < numFlowEnds {
@@ -196,6 +199,8 @@ type Stats struct {
 	CookiesVerified uint64 `json:"cookies_verified"`
 	// Pair is what a proxy of a pair reports (proxy.freebind, proxy.adopt).
 	Pair PairStats `json:"pair"`
+	// TCP describes the RFC 9329 listener (proxy.tcp); nil without one.
+	TCP *TCPStats `json:"tcp,omitempty"`
 }
 
 // PairStats describe the proxy as one box of a pair (docs/pair.md).

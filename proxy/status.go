@@ -31,7 +31,7 @@ func (p *Proxy) Status() string {
 	}
 	refused := uint64(0)
 	for r := DropUnsolicited; r < numDropReasons; r++ {
-		if r != DropCookieSent {
+		if r != DropCookieSent && r != DropTCPSendBuffer {
 			refused += st.Total.Dropped[r.String()]
 		}
 	}
@@ -48,6 +48,13 @@ func (p *Proxy) Status() string {
 	}
 	if st.Pair.Adopt != AdoptOff {
 		pair += fmt.Sprintf(", %d SAs adopted", st.Pair.AdoptedIKE+st.Pair.AdoptedESP)
+	}
+	if st.TCP != nil {
+		var refusedTCP uint64
+		for _, n := range st.TCP.Refused {
+			refusedTCP += n
+		}
+		pair += fmt.Sprintf(", TCP (RFC 9329) %d connections (%d without flow), %d refused", st.TCP.Connections, st.TCP.NoFlow, refusedTCP)
 	}
 	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows (%d not established), %d re-fragmented, %d replays, %d step-downs, %d key misses, %d datagrams refused, %d flows evicted, %d cookies sent, ESP fast path %s%s",
 		mode, st.Refragment, up, len(st.Backends), st.Clients, st.Flows, st.Unestablished, st.Total.Refragmented, st.Total.Replays,
@@ -131,7 +138,7 @@ func (p *Proxy) Stats() Stats {
 		Adopted: p.adopted.Load(), AdoptSkipped: p.adoptSkipped.Load(),
 		CookiesSent: p.cookieCtr.sent.Load(), CookiesVerified: p.cookieCtr.verified.Load(),
 		Reassembler: p.reasm.Stats(), Fragmenter: p.frag.Stats(), ICMPErrors: p.icmpErrors.Load(),
-		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings(),
+		Keyed: p.keyed, Refragment: p.s.Refragment, Listeners: p.listenStrings(), TCP: p.tcpStats(),
 		Pair: PairStats{Adopt: p.s.Adopt, VIPs: p.vips.snapshot(), AdoptedIKE: p.pairCtr.ike.Load(),
 			AdoptedESP: p.pairCtr.esp.Load(), AdoptUnknownSA: p.pairCtr.unknown.Load()}}
 	p.clientsMu.Lock()

@@ -98,6 +98,11 @@ func (l *listener) run() {
 			}
 			payload := m.Buffers[0][:m.N]
 			f := p.flows.get(flowKey{src, local})
+			if f != nil && f.ln.tcp != nil {
+				// a TCP flow (tcp.go) of the same addresses and ports
+				p.total.drops[DropTCPKeyClash].Add(1)
+				continue
+			}
 			if f == nil || f.closed.Load() {
 				if f = p.admit(l, src, mapped, local, payload, now); f == nil {
 					continue

@@ -334,8 +334,19 @@ func writeProxyPeers(w io.Writer, peers []control.ProxyPeer) {
 	fmt.Fprintln(tw, "PROXY CLIENT\tBACKEND\tPATH MTU\tSOURCE\tROUTE MTU\tFLOWS\tIN\tOUT\tESP USER IN/OUT\tESP FAST PATH IN/OUT\tRE-FRAGMENTED\tFRAGMENTS\tREPLAYS\tKEY MISSES\tSTEP-DOWNS")
 	for _, p := range peers {
 		c := p.Counters
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d/%d\t%d/%d\t%d\t%d\t%d\t%d\t%d\n", p.Client, p.Backend, orDash(p.PMTU.MTU), p.PMTU.Source,
-			orDash(p.RouteMTU), len(p.Flows), c.DatagramsIn, c.DatagramsOut, c.ESPIn, c.ESPOut, c.ESPFastPathIn, c.ESPFastPathOut,
+		flows := fmt.Sprint(len(p.Flows))
+		tcp := 0
+		for _, f := range p.Flows {
+			if f.Transport == "tcp" {
+				tcp++
+			}
+		}
+		if tcp > 0 {
+			// RFC 9329 flows (proxy.tcp)
+			flows += fmt.Sprintf(" (%d tcp)", tcp)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d/%d\t%d/%d\t%d\t%d\t%d\t%d\t%d\n", p.Client, p.Backend, orDash(p.PMTU.MTU), p.PMTU.Source,
+			orDash(p.RouteMTU), flows, c.DatagramsIn, c.DatagramsOut, c.ESPIn, c.ESPOut, c.ESPFastPathIn, c.ESPFastPathOut,
 			c.Refragmented, c.FragmentsEmitted, c.Replays, c.KeyMisses, c.StepDowns)
 	}
 	tw.Flush()

@@ -89,6 +89,10 @@ type Charon struct {
 	// RemoteID overrides the identity expected of the peer (default: the
 	// peer's certificate identity). A wrong one makes authentication fail.
 	RemoteID string
+	// PSK, when set, authenticates both ends with this pre-shared key
+	// instead of certificates (identities stay ID(role)): what the
+	// libreswan client (libreswan.go) uses.
+	PSK string
 }
 
 // Daemon is a running charon.
@@ -448,13 +452,19 @@ func (d *Daemon) swanctlConf() string {
 	p("\t\tsend_cert = always")
 	p("\t\tsend_certreq = yes")
 	p("\t\tmobike = no")
+	auth := "pubkey"
+	if c.PSK != "" {
+		auth = "psk"
+	}
 	p("\t\tlocal {")
-	p("\t\t\tauth = pubkey")
-	p("\t\t\tcerts = %s.crt", c.Role)
+	p("\t\t\tauth = %s", auth)
+	if c.PSK == "" {
+		p("\t\t\tcerts = %s.crt", c.Role)
+	}
 	p("\t\t\tid = %s", ID(c.Role))
 	p("\t\t}")
 	p("\t\tremote {")
-	p("\t\t\tauth = pubkey")
+	p("\t\t\tauth = %s", auth)
 	remoteID := ID(c.Role.Peer())
 	if c.RemoteID != "" {
 		remoteID = c.RemoteID
@@ -471,6 +481,15 @@ func (d *Daemon) swanctlConf() string {
 	p("\t\t}")
 	p("\t}")
 	p("}")
+	if c.PSK != "" {
+		p("secrets {")
+		p("\tike-lab {")
+		p("\t\tid-1 = %s", ID(c.Role))
+		p("\t\tid-2 = %s", ID(c.Role.Peer()))
+		p("\t\tsecret = %q", c.PSK)
+		p("\t}")
+		p("}")
+	}
 	return b.String()
 }
 

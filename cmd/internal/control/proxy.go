@@ -44,6 +44,8 @@ type ProxyFlow struct {
 	// FastPath is "mapped", "full", "user_space", or empty when the flow
 	// was never offered to the fast path.
 	FastPath string `json:"fast_path,omitempty"`
+	// Transport is "tcp" for an RFC 9329 client's flow, empty for UDP.
+	Transport string `json:"transport,omitempty"`
 	// FastPathMTU is the largest ESP datagram the mapping sends toward the
 	// client, 0 when only the interface's MTU limits it.
 	FastPathMTU int `json:"fast_path_mtu,omitempty"`

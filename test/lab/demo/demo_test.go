@@ -1,7 +1,9 @@
 // Package demo is `make demo`: the field failure and its repair, end to end,
-// in a throwaway namespace lab with real strongSwan peers. It runs only with
-// IKEFRAG_DEMO=1 (it prints for a person to read, and takes about half a
-// minute):
+// in a throwaway namespace lab with real strongSwan peers; then a path that
+// forwards no UDP 500/4500 and the way around it, IKE and ESP over TCP
+// (RFC 9329) to the proxy's TCP listener. It runs only with
+// IKEFRAG_DEMO=1 (it prints for a person to read, and takes about a
+// minute and a half):
 //
 //	IKEFRAG_DEMO=1 go test -count=1 -v -run '^TestDemo$' ./test/lab/demo/
 package demo
@@ -12,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,6 +71,100 @@ func TestDemo(t *testing.T) {
 	if ok1 || !ok2 {
 		t.Errorf("demo: want a failure without ikefrag and success with it")
 	}
+
+	say("\n=== ikefrag demo: a path that lets no UDP 500/4500 through: IKE and ESP over TCP (RFC 9329) ===%s", tcpTopology)
+	okUDP, okTCP := tcpScenario(t, proxyrun)
+	say("\n=== Result: over UDP %s; over TCP through ikefrag %s ===", verdict(okUDP), verdict(okTCP))
+	if okUDP || !okTCP {
+		t.Errorf("demo: want a failure over UDP and success over TCP")
+	}
+}
+
+const tcpTopology = `
+   cli (strongSwan initiator)   mid (router)                  gw (ikefrag)         srv (strongSwan responder)
+   10.99.1.2 ================= 10.99.1.1 | 10.99.3.1 ===== 10.99.3.2 | 10.99.2.1 ===== 10.99.2.2
+                                nftables: forward no UDP 500/4500    TCP listener 4500 → UDP 4500
+   strongSwan has no RFC 9329 client: an RFC 9329 initiator in mid (lab.TCPShim) carries
+   the client's datagrams in one TCP stream, as libreswan (enable-tcp) or FortiClient would.
+`
+
+// tcpScenario tries the client over UDP straight to srv, then over an
+// RFC 9329 stream through ikefrag's TCP listener.
+func tcpScenario(t *testing.T, proxyrun string) (okUDP, okTCP bool) {
+	ctx := context.Background()
+	l := lab.New(t, lab.Topology{Gateway: true})
+	if err := l.BlockIKEUDP(); err != nil {
+		t.Fatal(err)
+	}
+	lab.StartTCPShim(t, l.Mid, l.Mid.Addr4, netip.AddrPortFrom(l.Gw.Addr4, 4500))
+	cli, srv := l.StartPair(lab.Charon{}, lab.Charon{SaveKeys: true})
+	say("--- 3. Over UDP, straight to srv ---")
+	say("    swanctl --initiate (client → %s) ...", l.Srv.Addr4)
+	start := time.Now()
+	okUDP, out, err := cli.Initiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if okUDP {
+		say("    ESTABLISHED after %.2f s (the path let UDP through?)", time.Since(start).Seconds())
+	} else {
+		say("    FAILED after %.2f s; the client's last words:", time.Since(start).Seconds())
+		for _, line := range lastLines(out, 2) {
+			say("      %s", line)
+		}
+	}
+	if err := cli.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	say("\n--- 4. Over TCP: the client's datagrams in an RFC 9329 stream to ikefrag's TCP listener on gw ---")
+	cfg := fmt.Sprintf("proxy:\n  enabled: true\n  listen: [%q]\n  backends: [%q]\n  tcp:\n    listen: [\"%s:4500\"]\nkeys:\n  strongswan_table: %s\n",
+		l.Gw.Addr4, l.Srv.Addr4, l.Gw.Addr4, srv.KeysFile())
+	path := filepath.Join(l.Dir, "ikefrag-tcp.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctlSock := filepath.Join(l.Dir, "ikefrag-tcp.ctl")
+	l.Gw.Start(t, "ready", proxyrun, "-config", path, "-ctl", ctlSock)
+	say("    proxy on gw:\n%s", indent(cfg, "      "))
+	cli = l.StartCharon(lab.Charon{Role: lab.Client, RemoteAddr: l.Mid.Addr4})
+	say("    swanctl --initiate (client → the RFC 9329 initiator at %s → TCP %s:4500) ...", l.Mid.Addr4, l.Gw.Addr4)
+	start = time.Now()
+	okTCP, out, err = cli.Initiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !okTCP {
+		say("    FAILED after %.2f s; the client's last words:", time.Since(start).Seconds())
+		for _, line := range lastLines(out, 3) {
+			say("      %s", line)
+		}
+		return okUDP, okTCP
+	}
+	say("    ESTABLISHED after %.2f s", time.Since(start).Seconds())
+	if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err == nil {
+		say("    ping %s → %s through the tunnel (ESP in the TCP stream): ok", l.Cli.Inner4, l.Srv.Inner4)
+	} else {
+		say("    ping through the tunnel: %v", err)
+	}
+	var st map[string]any
+	get(ctlSock, "stats", &st)
+	if tc, ok := st["tcp"].(map[string]any); ok {
+		say("    proxy: %v TCP connection(s), %v frames in, %v frames out, %v RFC 7383 fragment set(s) joined into one SK message",
+			tc["connections"], tc["frames_in"], tc["frames_out"], tc["skf_joined"])
+	}
+	var peers []map[string]any
+	get(ctlSock, "peers", &peers)
+	for _, p := range peers {
+		if fs, ok := p["flows"].([]any); ok {
+			for _, f := range fs {
+				if fm, ok := f.(map[string]any); ok && fm["transport"] == "tcp" {
+					say("    ikefragctl peers: %v flow %v → %v over TCP", p["client"], fm["client"], fm["backend"])
+				}
+			}
+		}
+	}
+	return okUDP, okTCP
 }
 
 func verdict(ok bool) string {
