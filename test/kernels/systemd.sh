@@ -97,27 +97,6 @@ if [ -r "$IKM_REPO/test/kernels/proxy.yaml" ]; then
 	else
 		bad "proxy binds 500/4500" "$(journalctl -u ikefragd --no-pager -n 8 | tr '\n' ' ')"
 	fi
-	# 6b. the ESP fast path is pinned under the unit (ReadWritePaths), is
-	# still there after a restart, and fast_path: off removes it
-	pin=/sys/fs/bpf/ikefrag/fastpath
-	if [ -e "$pin/flows" ]; then
-		systemctl restart ikefragd
-		if wait_for 60 sh -c "ss -Hulpn 'sport = :4500' | grep -q ikefragd" && [ -e "$pin/flows" ] &&
-			! journalctl -u ikefragd --no-pager | grep -q 'fast path unavailable'; then
-			ok "fast path pinned across a restart" "$(ls $pin | tr '\n' ' ')"
-		else
-			bad "fast path pinned across a restart" "$(journalctl -u ikefragd --no-pager -n 8 | tr '\n' ' ')"
-		fi
-		sed -i 's/^proxy:$/proxy:\n  fast_path: off/' /etc/ikefrag/ikefragd.yaml
-		systemctl restart ikefragd
-		if wait_for 60 sh -c "ss -Hulpn 'sport = :4500' | grep -q ikefragd && [ ! -e $pin ]"; then
-			ok "fast_path: off removes the pinned fast path"
-		else
-			bad "fast_path: off removes the pinned fast path" "$(ls $pin 2>&1 | tr '\n' ' ')"
-		fi
-	else
-		bad "fast path pinned" "$(ls /sys/fs/bpf 2>&1; journalctl -u ikefragd --no-pager | grep -i 'fast path' | tail -3 | tr '\n' ' ')"
-	fi
 	cp "$O/observe.yaml" /etc/ikefrag/ikefragd.yaml
 fi
 
