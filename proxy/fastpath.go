@@ -55,8 +55,15 @@ func (p *Proxy) startFastPath() {
 		p.removePinned()
 		return
 	}
-	fp, err := fastpath.New(fastpath.Options{MaxFlows: p.s.FastPathMaxFlows, IKEPort: uint16(p.s.IKEPort), Logger: p.log,
-		PinPath: p.s.FastPathPin})
+	opts := fastpath.Options{MaxFlows: p.s.FastPathMaxFlows, IKEPort: uint16(p.s.IKEPort), Logger: p.log,
+		PinPath: p.s.FastPathPin}
+	fp, err := fastpath.New(opts)
+	if err != nil && opts.PinPath != "" {
+		// A fast path that stops with the proxy beats none at all.
+		p.log.Warn("proxy: cannot pin the ESP fast path; it runs unpinned and stops with the proxy", "pin_path", opts.PinPath, "err", err)
+		opts.PinPath = ""
+		fp, err = fastpath.New(opts)
+	}
 	if err != nil {
 		p.fpReason = "not loaded: " + err.Error()
 		p.log.Warn("proxy: ESP fast path unavailable; ESP is relayed in user space", "err", err)
