@@ -6,12 +6,9 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/ikefrag/ikefrag/ike"
 )
 
 // Refragment modes (proxy.refragment).
@@ -215,45 +212,6 @@ type Config struct {
 	TCP TCPConfig `mapstructure:"tcp"`
 }
 
-// TCPConfig is proxy.tcp. Zero values select the defaults documented on
-// each field.
-type TCPConfig struct {
-	// Listen lists the TCP addresses clients connect to with RFC 9329
-	// streams: "addr:port", or an address alone for port 4500 (the port
-	// RFC 9329 suggests); any other port works, 443 among them. Empty:
-	// no TCP listener (default).
-	Listen []string `mapstructure:"listen"`
-	// MessageTimeout bounds the wait for the stream prefix and the first
-	// message after a connection is accepted, and for the rest of any
-	// message once its first byte arrived (slowloris senders). It also
-	// bounds a write toward the client that makes no progress (a client
-	// that does not read). Default 10 s.
-	MessageTimeout time.Duration `mapstructure:"message_timeout"`
-	// IdleTimeout closes a connection with no message either way for this
-	// long (RFC 9329 streams carry no NAT-T keepalives). Default 5 min.
-	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
-	// MaxMessage bounds a frame's payload (ESP or marked IKE). Default
-	// and maximum 65533: what RFC 9329's 16-bit Length (which counts its
-	// own two bytes) can describe.
-	MaxMessage int `mapstructure:"max_message"`
-	// MaxIKEMessage bounds an IKE message from a client. Default 10000,
-	// the bound strongSwan applies (charon.max_packet).
-	MaxIKEMessage int `mapstructure:"max_ike_message"`
-	// MaxConnections bounds the connections open at once. At the bound a
-	// new connection takes the place of the oldest one that has not yet
-	// sent a first message that opened a flow; when every connection has a
-	// flow the new one is refused. Default max_clients.
-	MaxConnections int `mapstructure:"max_connections"`
-	// ConnectionsPerAddress bounds the connections of one client address.
-	// Default 64.
-	ConnectionsPerAddress int `mapstructure:"connections_per_address"`
-	// SendBuffer bounds the bytes queued toward one client in the proxy
-	// (beyond the kernel's socket buffer). ESP that does not fit is
-	// dropped and counted, as a router queue would; an IKE message that
-	// does not fit closes the connection as a slow reader. Default 256 KiB.
-	SendBuffer int `mapstructure:"send_buffer"`
-}
-
 // ClientsConfig is proxy.clients: prefixes of client source addresses.
 type ClientsConfig struct {
 	Allow []string `mapstructure:"allow"`
@@ -317,12 +275,6 @@ type Backend struct {
 	// non-ESP marker there), so the proxy adds it on the way in and
 	// removes it on the way out.
 	IKEMarker bool
-}
-
-// prefixMTU is one parsed PMTU override.
-type prefixMTU struct {
-	Prefix netip.Prefix
-	MTU    int
 }
 
 // listenAddr is one socket to bind.
@@ -431,62 +383,6 @@ func (c Config) withDefaults() Config {
 	}
 	c.TCP = c.TCP.withDefaults(c.MaxClients)
 	return c
-}
-
-func (t TCPConfig) withDefaults(maxClients int) TCPConfig {
-	if t.MessageTimeout <= 0 {
-		t.MessageTimeout = DefaultTCPMessageTimeout
-	}
-	if t.IdleTimeout <= 0 {
-		t.IdleTimeout = DefaultTCPIdleTimeout
-	}
-	if t.MaxMessage <= 0 {
-		t.MaxMessage = DefaultTCPMaxMessage
-	}
-	if t.MaxIKEMessage <= 0 {
-		t.MaxIKEMessage = DefaultTCPMaxIKEMessage
-	}
-	if t.MaxConnections <= 0 {
-		t.MaxConnections = maxClients
-	}
-	if t.ConnectionsPerAddress <= 0 {
-		t.ConnectionsPerAddress = DefaultTCPConnectionsPerAddress
-	}
-	if t.SendBuffer <= 0 {
-		t.SendBuffer = DefaultTCPSendBuffer
-	}
-	return t
-}
-
-// parseTCP validates proxy.tcp and returns its listen addresses.
-func (t TCPConfig) parse() ([]netip.AddrPort, []error) {
-	var errs []error
-	var out []netip.AddrPort
-	for i, l := range t.Listen {
-		l = strings.TrimSpace(l)
-		if ap, err := netip.ParseAddrPort(l); err == nil {
-			out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
-			continue
-		}
-		a, err := netip.ParseAddr(strings.Trim(l, "[]"))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("proxy.tcp.listen[%d] %q: not an address or address:port", i, l))
-			continue
-		}
-		out = append(out, netip.AddrPortFrom(a.Unmap(), DefaultTCPPort))
-	}
-	if t.MaxMessage < tcpMinPayload || t.MaxMessage > DefaultTCPMaxMessage {
-		errs = append(errs, fmt.Errorf("proxy.tcp.max_message %d: want %d..%d (RFC 9329's 16-bit Length counts its own 2 bytes)",
-			t.MaxMessage, tcpMinPayload, DefaultTCPMaxMessage))
-	}
-	if t.MaxIKEMessage < ike.HeaderLen || t.MaxIKEMessage > t.MaxMessage-ike.NonESPMarkerLen {
-		errs = append(errs, fmt.Errorf("proxy.tcp.max_ike_message %d: want %d..%d (max_message less the non-ESP marker)",
-			t.MaxIKEMessage, ike.HeaderLen, t.MaxMessage-ike.NonESPMarkerLen))
-	}
-	if t.SendBuffer < tcpMaxFrame {
-		errs = append(errs, fmt.Errorf("proxy.tcp.send_buffer %d: want at least %d (one whole frame)", t.SendBuffer, tcpMaxFrame))
-	}
-	return out, errs
 }
 
 // Validate checks the configuration as New would.
@@ -672,159 +568,4 @@ func parsePort(s string) (uint16, error) {
 		return 0, fmt.Errorf("port %q", s)
 	}
 	return uint16(n), nil
-}
-
-// parseOverrides reads proxy.pmtu_overrides. viper splits keys at dots, so
-// "10.0.0.0/8: 1280" can arrive as nested maps {"10":{"0":{"0":{"0/8":1280}}}};
-// the path is joined back with dots.
-func parseOverrides(v any) ([]prefixMTU, error) {
-	var out []prefixMTU
-	var errs []error
-	var walk func(prefix string, v any)
-	walk = func(key string, v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			for k, vv := range x {
-				walk(joinKey(key, k), vv)
-			}
-			return
-		case map[any]any:
-			for k, vv := range x {
-				walk(joinKey(key, fmt.Sprint(k)), vv)
-			}
-			return
-		}
-		mtu, err := toInt(v)
-		if err != nil || mtu < 576 || mtu > 65535 {
-			errs = append(errs, fmt.Errorf("proxy.pmtu_overrides %q: MTU %v: want 576..65535", key, v))
-			return
-		}
-		p, err := netip.ParsePrefix(key)
-		if err != nil {
-			a, aerr := netip.ParseAddr(key)
-			if aerr != nil {
-				errs = append(errs, fmt.Errorf("proxy.pmtu_overrides %q: %v", key, err))
-				return
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		if p.Addr().Is4In6() {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		out = append(out, prefixMTU{Prefix: p.Masked(), MTU: mtu})
-	}
-	switch x := v.(type) {
-	case nil:
-	case map[string]any, map[any]any:
-		walk("", x)
-	case map[string]int:
-		for k, vv := range x {
-			walk(k, vv)
-		}
-	case map[netip.Prefix]int:
-		for k, vv := range x {
-			walk(k.String(), vv)
-		}
-	case []any:
-		for i, e := range x {
-			switch y := e.(type) {
-			case string:
-				k, m, ok := strings.Cut(y, "=")
-				if !ok {
-					errs = append(errs, fmt.Errorf("proxy.pmtu_overrides[%d] %q: want prefix=mtu", i, y))
-					continue
-				}
-				walk(strings.TrimSpace(k), strings.TrimSpace(m))
-			case map[string]any:
-				walk(fmt.Sprint(y["prefix"]), y["mtu"])
-			case map[any]any:
-				walk(fmt.Sprint(y["prefix"]), y["mtu"])
-			default:
-				errs = append(errs, fmt.Errorf("proxy.pmtu_overrides[%d]: %T", i, e))
-			}
-		}
-	default:
-		errs = append(errs, fmt.Errorf("proxy.pmtu_overrides: %T: want a map or a list", v))
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Prefix.Bits() != out[j].Prefix.Bits() {
-			return out[i].Prefix.Bits() > out[j].Prefix.Bits()
-		}
-		return out[i].Prefix.String() < out[j].Prefix.String()
-	})
-	return out, errors.Join(errs...)
-}
-
-// parseStepDown reads proxy.pmtu_step_down: a bool, or a decreasing list
-// of sizes (the ladder).
-func parseStepDown(v any) (bool, []int, error) {
-	switch x := v.(type) {
-	case nil:
-		return false, stepLadder, nil
-	case bool:
-		return x, stepLadder, nil
-	case string:
-		b, err := strconv.ParseBool(strings.TrimSpace(x))
-		if err != nil {
-			return false, nil, fmt.Errorf("proxy.pmtu_step_down %q: want a bool or a list of sizes", x)
-		}
-		return b, stepLadder, nil
-	case []int:
-		return parseStepDown(toAnys(x))
-	case []any:
-		var ladder []int
-		for i, e := range x {
-			n, err := toInt(e)
-			if err != nil || n < 576 || n > 65535 {
-				return false, nil, fmt.Errorf("proxy.pmtu_step_down[%d] %v: want a size of 576..65535", i, e)
-			}
-			if len(ladder) > 0 && n >= ladder[len(ladder)-1] {
-				return false, nil, fmt.Errorf("proxy.pmtu_step_down[%d] %d: sizes must decrease", i, n)
-			}
-			ladder = append(ladder, n)
-		}
-		return len(ladder) > 0, ladder, nil
-	}
-	return false, nil, fmt.Errorf("proxy.pmtu_step_down: %T: want a bool or a list of sizes", v)
-}
-
-func toAnys(x []int) []any {
-	out := make([]any, len(x))
-	for i, v := range x {
-		out[i] = v
-	}
-	return out
-}
-
-func joinKey(a, b string) string {
-	if a == "" {
-		return b
-	}
-	return a + "." + b
-}
-
-func toInt(v any) (int, error) {
-	switch x := v.(type) {
-	case int:
-		return x, nil
-	case int64:
-		return int(x), nil
-	case uint64:
-		return int(x), nil
-	case float64:
-		return int(x), nil
-	case string:
-		return strconv.Atoi(strings.TrimSpace(x))
-	}
-	return 0, fmt.Errorf("%T", v)
-}
-
-// override returns the MTU of the longest override prefix holding a.
-func (s *settings) override(a netip.Addr) (int, bool) {
-	for _, o := range s.overrides {
-		if o.Prefix.Contains(a) {
-			return o.MTU, true
-		}
-	}
-	return 0, false
 }
