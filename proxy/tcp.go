@@ -557,20 +557,8 @@ func (p *Proxy) tcpFromClient(f *Flow, payload []byte, fr ike.Framing, now time.
 		p.drop(f, DropHalfOpenLimit, 1)
 		return false
 	}
-	n := uint64(len(payload))
-	f.pktsIn.Add(1)
 	esp := fr.Kind == ike.KindESP
-	if esp {
-		f.espIn.Add(1)
-	}
-	for _, c := range []*counters{&p.total, &f.be.ctr, &f.cl.ctr} {
-		c.pktsIn.Add(1)
-		c.bytesIn.Add(n)
-		if esp {
-			c.espIn.Add(1)
-			c.espBytesIn.Add(n)
-		}
-	}
+	p.countIn(f, uint64(len(payload)), esp)
 	if fr.Kind == ike.KindIKE {
 		f.cl.last.Store(now.UnixNano())
 		p.clientIKE(f, fr, now)

@@ -273,6 +273,23 @@ func (p *Proxy) classify(l *listener, payload []byte) ike.Framing {
 	return ike.Framing{Kind: ike.KindIKE, IKE: payload}
 }
 
+// countIn counts a datagram from a client on its flow, its backend, its
+// client and the proxy's totals.
+func (p *Proxy) countIn(f *Flow, n uint64, esp bool) {
+	f.pktsIn.Add(1)
+	if esp {
+		f.espIn.Add(1)
+	}
+	for _, c := range []*counters{&p.total, &f.be.ctr, &f.cl.ctr} {
+		c.pktsIn.Add(1)
+		c.bytesIn.Add(n)
+		if esp {
+			c.espIn.Add(1)
+			c.espBytesIn.Add(n)
+		}
+	}
+}
+
 // fromClient accounts a client datagram and inspects IKE; it reports
 // whether to forward it (always, unless it is malformed framing).
 func (p *Proxy) fromClient(f *Flow, payload []byte, rx rxInfo, now time.Time) bool {
@@ -286,20 +303,8 @@ func (p *Proxy) fromClient(f *Flow, payload []byte, rx rxInfo, now time.Time) bo
 		p.drop(f, DropHalfOpenLimit, 1)
 		return false
 	}
-	n := uint64(len(payload))
-	f.pktsIn.Add(1)
 	esp := fr.Kind == ike.KindESP
-	if esp {
-		f.espIn.Add(1)
-	}
-	for _, c := range []*counters{&p.total, &f.be.ctr, &f.cl.ctr} {
-		c.pktsIn.Add(1)
-		c.bytesIn.Add(n)
-		if esp {
-			c.espIn.Add(1)
-			c.espBytesIn.Add(n)
-		}
-	}
+	p.countIn(f, uint64(len(payload)), esp)
 	if rx.fragSize > 0 {
 		f.cl.pmtu.mu.Lock()
 		f.cl.pmtu.frags.setMax(rx.fragSize, now, p.s.PMTUExpiry)
