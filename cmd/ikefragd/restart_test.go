@@ -268,7 +268,11 @@ func TestKillAndRestart(t *testing.T) {
 			// Every datagram sent arrived: UDP is not retransmitted, so a
 			// path that stopped even briefly would show as loss. (Gaps are
 			// logged only: on a loaded machine the sender itself stalls.)
-			if got != sent || sent < 3000 {
+			// The flow spans the kill and the restart, about 4 s at 1000/s;
+			// a sender starved by a loaded machine managed 1900-2800
+			// (load 7-20), so at least 1000 proves traffic crossed the
+			// whole window without making the sender's pace the test.
+			if got != sent || sent < 1000 {
 				t.Errorf("traffic interrupted: sent %d, received %d; losses %v", sent, got, f.losses)
 				for _, n := range []*lab.Node{l.Cli, l.Mid, l.Srv} {
 					snmp, _ := n.Run(context.Background(), "sh", "-c", "grep -E '^(Ip|Udp):' /proc/net/snmp; ip -s link; tc -s filter show dev "+in+" ingress")
