@@ -116,6 +116,11 @@ func TestBudgetManySessions(t *testing.T) {
 		if m.x != ike.ExchangeIKESAInit || !m.fromClient {
 			h.SPIr = spiR
 		}
+		if m.x == ike.ExchangeIKEAuth {
+			// IKE_AUTH is encrypted: in clear it would be junk, which
+			// establishes nothing
+			h.NextPayload = ike.PayloadEncrypted
+		}
 		budgetFeed(e, time.Duration(i)*time.Millisecond, m.fromClient, h, vid(1000), 1000)
 	}
 	for i := range 20000 {

@@ -288,7 +288,17 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 	}
 	whole := d.Complete && !d.Truncated && len(fr.IKE) == int(h.Length)
 	if whole && h.IsIKEv2() {
-		if m, err := ike.Decode(fr.IKE); err == nil {
+		// These exchanges are always encrypted (RFC 7296 §1.2, §3.14, RFC
+		// 9242, RFC 9370; SKF: RFC 7383); anything else under their header
+		// is junk. IKE_SA_INIT and IKE_SESSION_RESUME go in clear.
+		switch h.Exchange {
+		case ike.ExchangeIKEAuth, ike.ExchangeCreateChildSA, ike.ExchangeInformational,
+			ike.ExchangeIKEIntermediate, ike.ExchangeIKEFollowupKE:
+			g.Malformed = h.NextPayload != ike.PayloadEncrypted && h.NextPayload != ike.PayloadEncryptedFragment
+		}
+		if m, err := ike.Decode(fr.IKE); err != nil {
+			g.Malformed = true
+		} else {
 			g.Message = m
 			if len(m.Trailing) > 0 {
 				e.stats.Quirks++

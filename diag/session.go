@@ -49,6 +49,11 @@ type Datagram struct {
 	SKF *ike.EncryptedFragment
 	// Message is the decoded message when the whole datagram was captured.
 	Message *ike.Message
+	// Malformed is set when the whole datagram was captured and is not a
+	// well-formed IKEv2 message: it does not decode, or a message after
+	// IKE_SA_INIT is not protected by SK or SKF (RFC 7296 §3.14, RFC 7383).
+	// Such a "response" proves nothing: it may be anybody's bytes.
+	Malformed bool
 	// Copies counts the observations of this same datagram: one per
 	// observation point, plus duplicates a capture may hold.
 	Copies int
@@ -205,13 +210,27 @@ func (s *Session) Established() bool {
 		// Later exchanges under these SPIs prove an SA exists even when the
 		// capture started after IKE_AUTH.
 		for _, y := range s.Exchanges {
-			if y.Type != ike.ExchangeIKESAInit && y.Type != ike.ExchangeIKEIntermediate && y.Answered() {
+			if y.Type != ike.ExchangeIKESAInit && y.Type != ike.ExchangeIKEIntermediate && wellAnswered(y) {
 				return !s.IKEv1
 			}
 		}
 		return false
 	}
-	return x.Answered() && !responseLost(s, x) && len(s.AuthFailed) == 0
+	return wellAnswered(x) && !responseLost(s, x) && len(s.AuthFailed) == 0
+}
+
+// wellAnswered reports whether an exchange has a response that is not
+// malformed: junk under an IKE header, which anybody can send, does not
+// establish an SA. (A response captured only in part still counts.)
+func wellAnswered(x *Exchange) bool {
+	for _, t := range x.Responses {
+		for _, d := range t.Datagrams {
+			if !d.Malformed {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // responseLost reports whether the requester kept retransmitting after a
