@@ -388,27 +388,6 @@ func (e *Engine) session(g *Datagram) *Session {
 	return s
 }
 
-// rolesV1 takes the roles of an IKEv1 SA from the header, never from who
-// was seen first: the initiator's first message carries a zero responder
-// cookie (RFC 2408 §3.1); a message with a responder cookie whose first
-// payload is SA under Message ID 0 is the responder's answer to it (Main
-// and Aggressive Mode message 2).
-func rolesV1(s *Session, g *Datagram) {
-	h := g.Header
-	switch {
-	case h.SPIr.IsZero():
-		s.Initiator, s.Responder, s.rolesKnown = g.Src, g.Dst, true
-	case !s.rolesKnown && h.MessageID == 0 && h.NextPayload == 1:
-		s.Initiator, s.Responder, s.rolesKnown = g.Dst, g.Src, true
-	}
-	if g.Src.Addr() == s.Initiator.Addr() && g.Dst.Addr() == s.Responder.Addr() {
-		s.FromInitiator++
-	} else {
-		s.FromResponder++
-		s.Responses++
-	}
-}
-
 // place files a datagram under its exchange as a new transmission, as part
 // of the current SKF transmission, or as a copy of a datagram already seen.
 func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
