@@ -73,6 +73,7 @@ func TestBadConfigurationsExit2NamingTheKey(t *testing.T) {
 			[]string{`keys.listen.clients: [0] "vpn1=vpn.example": client "vpn1": backend "vpn.example" is not an IP address`}},
 		{"key listener pin", base + "keys:\n  listen:\n    address: 127.0.0.1:4501\n    tls: false\n    clients: [\"sha256:12=10.0.0.5\"]\n",
 			[]string{`keys.listen.clients: [0] "sha256:12=10.0.0.5": sha256 "12": want the 64 hex digits`}},
+		{"key socket peer uid", base + "keys:\n  socket_peer_uids: [0, -1]\n", []string{"keys.socket_peer_uids: [1] -1 is not a uid"}},
 		{"duration without unit", base + "diag:\n  settle: 5\n", []string{"diag.settle: 5 has no unit"}},
 		{"idle shorter than settle", base + "diag:\n  settle: 20m\n  idle: 10m\n", []string{"diag.idle: 10m0s must be longer than diag.settle"}},
 		{"attach mode", base + "observe:\n  attach_mode: xdp\n", []string{`observe.attach_mode: "xdp" is not auto, tcx or tc`}},

@@ -224,7 +224,7 @@ func (d *daemon) startKeys(ctx context.Context, goRun func(func())) error {
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 			return keyErr("keys.socket", "%q: %v", p, err)
 		}
-		s, err := keys.ListenSocket(d.store, keys.SocketConfig{Path: p, Logger: klog})
+		s, err := keys.ListenSocket(d.store, keys.SocketConfig{Path: p, PeerUIDs: k.SocketPeerUIDs, Logger: klog})
 		if err != nil {
 			return keyErr("keys.socket", "%q: %v", p, err)
 		}

@@ -92,6 +92,7 @@ type Log struct {
 type Keys struct {
 	StrongswanTable string     `mapstructure:"strongswan_table"`
 	Socket          string     `mapstructure:"socket"`
+	SocketPeerUIDs  []int      `mapstructure:"socket_peer_uids"`
 	Listen          KeysListen `mapstructure:"listen"`
 }
 

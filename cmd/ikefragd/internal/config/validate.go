@@ -131,6 +131,11 @@ func (c *Config) Validate() Problems {
 	}
 	absPath("keys.strongswan_table", c.Keys.StrongswanTable, false)
 	absPath("keys.socket", c.Keys.Socket, false)
+	for i, u := range c.Keys.SocketPeerUIDs {
+		if u < 0 {
+			add("keys.socket_peer_uids", "[%d] %d is not a uid", i, u)
+		}
+	}
 	if l := c.Keys.Listen; l.Address != "" {
 		host, _, err := net.SplitHostPort(l.Address)
 		if err != nil {
