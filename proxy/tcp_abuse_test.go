@@ -106,8 +106,12 @@ func TestTCPIdleConnections(t *testing.T) {
 		t.Errorf("accepted %d, refused %v; want %d accepted, %d refused per address", st.Accepted, st.Refused,
 			sources*64, sources*(perSource-64))
 	}
-	if st.Connections > 2000 || st.Ended["evicted_no_flow"] < sources*64-2000 {
-		t.Errorf("%d connections open, %d evicted; want at most 2000 open", st.Connections, st.Ended["evicted_no_flow"])
+	// Connections beyond max_connections are evicted, or, on a machine
+	// slow enough that dialling outlasts message_timeout, ended by the
+	// first-message timeout first: either way counted and gone.
+	if ended := st.Ended["evicted_no_flow"] + st.Ended["first_message_timeout"]; st.Connections > 2000 || ended < sources*64-2000 {
+		t.Errorf("%d connections open, %d evicted, %d timed out; want at most 2000 open, the rest ended", st.Connections,
+			st.Ended["evicted_no_flow"], st.Ended["first_message_timeout"])
 	}
 	// with the table full of idle connections, a legitimate client is
 	// served at once
