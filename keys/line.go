@@ -80,13 +80,14 @@ func applyLine(store *Store, line []byte, source string, allow func(server netip
 		if !ok || json.Unmarshal(v, &s) != nil || s == "" && allow != nil {
 			return 0, info, errors.New(`"server" must be the VPN server's IP address`)
 		}
-		a, perr := netip.ParseAddr(s)
-		if s == "" {
-			// not known to the writer: only the key listener needs it
-			a, perr = netip.Addr{}, nil
-		}
-		if perr != nil {
-			return 0, info, fmt.Errorf(`"server" %q is not an IP address`, s)
+		// "" (not known to the writer) is taken only without allow: the
+		// key listener needs it
+		var a netip.Addr
+		if s != "" {
+			var perr error
+			if a, perr = netip.ParseAddr(s); perr != nil {
+				return 0, info, fmt.Errorf(`"server" %q is not an IP address`, s)
+			}
 		}
 		if allow != nil {
 			if err := allow(a.Unmap()); err != nil {
