@@ -155,6 +155,11 @@ func TestCapabilities(t *testing.T) {
 		// What the unit with its proxy drop-in grants, to a daemon that
 		// only observes: it gives CAP_NET_BIND_SERVICE up, in every thread.
 		{"+bpf,+net_admin,+perfmon,+net_bind_service", true, true, "", false, false},
+		// The unit with its drop-in, running the proxy: its ESP fast path
+		// loads too (it once entered its own network namespace to open a
+		// netlink socket, which needs CAP_SYS_ADMIN, and fell back to
+		// relaying ESP in user space under the unit).
+		{"+bpf,+net_admin,+perfmon,+net_bind_service", true, true, "", true, false},
 		{"+bpf,+net_admin", false, false, "ikefragd lacks CAP_PERFMON: " + needs, false, false},
 		{"+net_admin,+perfmon", false, false, "ikefragd lacks CAP_BPF: " + needs, false, false},
 		{"+bpf,+perfmon", false, false, "ikefragd lacks CAP_NET_ADMIN: " + needs, false, false},
@@ -202,7 +207,16 @@ func TestCapabilities(t *testing.T) {
 			if got := attachedNames(st); !slices.Equal(got, []string{"c0"}) || st.DropsEnabled != c.drops || !st.Healthy {
 				t.Errorf("attached %v, drop reasons %v (want %v), healthy %v", got, st.DropsEnabled, c.drops, st.Healthy)
 			}
-			want := wantCapMask(c.caps) &^ (1 << capNetBindService) // no proxy in these cases
+			want := wantCapMask(c.caps)
+			if !c.proxy {
+				// an observer gives the capability up
+				want &^= 1 << capNetBindService
+			}
+			if c.proxy {
+				if out := d.stderr.String(); !strings.Contains(out, "proxy: ESP fast path on") {
+					t.Errorf("the proxy's ESP fast path did not load with the unit's capabilities:\n%s", out)
+				}
+			}
 			tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", d.cmd.Process.Pid))
 			for _, task := range tasks {
 				if capEff := procCapEff(t, task); capEff != want {

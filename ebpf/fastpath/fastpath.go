@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,14 +150,23 @@ func newFastPath(opts Options) (*FastPath, error) {
 		}
 		return nil, fmt.Errorf("fastpath: load program: %w%s", err, kfeat.MemlockHint(memErr))
 	}
-	if fp.ns, err = netcfg.CurrentNS(); err != nil {
+	// The namespace handle and the netlink sockets come from one thread,
+	// so both are the namespace New runs in. netlink.NewHandleAt would
+	// enter that namespace (setns), which needs CAP_SYS_ADMIN even for the
+	// thread's own namespace; the daemon's unit does not grant it.
+	runtime.LockOSThread()
+	fp.ns, err = netcfg.CurrentNS()
+	if err == nil {
+		fp.nl, err = netlink.NewHandle()
+		if err != nil {
+			fp.ns.Close()
+			err = fmt.Errorf("netlink: %w", err)
+		}
+	}
+	runtime.UnlockOSThread()
+	if err != nil {
 		fp.objs.Close()
 		return nil, fmt.Errorf("fastpath: %w", err)
-	}
-	if fp.nl, err = netlink.NewHandleAt(fp.ns); err != nil {
-		fp.ns.Close()
-		fp.objs.Close()
-		return nil, fmt.Errorf("fastpath: netlink: %w", err)
 	}
 	// The base comes from the fine clock: the coarse one is only updated
 	// at the kernel's tick and lags it by up to a tick, more when ticks
