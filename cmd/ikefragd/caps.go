@@ -226,6 +226,13 @@ func checkUnit(c config.Config) config.Problems {
 				strings.Join(files, ", "), port, proxyDropIn)})
 		}
 	}
+	if pin := c.Proxy.FastPathPin; c.Proxy.Enabled && pin != "" {
+		if files, ro := unitLeavesReadOnly(pin); ro {
+			ps = append(ps, config.Problem{Key: "proxy.fast_path_pin", Msg: fmt.Sprintf(
+				"%q, but the installed unit (%s) leaves it read-only: the drop-in %s opens only %s to the daemon; pin below it, e.g. %s/fastpath",
+				pin, strings.Join(files, ", "), proxyDropIn, unitPinDir, unitPinDir)})
+		}
+	}
 	if g := c.Control.Group; g != "" {
 		groups, installed, files := unitSupplementaryGroups()
 		if installed && !slices.Contains(groups, g) && !sameGroup(groups, g) {
@@ -235,6 +242,56 @@ func checkUnit(c config.Config) config.Problems {
 		}
 	}
 	return ps
+}
+
+// unitPinDir is the directory of the BPF file system the proxy drop-in
+// makes writable for proxy.fast_path_pin.
+const unitPinDir = "/sys/fs/bpf/ikefrag"
+
+// unitLeavesReadOnly says whether the installed unit makes path read-only
+// to the daemon: it sets ProtectSystem=strict or ProtectKernelTunables=yes
+// (each makes /sys read-only) and no ReadWritePaths= entry below a mount
+// point holds path. An entry naming /sys/fs/bpf itself, the mount point,
+// does not count: systemd keeps that mount read-only.
+func unitLeavesReadOnly(path string) (files []string, readOnly bool) {
+	files = unitFiles()
+	if files == nil {
+		return nil, false
+	}
+	strict := false
+	var rw []string
+	for _, f := range files {
+		for _, v := range serviceValues(f, "ProtectSystem") {
+			strict = strings.TrimSpace(v) == "strict"
+		}
+		for _, v := range serviceValues(f, "ProtectKernelTunables") {
+			if b := strings.TrimSpace(v); b == "yes" || b == "true" || b == "on" || b == "1" {
+				strict = true
+			}
+		}
+		for _, v := range serviceValues(f, "ReadWritePaths") {
+			if strings.TrimSpace(v) == "" {
+				rw = nil
+				continue
+			}
+			for _, p := range strings.Fields(v) {
+				rw = append(rw, filepath.Clean(strings.TrimLeft(p, "-+")))
+			}
+		}
+	}
+	if !strict {
+		return files, false
+	}
+	path = filepath.Clean(path)
+	for _, p := range rw {
+		if p == "/sys/fs/bpf" || p == "/sys" || p == "/" {
+			continue
+		}
+		if path == p || strings.HasPrefix(path, p+"/") {
+			return files, false
+		}
+	}
+	return files, true
 }
 
 // sameGroup: one of groups names g by the other spelling (name or id).

@@ -60,6 +60,19 @@ func TestCheckConfigUnitCapabilities(t *testing.T) {
 	if code, msg := check(proxyCfg); code != exitOK {
 		t.Errorf("proxy with the drop-in: exit %d:\n%s", code, msg)
 	}
+	// A pin the drop-in opens passes; one elsewhere in /sys is refused.
+	pinCfg := func(pin string) string {
+		f := filepath.Join(dir, "pin.yaml")
+		_ = os.WriteFile(f, []byte("interfaces: [lo]\nproxy:\n  enabled: true\n  backends: [192.0.2.10]\n  state_file: /run/ikefrag/proxy-state.json\n  fast_path_pin: "+pin+"\n"), 0o644)
+		return f
+	}
+	if code, msg := check(pinCfg("/sys/fs/bpf/ikefrag/fastpath")); code != exitOK {
+		t.Errorf("pin below /sys/fs/bpf/ikefrag with the drop-in: exit %d:\n%s", code, msg)
+	}
+	if code, msg := check(pinCfg("/sys/fs/bpf/vpn")); code != exitConfig || !strings.Contains(msg, `proxy.fast_path_pin: "/sys/fs/bpf/vpn", but the installed unit`) ||
+		!strings.Contains(msg, "/sys/fs/bpf/ikefrag/fastpath") {
+		t.Errorf("pin outside the opened directory: exit %d, want 2 naming the directory:\n%s", code, msg)
+	}
 	// Masked from the higher-precedence directory.
 	md := filepath.Join(etc, "ikefragd.service.d")
 	_ = os.MkdirAll(md, 0o755)

@@ -97,6 +97,28 @@ if [ -r "$IKM_REPO/test/kernels/proxy.yaml" ]; then
 	else
 		bad "proxy binds 500/4500" "$(journalctl -u ikefragd --no-pager -n 8 | tr '\n' ' ')"
 	fi
+	# the ESP fast path loads under the unit, pins its maps below
+	# /sys/fs/bpf/ikefrag, and a restart takes the same maps over
+	fpmap() { bpftool -j map show pinned /sys/fs/bpf/ikefrag/fastpath/flows 2>/dev/null | sed -n 's/^{"id":\([0-9]*\).*/\1/p'; }
+	fpactive() { curl -fsS http://127.0.0.1:9717/metrics 2>/dev/null | grep -q '^ikefrag_fastpath_active 1'; }
+	if wait_for 30 fpactive && id1=$(fpmap) && [ -n "$id1" ]; then
+		systemctl restart ikefragd
+		if wait_for 60 fpactive && id2=$(fpmap) && [ "$id1" = "$id2" ]; then
+			ok "proxy fast path pinned across restart" "flows map id $id1 before and after"
+		else
+			bad "proxy fast path pinned across restart" "map id ${id1} -> $(fpmap); $(journalctl -u ikefragd --no-pager -n 8 -o cat | tr '\n' ' ')"
+		fi
+	else
+		bad "proxy fast path pinned" "$(curl -fsS http://127.0.0.1:9717/metrics 2>&1 | grep ikefrag_fastpath_active); $(ls -R /sys/fs/bpf 2>&1 | tr '\n' ' '); $(journalctl -u ikefragd --no-pager -n 8 -o cat | tr '\n' ' ')"
+	fi
+	# one start with fast_path: off stops the pinned fast path for good
+	sed 's/^\(\s*\)fast_path_pin:.*/&\n\1fast_path: "off"/' "$IKM_REPO/test/kernels/proxy.yaml" > /etc/ikefrag/ikefragd.yaml
+	systemctl restart ikefragd
+	if wait_for 30 sh -c '! [ -e /sys/fs/bpf/ikefrag/fastpath ]'; then
+		ok "fast_path off removes the pinned fast path"
+	else
+		bad "fast_path off removes the pinned fast path" "$(ls -R /sys/fs/bpf/ikefrag | tr '\n' ' ')"
+	fi
 	cp "$O/observe.yaml" /etc/ikefrag/ikefragd.yaml
 fi
 
