@@ -23,10 +23,10 @@ var (
 	ctlErr  error
 )
 
-// ctlBin builds cmd/ikefragctl once per test binary: its `keys forward`
-// is the key forwarder of a VPN server host.
-func ctlBin(t testing.TB) string {
-	t.Helper()
+// buildCtl builds cmd/ikefragctl once per test binary: its `keys
+// forward` is the key forwarder of a VPN server host. Tests start it
+// early, beside the lab's setup.
+func buildCtl() {
 	ctlOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ikefrag-ctl-")
 		if err != nil {
@@ -44,6 +44,12 @@ func ctlBin(t testing.TB) string {
 			ctlErr = fmt.Errorf("go build ikefragctl: %v: %s", err, out)
 		}
 	})
+}
+
+// ctlBin is the path of the ikefragctl buildCtl built.
+func ctlBin(t testing.TB) string {
+	t.Helper()
+	buildCtl()
 	if ctlErr != nil {
 		t.Fatal(ctlErr)
 	}
@@ -110,6 +116,7 @@ func logCount(path, s string) int {
 func TestLabKeyRemote(t *testing.T) {
 	lab.Require(t)
 	t.Parallel()
+	go buildCtl()
 	ctx := context.Background()
 	l := lab.New(t, lab.Topology{Gateway: true, MTU: lab.MTUs{CliMid: 1280}, Drop: lab.DropAll})
 	gwToSrv, _ := l.Link(l.Gw, l.Srv).Addrs(l.Gw)
