@@ -210,7 +210,9 @@ keys:
 	// refusedSA starts an IKE SA with the forwarder of the moment and
 	// checks that the proxy did not re-fragment for it: srv's IKE_AUTH
 	// response (and its retransmission) met the proxy without keys.
-	refusedSA := func(what string) {
+	// counted then checks the listener's counters and metrics, before the
+	// SA's end adds messages of its own.
+	refusedSA := func(what string, counted func(kv keysView, m map[string]uint64)) {
 		t.Helper()
 		before := g.stats(t).Total
 		ictx, cancel := context.WithCancel(ctx)
@@ -248,9 +250,11 @@ keys:
 			t.Fatalf("%s: srv's SAs: %v %+v", what, err, sas)
 		}
 		spis := sas[0].SPIi + "/" + sas[0].SPIr
-		if kv := g.keys(t); kv.origin(spis) != "" || kv.Store.Entries != 0 {
+		kv := g.keys(t)
+		if kv.origin(spis) != "" || kv.Store.Entries != 0 {
 			t.Errorf("%s: the proxy's store holds srv's SA %s: %+v", what, spis, kv.SAs)
 		}
+		counted(kv, g.metrics(t)) // read after kv: never below it
 		select {
 		case ok := <-done:
 			t.Errorf("%s: initiate ended (ok=%v) while IKE_AUTH could not cross", what, ok)
@@ -267,38 +271,39 @@ keys:
 	}
 
 	// 2. a certificate of the trusted CA that is not on the list
+	conns, added := kv.Listener.Conns, kv.Listener.Added
 	connects := pluginConnects()
 	forward("rogue.lab.example")
 	if !waitFor(10*time.Second, func() bool { return pluginConnects() > connects && g.keys(t).Listener.Refused > 0 }) {
 		t.Fatalf("rogue forwarder: plugin connections %d → %d, listener %+v", connects, pluginConnects(), g.keys(t).Listener)
 	}
-	refusedSA("certificate not on the list")
-	kv = g.keys(t)
-	m := g.metrics(t)
-	if kv.Listener.Refused == 0 || m["ikefrag_keys_listener_refused_total"] == 0 {
-		t.Errorf("rogue forwarder not counted: listener %+v, metric %d", kv.Listener, m["ikefrag_keys_listener_refused_total"])
-	}
+	refusedSA("certificate not on the list", func(kv keysView, m map[string]uint64) {
+		const refused = "ikefrag_keys_listener_refused_total"
+		if kv.Listener.Refused == 0 || m[refused] < kv.Listener.Refused || kv.Listener.Conns != conns || kv.Listener.Added != added {
+			t.Errorf("rogue forwarder: listener %+v, %s %d", kv.Listener, refused, m[refused])
+		}
+		t.Logf("rogue: refused %d connection(s); %s %d", kv.Listener.Refused, refused, m[refused])
+	})
 	if plog, _ := os.ReadFile(g.proc.Log); !bytes.Contains(plog, []byte(`rogue.lab.example\" is not on the client list`)) {
 		t.Errorf("the proxy's log does not name the refused certificate")
 	}
-	t.Logf("rogue: refused %d connection(s); metric %d", kv.Listener.Refused, m["ikefrag_keys_listener_refused_total"])
 
 	// 3. on the list, but for another backend
-	conns, forbidden := kv.Listener.Conns, kv.Listener.Forbidden
+	kv = g.keys(t)
+	conns, added = kv.Listener.Conns, kv.Listener.Added
 	connects = pluginConnects()
 	forward("vpn2.lab.example")
 	if !waitFor(10*time.Second, func() bool { return pluginConnects() > connects && g.keys(t).Listener.Conns > conns }) {
 		t.Fatalf("vpn2 forwarder: plugin connections %d → %d, listener %+v", connects, pluginConnects(), g.keys(t).Listener)
 	}
-	refusedSA("forwarder for another backend")
-	kv = g.keys(t)
-	m = g.metrics(t)
-	if kv.Listener.Forbidden <= forbidden || m[`ikefrag_keys_listener_messages_total{result="forbidden"}`] == 0 {
-		t.Errorf("vpn2's keys for srv not counted as forbidden: listener %+v (before %d), metric %d", kv.Listener, forbidden,
-			m[`ikefrag_keys_listener_messages_total{result="forbidden"}`])
-	}
+	refusedSA("forwarder for another backend", func(kv keysView, m map[string]uint64) {
+		const forbidden = `ikefrag_keys_listener_messages_total{result="forbidden"}`
+		if kv.Listener.Forbidden == 0 || m[forbidden] < kv.Listener.Forbidden || kv.Listener.Added != added {
+			t.Errorf("vpn2's keys for srv: listener %+v (added before %d), %s %d", kv.Listener, added, forbidden, m[forbidden])
+		}
+		t.Logf("vpn2: forbidden %d message(s); %s %d", kv.Listener.Forbidden, forbidden, m[forbidden])
+	})
 	if plog, _ := os.ReadFile(g.proc.Log); !bytes.Contains(plog, []byte(fmt.Sprintf(`client \"vpn2.lab.example\" may not supply keys for server %s`, l.Srv.Addr4))) {
 		t.Errorf("the proxy's log does not say why vpn2's keys were refused")
 	}
-	t.Logf("vpn2: forbidden %d message(s); metric %d", kv.Listener.Forbidden, m[`ikefrag_keys_listener_messages_total{result="forbidden"}`])
 }
