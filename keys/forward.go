@@ -297,12 +297,18 @@ func (f *Forwarder) runTarget(ctx context.Context, t *target) {
 	defer f.wg.Done()
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
+		start, replies := time.Now(), t.replies()
 		connected, err := f.session(ctx, t)
 		t.st.connected.Store(false)
 		if ctx.Err() != nil {
 			return
 		}
-		if connected {
+		// Under TLS 1.3 the client's handshake is over before the
+		// listener has judged its certificate: a forwarder the listener
+		// refuses is "connected" until the listener's alert or close.
+		// Only a target that answered, or kept the connection a while,
+		// accepted it; anything else backs off as a failure does.
+		if connected && (t.replies() > replies || time.Since(start) >= acceptedAfter) {
 			// it worked until now: the next try comes quickly
 			backoff = 250 * time.Millisecond
 		}
@@ -317,6 +323,16 @@ func (f *Forwarder) runTarget(ctx context.Context, t *target) {
 		backoff = min(2*backoff, 30*time.Second)
 	}
 }
+
+// acceptedAfter is how long a connection without any reply must last to
+// count as accepted by the target (an idle feed sends nothing, so there
+// is nothing to answer); a listener refusing the certificate closes it
+// within a round trip.
+const acceptedAfter = 5 * time.Second
+
+// replies counts the target's answers, accepting or refusing a message:
+// either way the listener took the connection.
+func (t *target) replies() uint64 { return t.st.acked.Load() + t.st.errors.Load() }
 
 // session is one connection to a target: the live set first, then the
 // queue, until an error. connected says whether it got that far.

@@ -216,6 +216,15 @@ func (r *Remote) serverTLS() (*tls.Config, error) {
 		c.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error { return nil }
 		c.ClientCAs = pool
 	}
+	// A client not on the list fails the handshake itself, so that the
+	// forwarder is told with a TLS alert (bad_certificate) rather than a
+	// bare close after a handshake that looked complete to it.
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if rc, why := r.identify(cs); rc == nil {
+			return errors.New(why)
+		}
+		return nil
+	}
 	return c, nil
 }
 

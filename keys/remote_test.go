@@ -230,10 +230,22 @@ func TestKeyListenerRefuses(t *testing.T) {
 		}})
 
 	// signed by the CA, but not a configured client
-	startForwarder(t, keys.ForwarderConfig{Targets: []string{l.r.Addr().String()}, CertFile: rogueCert, KeyFile: rogueKey, CAFile: ca})
+	started := time.Now()
+	rogue := startForwarder(t, keys.ForwarderConfig{Targets: []string{l.r.Addr().String()}, CertFile: rogueCert, KeyFile: rogueKey, CAFile: ca})
 	eventually(t, "unlisted certificate refused and counted", func() bool { return l.r.Stats().Refused >= 1 })
 	if st := l.r.Stats(); st.Conns != 0 {
 		t.Errorf("an unlisted forwarder was accepted: %+v", st)
+	}
+	// Refused, it backs off as from a target that is down: tries at 0
+	// and after at least 0.125, 0.25, 0.5 and 1 s (half of 0.25 s
+	// doubling, the jitter's least), so at most 5 in its first 3 s,
+	// where retrying at the first step forever would make a dozen or more.
+	time.Sleep(time.Until(started.Add(3 * time.Second)))
+	if n := l.r.Stats().Refused; n > 6 {
+		t.Errorf("a refused forwarder did not back off: %d connections refused in 3 s", n)
+	}
+	if st := rogue.Stats().Targets[0]; st.Acked != 0 {
+		t.Errorf("a refused forwarder's messages were acknowledged: %+v", st)
 	}
 
 	// self-signed, pinned by its SHA-256

@@ -1,7 +1,8 @@
 // Command proxyrun runs the proxy alone, for the namespace lab tests, the
 // demo and the benchmark: the configuration is the daemon's YAML (the
-// proxy and keys sections, read with viper as the daemon reads them), and
-// a Unix socket serves /stats, /status, /peers, /flows (JSON) and /metrics.
+// proxy and keys sections, read with viper as the daemon reads them,
+// keys.listen included), and a Unix socket serves /stats, /status,
+// /peers, /flows, /keys (JSON) and /metrics.
 package main
 
 import (
@@ -16,17 +17,19 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/viper"
 
+	"github.com/ikefrag/ikefrag/keys"
 	"github.com/ikefrag/ikefrag/proxy"
 )
 
 func main() {
 	cfgPath := flag.String("config", "", "YAML file with proxy and keys sections")
-	ctl := flag.String("ctl", "", "Unix socket serving /stats, /peers, /flows and /metrics")
+	ctl := flag.String("ctl", "", "Unix socket serving /stats, /status, /peers, /flows, /keys and /metrics")
 	level := flag.String("log", "info", "log level: debug, info, warn")
 	flag.Parse()
 	var lv slog.Level
@@ -54,6 +57,10 @@ func run(cfgPath, ctl string, log *slog.Logger) error {
 	if err := v.Unmarshal(&cfg); err != nil {
 		return err
 	}
+	listen := keysListen{TLS: true} // ikefragd's default: TLS unless said otherwise
+	if err := v.UnmarshalKey("keys.listen", &listen); err != nil {
+		return fmt.Errorf("keys.listen: %w", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	ks, err := proxy.OpenKeys(ctx, cfg.Keys, log)
@@ -61,7 +68,30 @@ func run(cfgPath, ctl string, log *slog.Logger) error {
 		return err
 	}
 	defer ks.Close()
-	p, err := proxy.New(cfg.Proxy, proxy.Deps{Keys: ks.Source(), Logger: log})
+	var store *keys.Store
+	if ks != nil {
+		store = ks.Store
+	}
+	var remote *keys.Remote
+	if listen.Address != "" {
+		if store == nil {
+			// the listener is the only key source: a store of its own,
+			// wiped on the way out as OpenKeys' is
+			store = keys.NewStore(keys.StoreConfig{})
+			go store.Run(ctx, 0)
+			defer store.Clear()
+		}
+		if remote, err = listen.open(store, log); err != nil {
+			return err
+		}
+		defer remote.Close()
+		go func() { _ = remote.Serve(ctx) }()
+	}
+	deps := proxy.Deps{Logger: log}
+	if store != nil {
+		deps.Keys = store // a nil *Store would be a non-nil keys.Source
+	}
+	p, err := proxy.New(cfg.Proxy, deps)
 	if err != nil {
 		return err
 	}
@@ -75,6 +105,9 @@ func run(cfgPath, ctl string, log *slog.Logger) error {
 		defer ln.Close()
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(p.Collector())
+		if remote != nil {
+			reg.MustRegister(listenerCollector{remote})
+		}
 		mux := http.NewServeMux()
 		js := func(f func() any) http.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request) {
@@ -88,10 +121,104 @@ func run(cfgPath, ctl string, log *slog.Logger) error {
 		mux.Handle("/status", js(func() any { return p.Status() }))
 		mux.Handle("/peers", js(func() any { return p.Peers() }))
 		mux.Handle("/flows", js(func() any { return p.Flows() }))
+		mux.Handle("/keys", js(func() any { return keysStatus(store, remote) }))
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		go func() { _ = http.Serve(ln, mux) }()
 	}
 	fmt.Println("ready") // the lab waits for this line
 	return p.Run(ctx)
+}
+
+// keysListen is ikefragd's keys.listen (cmd/ikefragd/internal/config,
+// which this command may not import), read and checked the same way.
+type keysListen struct {
+	Address  string   `mapstructure:"address"`
+	Cert     string   `mapstructure:"cert"`
+	Key      string   `mapstructure:"key"`
+	ClientCA string   `mapstructure:"client_ca"`
+	TLS      bool     `mapstructure:"tls"`
+	Clients  []string `mapstructure:"clients"`
+}
+
+func (l keysListen) open(store *keys.Store, log *slog.Logger) (*keys.Remote, error) {
+	rc := keys.RemoteConfig{Address: l.Address, CertFile: l.Cert, KeyFile: l.Key, ClientCAFile: l.ClientCA,
+		Insecure: !l.TLS, Logger: log}
+	for _, c := range l.Clients {
+		cl, err := keys.ParseRemoteClient(c)
+		if err != nil {
+			return nil, fmt.Errorf("keys.listen.clients: %q: %w", c, err)
+		}
+		rc.Clients = append(rc.Clients, cl)
+	}
+	r, err := keys.ListenRemote(store, rc)
+	if err != nil {
+		return nil, fmt.Errorf("keys.listen: %w", err)
+	}
+	return r, nil
+}
+
+// keySA is one SA of the key store as /keys shows it: SPIs, never keys.
+type keySA struct {
+	SPIi      string    `json:"spi_i"`
+	SPIr      string    `json:"spi_r"`
+	Suite     string    `json:"suite"`
+	Supported bool      `json:"supported"`
+	Origin    string    `json:"origin"`
+	Added     time.Time `json:"added"`
+}
+
+// keysView is /keys: the store's counters and SAs, and the key
+// listener's counters when keys.listen is on.
+type keysView struct {
+	Store    *keys.StoreStats  `json:"store,omitempty"`
+	SAs      []keySA           `json:"sas"`
+	Listener *keys.RemoteStats `json:"listener,omitempty"`
+}
+
+func keysStatus(store *keys.Store, remote *keys.Remote) keysView {
+	v := keysView{SAs: []keySA{}}
+	if store != nil {
+		st := store.Stats()
+		v.Store = &st
+		for _, in := range store.List() {
+			v.SAs = append(v.SAs, keySA{SPIi: in.SPIi.String(), SPIr: in.SPIr.String(), Suite: in.Suite,
+				Supported: in.Supported, Origin: in.Origin, Added: in.Added})
+		}
+	}
+	if remote != nil {
+		st := remote.Stats()
+		v.Listener = &st
+	}
+	return v
+}
+
+// The key listener's counters (keys.RemoteStats) as Prometheus counters.
+var (
+	descListenerConns = prometheus.NewDesc("ikefrag_keys_listener_connections_total",
+		"Key forwarder connections accepted: TLS 1.3 with a certificate on keys.listen.clients.", nil, nil)
+	descListenerRefused = prometheus.NewDesc("ikefrag_keys_listener_refused_total",
+		"Key forwarder connections refused: failed handshake, certificate not on the list, too many connections.", nil, nil)
+	descListenerMessages = prometheus.NewDesc("ikefrag_keys_listener_messages_total",
+		"Key messages from forwarders, by result (forbidden: for a VPN server the client is not configured for).", []string{"result"}, nil)
+)
+
+type listenerCollector struct{ r *keys.Remote }
+
+func (c listenerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descListenerConns
+	ch <- descListenerRefused
+	ch <- descListenerMessages
+}
+
+func (c listenerCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.r.Stats()
+	ch <- prometheus.MustNewConstMetric(descListenerConns, prometheus.CounterValue, float64(st.Conns))
+	ch <- prometheus.MustNewConstMetric(descListenerRefused, prometheus.CounterValue, float64(st.Refused))
+	for _, m := range []struct {
+		result string
+		n      uint64
+	}{{"added", st.Added}, {"deleted", st.Deleted}, {"forbidden", st.Forbidden}, {"unsupported", st.Unsupported}, {"malformed", st.Malformed}} {
+		ch <- prometheus.MustNewConstMetric(descListenerMessages, prometheus.CounterValue, float64(m.n), m.result)
+	}
 }
