@@ -30,7 +30,7 @@ func newForwardCmd() *cobra.Command {
 ikefrag-keys) writes to --socket; every message goes, over mutually
 authenticated TLS 1.3, to each proxy's key listener (ikefragd keys.listen).
 The keys of live IKE SAs are held in memory only, and sent again to a proxy
-that reconnects. See docs/keys.md.`,
+that reconnects. See docs/key-forwarder.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			cfg.AllowUID = uid

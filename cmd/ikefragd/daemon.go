@@ -44,7 +44,7 @@ type daemon struct {
 	m      *metrics
 	ctl    *control.Server
 	store  *keys.Store
-	// keyListener is keys.listen's listener (nil when off), for metrics.
+	// keyListener is keys.listen's listener (nil when off), for status.
 	keyListener *keys.Remote
 	proxy       *proxy.Proxy
 	sdn         *notifier // sd_notify; nil when not run by systemd
@@ -246,6 +246,7 @@ func (d *daemon) startKeys(ctx context.Context, goRun func(func())) error {
 			return keyErr("keys.listen", "%v", err)
 		}
 		d.keyListener = r
+		d.m.reg.MustRegister(r.Collector())
 		goRun(func() { _ = r.Serve(ctx) })
 	}
 	return nil

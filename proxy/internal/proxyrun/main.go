@@ -106,7 +106,7 @@ func run(cfgPath, ctl string, log *slog.Logger) error {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(p.Collector())
 		if remote != nil {
-			reg.MustRegister(listenerCollector{remote})
+			reg.MustRegister(remote.Collector())
 		}
 		mux := http.NewServeMux()
 		js := func(f func() any) http.HandlerFunc {
@@ -191,34 +191,4 @@ func keysStatus(store *keys.Store, remote *keys.Remote) keysView {
 		v.Listener = &st
 	}
 	return v
-}
-
-// The key listener's counters (keys.RemoteStats) as Prometheus counters.
-var (
-	descListenerConns = prometheus.NewDesc("ikefrag_keys_listener_connections_total",
-		"Key forwarder connections accepted: TLS 1.3 with a certificate on keys.listen.clients.", nil, nil)
-	descListenerRefused = prometheus.NewDesc("ikefrag_keys_listener_refused_total",
-		"Key forwarder connections refused: failed handshake, certificate not on the list, too many connections.", nil, nil)
-	descListenerMessages = prometheus.NewDesc("ikefrag_keys_listener_messages_total",
-		"Key messages from forwarders, by result (forbidden: for a VPN server the client is not configured for).", []string{"result"}, nil)
-)
-
-type listenerCollector struct{ r *keys.Remote }
-
-func (c listenerCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descListenerConns
-	ch <- descListenerRefused
-	ch <- descListenerMessages
-}
-
-func (c listenerCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.r.Stats()
-	ch <- prometheus.MustNewConstMetric(descListenerConns, prometheus.CounterValue, float64(st.Conns))
-	ch <- prometheus.MustNewConstMetric(descListenerRefused, prometheus.CounterValue, float64(st.Refused))
-	for _, m := range []struct {
-		result string
-		n      uint64
-	}{{"added", st.Added}, {"deleted", st.Deleted}, {"forbidden", st.Forbidden}, {"unsupported", st.Unsupported}, {"malformed", st.Malformed}} {
-		ch <- prometheus.MustNewConstMetric(descListenerMessages, prometheus.CounterValue, float64(m.n), m.result)
-	}
 }
