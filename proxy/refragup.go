@@ -30,6 +30,7 @@ package proxy
 // counted by why (TCPStats.Unsplit).
 
 import (
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,7 @@ import (
 
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/ike/sk"
+	"github.com/ikefrag/ikefrag/keys"
 )
 
 // splitMiss says why an IKE message from a TCP client too large for the
@@ -66,7 +68,9 @@ type tcpSplitCounters struct {
 	split     atomic.Uint64 // messages sent as RFC 7383 fragments
 	fragments atomic.Uint64 // the fragments they became (replays included)
 	replays   atomic.Uint64 // retransmissions answered with the cached fragments
-	missed    [numSplitMisses]atomic.Uint64
+	// key prompts sent (promptKeys), and those the keys followed
+	keyPrompts, keysAfterPrompt atomic.Uint64
+	missed                      [numSplitMisses]atomic.Uint64
 }
 
 // tcpSplit decides what an IKE message from a TCP client becomes toward
@@ -113,7 +117,12 @@ func (p *Proxy) tcpSplit(f *Flow, payload []byte, fr ike.Framing, mtu int, now t
 		return miss(splitNoKeys)
 	}
 	ks, err := p.keys.Lookup(h.SPIi, h.SPIr)
+	if errors.Is(err, keys.ErrUnknownSA) {
+		ks, err = p.promptKeys(f, h, now)
+	}
 	if err != nil {
+		p.log.Debug("proxy: no keys to split a TCP client's message, relaying it whole", "client", f.key.client.Addr(),
+			"spi_i", h.SPIi, "spi_r", h.SPIr, "message_id", h.MessageID, "err", err)
 		return miss(splitNoKeys)
 	}
 	o, err := ks.Open(msg)
@@ -142,6 +151,63 @@ func (p *Proxy) tcpSplit(f *Flow, payload []byte, fr ike.Framing, mtu int, now t
 	}
 	ctr.fragments.Add(uint64(len(out.Datagrams)))
 	return out.Datagrams
+}
+
+// Key prompting. strongSwan responders derive an IKE SA's keys only when
+// the first request after IKE_SA_INIT arrives ("key derivation is done
+// before the next request is processed", ike_init.c), and only then hand
+// them to save-keys or the key feed: before the IKE_AUTH request, the one
+// message that needs the split, reaches them there are no keys to split
+// it with. A request of the IKE SA's next Message ID with an Encrypted
+// payload that does not verify makes the responder derive them and drop
+// the request ("integrity check failed", ignored; RFC 7296 §2.21.2: a
+// message that fails its integrity check is discarded), leaving the IKE
+// SA as it was. The proxy sends one such prompt per message and waits a
+// moment for the keys.
+const (
+	// keyPromptWait bounds how long a connection's reader waits for the
+	// keys after a prompt: charon's bus and the key feed or save-keys
+	// table take milliseconds on one host; the client's own
+	// retransmission (seconds) is tried again anyway.
+	keyPromptWait = 300 * time.Millisecond
+	keyPromptPoll = 10 * time.Millisecond
+	// keyPromptBody is the prompt's SK payload body: zeros, as long as an
+	// IV, a cipher block or two and an ICV of any IKEv2 suite, so that
+	// the responder fails it on its integrity check whatever it
+	// negotiated.
+	keyPromptBody = 64
+)
+
+// promptKeys sends the backend a key prompt for the message with header h
+// (once per message) and waits up to keyPromptWait for its keys.
+func (p *Proxy) promptKeys(f *Flow, h ike.Header, now time.Time) (*sk.SA, error) {
+	c := f.ln.tcp
+	k := sk.KeyOf(&h)
+	if c == nil || (c.prompted && c.promptedKey == k) {
+		return nil, keys.ErrUnknownSA
+	}
+	c.prompted, c.promptedKey = true, k
+	ph := h
+	ph.NextPayload = ike.PayloadEncrypted
+	ph.Length = uint32(ike.HeaderLen + 4 + keyPromptBody)
+	prompt := make([]byte, ike.NonESPMarkerLen, ike.NonESPMarkerLen+int(ph.Length))
+	prompt = ph.AppendTo(prompt)
+	// SK generic header: no first inner payload type can be told
+	prompt = append(prompt, 0, 0, byte((4+keyPromptBody)>>8), byte(4+keyPromptBody))
+	prompt = append(prompt, make([]byte, keyPromptBody)...)
+	p.tcp.ctr.split.keyPrompts.Add(1)
+	p.sendUp(f, []message{{Buffers: [][]byte{prompt}}})
+	deadline := time.Now().Add(keyPromptWait)
+	for {
+		ks, err := p.keys.Lookup(h.SPIi, h.SPIr)
+		if !errors.Is(err, keys.ErrUnknownSA) || time.Now().After(deadline) {
+			if err == nil {
+				p.tcp.ctr.split.keysAfterPrompt.Add(1)
+			}
+			return ks, err
+		}
+		time.Sleep(keyPromptPoll)
+	}
 }
 
 // backendMTU is the largest IP datagram the path from the proxy to the

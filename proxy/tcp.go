@@ -149,6 +149,11 @@ type tcpConn struct {
 		key sk.MessageKey
 		msg []byte
 	}
+	// prompted and promptedKey: the message a key prompt was sent for
+	// (refragup.go); touched by the connection's reader only
+	prompted    bool
+	promptedKey sk.MessageKey
+
 	queue    []byte
 	spare    []byte
 	inflight int

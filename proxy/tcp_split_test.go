@@ -5,6 +5,7 @@ import (
 	"container/list"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -85,12 +86,25 @@ func checkSplit(t *testing.T, sa *sk.SA, d *sk.Decrypted, ds [][]byte, mtu int) 
 	}
 }
 
-// splitEngine is engine with the TCP path's split state.
-func splitEngine(t testing.TB, src keys.Source) (*Proxy, *Flow) {
-	p, f := engine(t, src, false)
+// splitEngine is engine with the TCP path's split state; the flow's
+// upstream socket is connected to sink (what the proxy sends the backend
+// itself: key prompts).
+func splitEngine(t testing.TB, src keys.Source) (p *Proxy, f *Flow, sink *net.UDPConn) {
+	p, f = engine(t, src, false)
 	p.tcp = &tcpServer{p: p, frag: sk.NewFragmenter(sk.FragmenterConfig{Now: p.now}), noFlow: list.New()}
 	f.ln = &listener{p: p, natt: true, tcp: &tcpConn{}}
-	return p, f
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	up, err := dialUDP(sink.LocalAddr().(*net.UDPAddr).AddrPort(), sockOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	f.up = up
+	return p, f, sink
 }
 
 // Keyed: a TCP client's IKE_AUTH larger than the path to the backend is
@@ -106,7 +120,7 @@ func TestTCPSplitsLargeClientMessage(t *testing.T) {
 		for _, mtu := range []int{1280, 576} {
 			t.Run(fmt.Sprintf("%s/%d", suite, mtu), func(t *testing.T) {
 				sa := testSA(t, suite)
-				p, f := splitEngine(t, oneKey{sa})
+				p, f, _ := splitEngine(t, oneKey{sa})
 				negotiate(p, f, spiI, spiR, true)
 				d, payload := clientAuth(t, sa, spiI, spiR, 1, 4500)
 				fr := ike.ClassifyNATT(payload)
@@ -185,7 +199,7 @@ func TestTCPSplitPreconditions(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p, f := splitEngine(t, c.src)
+			p, f, _ := splitEngine(t, c.src)
 			if c.src == nil {
 				p.keys, p.keyed = nil, false
 			}
@@ -255,7 +269,7 @@ func (b *splitBackend) got() [][]byte {
 // End to end on loopback: a client's IKE_AUTH over an RFC 9329 stream
 // reaches a UDP backend as SKF fragments sized to proxy.tcp.backend_mtu
 // (loopback's own MTU is 64 KiB), and its retransmission as the same
-// fragments; without keys it arrives whole.
+// fragments; without keys it arrives whole, after one key prompt.
 func TestTCPSplitToBackend(t *testing.T) {
 	sa := testSA(t, sk.Suite{Encr: sk.EncrAESGCM16, KeyBits: 128})
 	for _, keyed := range []bool{true, false} {
@@ -286,11 +300,13 @@ func TestTCPSplitToBackend(t *testing.T) {
 			tc.send(auth)
 			waitFor(t, "the IKE_AUTH at the backend", func() bool { return len(be.got()) > 0 })
 			if !keyed {
-				time.Sleep(50 * time.Millisecond)
-				if in := be.got(); len(in) != 1 || !bytes.Equal(in[0], auth) {
-					t.Fatalf("keyless: backend got %d datagrams, want the message whole", len(in))
+				// a key prompt (the source never has the keys), then the
+				// message as it is
+				waitFor(t, "the message", func() bool { return len(be.got()) == 2 })
+				if in := be.got(); len(in[0]) != 4+ike.HeaderLen+4+keyPromptBody || !bytes.Equal(in[1], auth) {
+					t.Fatalf("keyless: backend got %d datagrams (%d, %d bytes), want a prompt and the message whole", len(in), len(in[0]), len(in[1]))
 				}
-				if st := p.Stats().TCP; st.Unsplit["no_keys"] != 1 {
+				if st := p.Stats().TCP; st.Unsplit["no_keys"] != 1 || st.SplitKeyPrompts != 1 {
 					t.Errorf("tcp stats %+v", st)
 				}
 				return
@@ -333,7 +349,7 @@ func TestBackendMTU(t *testing.T) {
 	if got := up.pathMTU(); got != want {
 		t.Fatalf("IP_MTU %d, lo's MTU %d", got, lo.MTU)
 	}
-	p, f := splitEngine(t, nil)
+	p, f, _ := splitEngine(t, nil)
 	f.up = up
 	if got := p.backendMTU(f); got != want {
 		t.Errorf("no cap: %d, want %d", got, want)
@@ -346,5 +362,94 @@ func TestBackendMTU(t *testing.T) {
 	p.s.TCP.BackendMTU = 0
 	if got := p.backendMTU(f); got != p.s.PMTUDefault {
 		t.Errorf("no socket: %d, want pmtu_default %d", got, p.s.PMTUDefault)
+	}
+}
+
+// lateKeys is a key source that has the keys only once the backend got a
+// key prompt, as a strongSwan responder derives them only when the first
+// request after IKE_SA_INIT arrives.
+type lateKeys struct {
+	sa    *sk.SA
+	ready func() bool
+}
+
+func (l lateKeys) Lookup(spiI, spiR ike.SPI) (*sk.SA, error) {
+	if !l.ready() {
+		return nil, keys.ErrUnknownSA
+	}
+	return l.sa, nil
+}
+
+// Without keys for the IKE SA the backend gets one key prompt per message:
+// a request of the message's exchange, Message ID, SPIs and flags with an
+// Encrypted payload that cannot verify. Keys that follow it within the
+// wait let the message be split; without them it is relayed whole
+// (no_keys), and its retransmission sends no second prompt.
+func TestTCPSplitKeyPrompt(t *testing.T) {
+	sa := testSA(t, sk.Suite{Encr: sk.EncrAESCBC, KeyBits: 256, Integ: sk.AuthHMACSHA2_256_128})
+	spiI, spiR := ike.SPI{1, 2, 3, 4, 5, 6, 7, 8}, ike.SPI{9, 9, 9, 9, 9, 9, 9, 9}
+	for _, answer := range []bool{true, false} {
+		t.Run(fmt.Sprintf("keys_follow=%v", answer), func(t *testing.T) {
+			var mu sync.Mutex
+			got := 0
+			src := lateKeys{sa: sa, ready: func() bool { mu.Lock(); defer mu.Unlock(); return answer && got > 0 }}
+			p, f, sink := splitEngine(t, src)
+			var prompts [][]byte
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				buf := make([]byte, 65536)
+				for {
+					_ = sink.SetReadDeadline(time.Now().Add(2 * time.Second))
+					n, err := sink.Read(buf)
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					got++
+					prompts = append(prompts, append([]byte(nil), buf[:n]...))
+					mu.Unlock()
+				}
+			}()
+			negotiate(p, f, spiI, spiR, true)
+			d, payload := clientAuth(t, sa, spiI, spiR, 1, 4500)
+			fr := ike.ClassifyNATT(payload)
+			start := time.Now()
+			out := p.tcpSplit(f, payload, fr, 1280, p.now())
+			if answer {
+				checkSplit(t, sa, d, out, 1280)
+			} else {
+				if out != nil || time.Since(start) < keyPromptWait {
+					t.Fatalf("no keys: %d datagrams after %v", len(out), time.Since(start))
+				}
+				if again := p.tcpSplit(f, payload, fr, 1280, p.now()); again != nil {
+					t.Fatal("retransmission split without keys")
+				}
+			}
+			sink.Close()
+			<-done
+			st := p.tcp.stats()
+			mu.Lock()
+			defer mu.Unlock()
+			if len(prompts) != 1 || st.SplitKeyPrompts != 1 {
+				t.Fatalf("%d prompts at the backend, %d counted; want 1", len(prompts), st.SplitKeyPrompts)
+			}
+			pr := prompts[0]
+			h, err := ike.ParseHeader(pr[4:])
+			if !bytes.Equal(pr[:4], []byte{0, 0, 0, 0}) || err != nil || int(h.Length) != len(pr)-4 ||
+				h.NextPayload != ike.PayloadEncrypted || h.SPIi != spiI || h.SPIr != spiR || h.MessageID != 1 ||
+				h.Exchange != ike.ExchangeIKEAuth || h.Flags != ike.FlagInitiator {
+				t.Fatalf("prompt %x", pr)
+			}
+			if _, err := sa.Open(pr[4:]); !errors.Is(err, sk.ErrIntegrity) {
+				t.Errorf("the prompt opens with the IKE SA's keys: %v", err)
+			}
+			if answer && (st.SplitKeysAfterPrompt != 1 || st.Split != 1) {
+				t.Errorf("stats %+v", st)
+			}
+			if !answer && (st.SplitKeysAfterPrompt != 0 || st.Unsplit["no_keys"] != 2) {
+				t.Errorf("stats %+v", st)
+			}
+		})
 	}
 }

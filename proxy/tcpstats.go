@@ -42,10 +42,15 @@ type TCPStats struct {
 	// fragments. Unsplit counts such messages relayed whole, by reason:
 	// refragment_off, not_negotiated (the backend did not announce
 	// IKEV2_FRAGMENTATION_SUPPORTED), no_keys, open_failed, cut_failed.
-	Split          uint64            `json:"ike_split"`
-	SplitFragments uint64            `json:"ike_split_fragments"`
-	SplitReplays   uint64            `json:"ike_split_replays"`
-	Unsplit        map[string]uint64 `json:"ike_unsplit,omitempty"`
+	Split          uint64 `json:"ike_split"`
+	SplitFragments uint64 `json:"ike_split_fragments"`
+	SplitReplays   uint64 `json:"ike_split_replays"`
+	// SplitKeyPrompts counts key prompts sent to backends that had not
+	// yet handed over an IKE SA's keys (refragup.go), SplitKeysAfterPrompt
+	// those the keys followed within the wait.
+	SplitKeyPrompts      uint64            `json:"ike_split_key_prompts"`
+	SplitKeysAfterPrompt uint64            `json:"ike_split_keys_after_prompt"`
+	Unsplit              map[string]uint64 `json:"ike_unsplit,omitempty"`
 }
 
 func (t *tcpServer) stats() *TCPStats {
@@ -68,6 +73,7 @@ func (t *tcpServer) stats() *TCPStats {
 	}
 	sc := &t.ctr.split
 	st.Split, st.SplitFragments, st.SplitReplays = sc.split.Load(), sc.fragments.Load(), sc.replays.Load()
+	st.SplitKeyPrompts, st.SplitKeysAfterPrompt = sc.keyPrompts.Load(), sc.keysAfterPrompt.Load()
 	for i := range sc.missed {
 		if n := sc.missed[i].Load(); n != 0 {
 			if st.Unsplit == nil {
@@ -109,11 +115,12 @@ var (
 	descTCPSplit   = prometheus.NewDesc(tcpns+"ike_split_total", "IKE messages from TCP clients too large for the path to the backend, sent to it as RFC 7383 fragments (keyed).", nil, nil)
 	descTCPSplitFr = prometheus.NewDesc(tcpns+"ike_split_fragments_total", "RFC 7383 fragments sent to backends for TCP clients' messages, retransmissions included.", nil, nil)
 	descTCPSplitRe = prometheus.NewDesc(tcpns+"ike_split_replays_total", "Retransmissions of TCP clients' split messages answered with the same fragments.", nil, nil)
+	descTCPPrompts = prometheus.NewDesc(tcpns+"ike_split_key_prompts_total", "Key prompts sent to backends for a TCP client's message to split, by outcome (keys: they arrived within the wait).", []string{"outcome"}, nil)
 	descTCPUnsplit = prometheus.NewDesc(tcpns+"ike_unsplit_total", "IKE messages from TCP clients too large for the path to the backend relayed whole, by reason.", []string{"reason"}, nil)
 )
 
 var tcpDescs = []*prometheus.Desc{descTCPConns, descTCPAccept, descTCPRefused, descTCPEnded, descTCPFrames, descTCPBytes, descTCPESPDrop, descTCPJoined,
-	descTCPSplit, descTCPSplitFr, descTCPSplitRe, descTCPUnsplit}
+	descTCPSplit, descTCPSplitFr, descTCPSplitRe, descTCPPrompts, descTCPUnsplit}
 
 // collectTCP adds the TCP listener's series (none without one).
 func collectTCP(st *TCPStats, ch chan<- prometheus.Metric) {
@@ -141,6 +148,8 @@ func collectTCP(st *TCPStats, ch chan<- prometheus.Metric) {
 	counter(descTCPSplit, st.Split)
 	counter(descTCPSplitFr, st.SplitFragments)
 	counter(descTCPSplitRe, st.SplitReplays)
+	counter(descTCPPrompts, st.SplitKeysAfterPrompt, "keys")
+	counter(descTCPPrompts, st.SplitKeyPrompts-st.SplitKeysAfterPrompt, "no_keys")
 	for _, r := range splitMissNames {
 		counter(descTCPUnsplit, st.Unsplit[r], r)
 	}
