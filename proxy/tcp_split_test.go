@@ -453,3 +453,26 @@ func TestTCPSplitKeyPrompt(t *testing.T) {
 		})
 	}
 }
+
+// FuzzTCPSplit: whatever a TCP client frames, the split neither panics nor
+// sends anything but fragments that fit the path (the keys are the IKE
+// SA's, fragmentation negotiated).
+func FuzzTCPSplit(f *testing.F) {
+	sa := testSA(f, sk.Suite{Encr: sk.EncrAESGCM16, KeyBits: 128})
+	spiI, spiR := ike.SPI{1, 2, 3, 4, 5, 6, 7, 8}, ike.SPI{9, 9, 9, 9, 9, 9, 9, 9}
+	_, big := clientAuth(f, sa, spiI, spiR, 1, 3000)
+	f.Add(big)
+	f.Add(big[:1500])
+	f.Add(marked(bigInit()))
+	f.Add(marked(ikeRequest(spiI, spiR, ike.ExchangeIKEAuth, 1)))
+	p, fl, _ := splitEngine(f, oneKey{sa})
+	negotiate(p, fl, spiI, spiR, true)
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		fr := ike.ClassifyNATT(payload)
+		for _, d := range p.tcpSplit(fl, payload, fr, 576, p.now()) {
+			if 28+len(d) > 576 {
+				t.Fatalf("a %d-byte fragment for a 576-byte path", len(d))
+			}
+		}
+	})
+}
