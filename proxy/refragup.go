@@ -117,7 +117,7 @@ func (p *Proxy) tcpSplit(f *Flow, payload []byte, fr ike.Framing, mtu int, now t
 		return miss(splitNoKeys)
 	}
 	ks, err := p.keys.Lookup(h.SPIi, h.SPIr)
-	if errors.Is(err, keys.ErrUnknownSA) {
+	if errors.Is(err, keys.ErrUnknownSA) && !h.Flags.Response() {
 		ks, err = p.promptKeys(f, h, now)
 	}
 	if err != nil {
@@ -160,10 +160,10 @@ func (p *Proxy) tcpSplit(f *Flow, payload []byte, fr ike.Framing, mtu int, now t
 // message that needs the split, reaches them there are no keys to split
 // it with. A request of the IKE SA's next Message ID with an Encrypted
 // payload that does not verify makes the responder derive them and drop
-// the request ("integrity check failed", ignored; RFC 7296 §2.21.2: a
-// message that fails its integrity check is discarded), leaving the IKE
-// SA as it was. The proxy sends one such prompt per message and waits a
-// moment for the keys.
+// the request (task_manager_v2.c: "integrity check failed", ignored; the
+// lab test checks it), leaving the IKE SA as it was. The proxy sends one
+// such prompt per request (never for a response, which no responder
+// needs to derive keys for) and waits a moment for the keys.
 const (
 	// keyPromptWait bounds how long a connection's reader waits for the
 	// keys after a prompt: charon's bus and the key feed or save-keys

@@ -182,13 +182,23 @@ func TestTCPSplitPreconditions(t *testing.T) {
 		payload []byte
 		mtu     int
 		miss    string // "": nothing counted
+		prompts uint64 // key prompts sent
 	}{
 		{name: "fits", src: oneKey{sa}, neg: true, payload: big, mtu: 9000},
 		{name: "small", src: oneKey{sa}, neg: true, payload: marked(ikeRequest(spiI, spiR, ike.ExchangeInformational, 2)), mtu: 576},
 		{name: "ike_sa_init", src: oneKey{sa}, neg: true, payload: marked(bigInit()), mtu: 576},
 		{name: "esp", src: oneKey{sa}, neg: true, payload: append([]byte{0xc0, 1, 2, 3}, make([]byte, 3000)...), mtu: 576},
 		{name: "not negotiated", src: oneKey{sa}, payload: big, mtu: 1280, miss: "not_negotiated"},
-		{name: "no keys", src: oneKey{}, neg: true, payload: big, mtu: 1280, miss: "no_keys"},
+		{name: "no keys", src: oneKey{}, neg: true, payload: big, mtu: 1280, miss: "no_keys", prompts: 1},
+		{name: "no keys for a response", src: oneKey{}, neg: true, payload: func() []byte {
+			d := &sk.Decrypted{Header: ike.Header{SPIi: spiI, SPIr: spiR, MajorVersion: 2, Exchange: ike.ExchangeCreateChildSA,
+				Flags: ike.FlagInitiator | ike.FlagResponse, MessageID: 3}, Inner: ike.PayloadType(33), Payloads: make([]byte, 3000)}
+			m, err := sa.Seal(d, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return marked(m)
+		}(), mtu: 1280, miss: "no_keys"},
 		{name: "keyless", neg: true, payload: big, mtu: 1280, miss: "no_keys"},
 		{name: "refragment off", src: oneKey{sa}, neg: true, off: true, payload: big, mtu: 1280, miss: "refragment_off"},
 		{name: "other keys", src: oneKey{testSA(t, suite)}, neg: true, payload: big, mtu: 1280, miss: "open_failed"},
@@ -215,8 +225,8 @@ func TestTCPSplitPreconditions(t *testing.T) {
 			if c.miss != "" {
 				want = map[string]uint64{c.miss: 1}
 			}
-			if fmt.Sprint(st.Unsplit) != fmt.Sprint(want) || st.Split != 0 {
-				t.Errorf("unsplit %v, split %d; want %v", st.Unsplit, st.Split, want)
+			if fmt.Sprint(st.Unsplit) != fmt.Sprint(want) || st.Split != 0 || st.SplitKeyPrompts != c.prompts {
+				t.Errorf("unsplit %v, split %d, key prompts %d; want %v, %d prompts", st.Unsplit, st.Split, st.SplitKeyPrompts, want, c.prompts)
 			}
 		})
 	}
