@@ -41,6 +41,12 @@ func clientAuth(t testing.TB, sa *sk.SA, spiI, spiR ike.SPI, mid uint32, n int) 
 // give d back.
 func checkSplit(t *testing.T, sa *sk.SA, d *sk.Decrypted, ds [][]byte, mtu int) {
 	t.Helper()
+	checkSplitFor(t, sa, d, ds, mtu, 20)
+}
+
+// checkSplitFor is checkSplit for a path whose IP header is ipHdr bytes.
+func checkSplitFor(t *testing.T, sa *sk.SA, d *sk.Decrypted, ds [][]byte, mtu, ipHdr int) {
+	t.Helper()
 	if len(ds) < 2 {
 		t.Fatalf("%d datagrams, want a split", len(ds))
 	}
@@ -48,8 +54,8 @@ func checkSplit(t *testing.T, sa *sk.SA, d *sk.Decrypted, ds [][]byte, mtu int) 
 	var done *sk.Decrypted
 	ivs := map[string]bool{}
 	for i, dg := range ds {
-		if 20+8+len(dg) > mtu {
-			t.Errorf("fragment %d: IP datagram of %d bytes exceeds %d", i+1, 28+len(dg), mtu)
+		if ipHdr+8+len(dg) > mtu {
+			t.Errorf("fragment %d: IP datagram of %d bytes exceeds %d", i+1, ipHdr+8+len(dg), mtu)
 		}
 		if !bytes.Equal(dg[:4], []byte{0, 0, 0, 0}) {
 			t.Fatalf("fragment %d without the non-ESP marker", i+1)
@@ -117,15 +123,25 @@ func TestTCPSplitsLargeClientMessage(t *testing.T) {
 		{Encr: sk.EncrAESCBC, KeyBits: 256, Integ: sk.AuthHMACSHA2_256_128},
 		{Encr: sk.EncrAESGCM16, KeyBits: 256},
 	} {
-		for _, mtu := range []int{1280, 576} {
-			t.Run(fmt.Sprintf("%s/%d", suite, mtu), func(t *testing.T) {
+		for _, path := range []struct {
+			mtu int
+			v6  bool
+		}{{1280, false}, {576, false}, {1280, true}} {
+			mtu, ipHdr := path.mtu, 20
+			if path.v6 {
+				ipHdr = 40
+			}
+			t.Run(fmt.Sprintf("%s/%d/v6=%v", suite, mtu, path.v6), func(t *testing.T) {
 				sa := testSA(t, suite)
 				p, f, _ := splitEngine(t, oneKey{sa})
+				if path.v6 {
+					f.be.cfg.NATT = netip.MustParseAddrPort("[2001:db8::1]:4500")
+				}
 				negotiate(p, f, spiI, spiR, true)
 				d, payload := clientAuth(t, sa, spiI, spiR, 1, 4500)
 				fr := ike.ClassifyNATT(payload)
 				out := p.tcpSplit(f, payload, fr, mtu, p.now())
-				checkSplit(t, sa, d, out, mtu)
+				checkSplitFor(t, sa, d, out, mtu, ipHdr)
 				first := make([][]byte, len(out))
 				for i, o := range out {
 					first[i] = append([]byte(nil), o...)
@@ -153,7 +169,7 @@ func TestTCPSplitsLargeClientMessage(t *testing.T) {
 				}
 				// a new message (next Message ID) is cut afresh
 				d2, p2 := clientAuth(t, sa, spiI, spiR, 2, 3000)
-				checkSplit(t, sa, d2, p2Split(t, p, f, p2, mtu), mtu)
+				checkSplitFor(t, sa, d2, p2Split(t, p, f, p2, mtu), mtu, ipHdr)
 				if st := p.tcp.stats(); st.Split != 2 {
 					t.Errorf("second message: split %d", st.Split)
 				}
