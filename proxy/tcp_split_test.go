@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/ike/sk"
 	"github.com/ikefrag/ikefrag/keys"
@@ -353,6 +355,32 @@ func TestTCPSplitToBackend(t *testing.T) {
 			st := p.Stats().TCP
 			if st.Split != 1 || st.SplitReplays != 1 || st.SplitFragments != uint64(2*len(first)) {
 				t.Errorf("tcp stats %+v", st)
+			}
+			reg := prometheus.NewPedanticRegistry()
+			reg.MustRegister(p.Collector())
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			series := map[string]float64{}
+			for _, mf := range mfs {
+				for _, m := range mf.GetMetric() {
+					k := mf.GetName()
+					for _, lp := range m.GetLabel() {
+						k += "," + lp.GetName() + "=" + lp.GetValue()
+					}
+					series[k] = m.GetCounter().GetValue()
+				}
+			}
+			for k, want := range map[string]float64{
+				"ikefrag_proxy_tcp_ike_split_total": 1, "ikefrag_proxy_tcp_ike_split_replays_total": 1,
+				"ikefrag_proxy_tcp_ike_split_fragments_total":                float64(2 * len(first)),
+				"ikefrag_proxy_tcp_ike_unsplit_total,reason=no_keys":         0,
+				"ikefrag_proxy_tcp_ike_split_key_prompts_total,outcome=keys": 0,
+			} {
+				if v, ok := series[k]; !ok || v != want {
+					t.Errorf("metric %s = %v (present %v), want %v", k, v, ok, want)
+				}
 			}
 		})
 	}
