@@ -4,7 +4,7 @@ package proxy
 // 9329 client, RFC 7383-fragmented toward its backend.
 //
 // Over a stream a client sends every IKE message whole, as one SK message
-// (RFC 9329 §2: IKE fragmentation should not be used over TCP), so an
+// (RFC 9329: IKE fragmentation should not be used over TCP), so an
 // IKE_AUTH carrying certificates (3–6 KB) reaches the proxy in one frame.
 // Relayed as it is, it becomes one IP-fragmented UDP datagram toward the
 // backend, which a path that drops IP fragments loses: the IKE SA never
@@ -118,7 +118,7 @@ func (p *Proxy) tcpSplit(f *Flow, payload []byte, fr ike.Framing, mtu int, now t
 	}
 	ks, err := p.keys.Lookup(h.SPIi, h.SPIr)
 	if errors.Is(err, keys.ErrUnknownSA) && !h.Flags.Response() {
-		ks, err = p.promptKeys(f, h, now)
+		ks, err = p.promptKeys(f, h)
 	}
 	if err != nil {
 		p.log.Debug("proxy: no keys to split a TCP client's message, relaying it whole", "client", f.key.client.Addr(),
@@ -180,7 +180,7 @@ const (
 
 // promptKeys sends the backend a key prompt for the message with header h
 // (once per message) and waits up to keyPromptWait for its keys.
-func (p *Proxy) promptKeys(f *Flow, h ike.Header, now time.Time) (*sk.SA, error) {
+func (p *Proxy) promptKeys(f *Flow, h ike.Header) (*sk.SA, error) {
 	c := f.ln.tcp
 	k := sk.KeyOf(&h)
 	if c == nil || (c.prompted && c.promptedKey == k) {
@@ -262,8 +262,8 @@ func (s *udpSock) pathMTU() int {
 // tcpSplitUp sends a TCP client's frame toward its backend: the split
 // datagrams when tcpSplit cuts it, the frame as it is otherwise.
 func (p *Proxy) tcpSplitUp(f *Flow, payload []byte, fr ike.Framing, ms []message, now time.Time) {
-	// (the kernel is asked for the path MTU only for an IKE frame that
-	// would not fit the smallest path of its family)
+	// (the kernel is asked for the path MTU only for an IKE frame larger
+	// than the smallest IPv4 path MTU; smaller ones fit any path)
 	if fr.Kind == ike.KindIKE && ipOverhead(f.backendAddr().Addr())+8+len(payload) > minMTU4 {
 		if out := p.tcpSplit(f, payload, fr, p.backendMTU(f), now); out != nil {
 			split := make([]message, len(out))
