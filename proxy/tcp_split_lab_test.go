@@ -60,8 +60,8 @@ func dropFragmentsAt(t *testing.T, n *lab.Node) func() int {
 // (a request that fails the integrity check) makes it derive them and send
 // them over the key feed (the ikefrag-keys plugin), and the proxy sends the
 // message as RFC 7383 fragments of at most 1280 bytes (the kernel's path
-// MTU for the flow's socket) and the IKE SA and CHILD SA come up on both
-// peers. Without keys the proxy relays it as one datagram, the kernel
+// MTU for the flow's socket), the IKE SA and CHILD SA come up on both
+// peers and a ping crosses the tunnel. Without keys the proxy relays it as one datagram, the kernel
 // fragments it, the fragments are dropped and the client fails (counted
 // as ike_unsplit no_keys).
 func TestLabTCPSplitToBackend(t *testing.T) {
@@ -102,6 +102,9 @@ func TestLabTCPSplitToBackend(t *testing.T) {
 	established(t, srv)
 	if dropped != 0 {
 		t.Errorf("%d IP fragments reached srv's filter: the split should leave none", dropped)
+	}
+	if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
+		t.Errorf("ping through the tunnel: %v", err)
 	}
 	if st.TCP.Split == 0 || st.TCP.SplitFragments < 2*st.TCP.Split || st.TCP.Joined == 0 {
 		t.Errorf("proxy tcp %+v: want the IKE_AUTH request split and the response joined", st.TCP)
