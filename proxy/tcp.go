@@ -17,8 +17,10 @@ package proxy
 //     never reaches anything but its configured backend.
 //  3. Proxy.tcpFromClient accounts each frame and inspects IKE as
 //     fromClient does (no path-MTU evidence: TCP segments say nothing of
-//     the client's datagrams); Proxy.sendUp sends its payload unchanged:
-//     marked IKE or ESP-in-UDP.
+//     the client's datagrams); Proxy.tcpSplitUp sends its payload to the
+//     backend: marked IKE or ESP-in-UDP as it is, or, keyed, an IKE
+//     message too large for the path to the backend as RFC 7383
+//     fragments (refragup.go).
 //  4. Flow.readLoop hands the backend's datagrams to
 //     Proxy.tcpFromBackend (downstream.go's hook), which learns IKE SA
 //     state and queues them; tcpConn.sendFrames frames them into the
@@ -104,6 +106,7 @@ type tcpCounters struct {
 	keepalives atomic.Uint64 // backend NAT-T keepalives, not framed (RFC 9329 §3)
 	sendErrors atomic.Uint64 // frames not queued: too long for a frame
 	joined     atomic.Uint64 // RFC 7383 sets from a backend sent as one SK message (keyed)
+	split      tcpSplitCounters
 }
 
 // tcpServer is the RFC 9329 side of the proxy: its listeners and
@@ -112,6 +115,10 @@ type tcpServer struct {
 	p   *Proxy
 	lns []*net.TCPListener
 	ctr tcpCounters
+	// frag caches the RFC 7383 cuts of clients' messages toward the
+	// backends (refragup.go), so that a retransmission gets the same
+	// fragments
+	frag *sk.Fragmenter
 
 	// mu guards conns, byAddr and noFlow, and every connection's elem:
 	// the limits are checked and the connection registered in one step.
@@ -142,6 +149,11 @@ type tcpConn struct {
 		key sk.MessageKey
 		msg []byte
 	}
+	// prompted and promptedKey: the message a key prompt was sent for
+	// (refragup.go); touched by the connection's reader only
+	prompted    bool
+	promptedKey sk.MessageKey
+
 	queue    []byte
 	spare    []byte
 	inflight int
@@ -154,7 +166,8 @@ func (p *Proxy) tcpListen() error {
 	if len(p.s.tcpListen) == 0 {
 		return nil
 	}
-	t := &tcpServer{p: p, conns: map[*tcpConn]struct{}{}, byAddr: map[netip.Addr]int{}, noFlow: list.New()}
+	t := &tcpServer{p: p, conns: map[*tcpConn]struct{}{}, byAddr: map[netip.Addr]int{}, noFlow: list.New(),
+		frag: sk.NewFragmenter(sk.FragmenterConfig{Now: p.now})}
 	for _, ap := range p.s.tcpListen {
 		network := "tcp4"
 		if ap.Addr().Is6() {
@@ -459,9 +472,7 @@ func (c *tcpConn) frame(payload []byte, ms []message) bool {
 		return false
 	}
 	if p.tcpFromClient(f, payload, fk, now) {
-		ms[0].Buffers[0] = payload
-		p.sendUp(f, ms)
-		ms[0].Buffers[0] = nil
+		p.tcpSplitUp(f, payload, fk, ms, now)
 	}
 	return true
 }

@@ -298,6 +298,8 @@ func TestTCPConfig(t *testing.T) {
 		{TCPConfig{MaxMessage: 70000}, "proxy.tcp.max_message 70000"},
 		{TCPConfig{MaxIKEMessage: 65533}, "proxy.tcp.max_ike_message 65533"},
 		{TCPConfig{SendBuffer: 1000}, "proxy.tcp.send_buffer 1000"},
+		{TCPConfig{BackendMTU: 500}, "proxy.tcp.backend_mtu 500"},
+		{TCPConfig{BackendMTU: 70000}, "proxy.tcp.backend_mtu 70000"},
 	} {
 		cfg := base
 		cfg.TCP = c.tcp
@@ -308,13 +310,14 @@ func TestTCPConfig(t *testing.T) {
 	}
 	cfg := base
 	cfg.TCP.Listen = []string{"0.0.0.0", "[::]:443"}
+	cfg.TCP.BackendMTU = 1400
 	s, err := cfg.parse()
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:4500"), netip.MustParseAddrPort("[::]:443")}
 	if fmt.Sprint(s.tcpListen) != fmt.Sprint(want) || s.TCP.MaxIKEMessage != 10000 || s.TCP.MaxMessage != 65533 ||
-		s.TCP.MaxConnections != DefaultMaxClients || s.TCP.MessageTimeout != 10*time.Second {
+		s.TCP.MaxConnections != DefaultMaxClients || s.TCP.MessageTimeout != 10*time.Second || s.TCP.BackendMTU != 1400 {
 		t.Errorf("parsed %v %+v", s.tcpListen, s.TCP)
 	}
 }

@@ -48,6 +48,15 @@ type TCPConfig struct {
 	// dropped and counted, as a router queue would; an IKE message that
 	// does not fit closes the connection as a slow reader. Default 256 KiB.
 	SendBuffer int `mapstructure:"send_buffer"`
+	// BackendMTU caps the path MTU (whole IP datagram) toward the
+	// backends used to split a TCP client's large IKE message into RFC
+	// 7383 fragments (keyed, and only when the backend announced
+	// IKEV2_FRAGMENTATION_SUPPORTED; refragup.go). The path MTU is the
+	// kernel's for the flow's socket toward the backend: its route's or
+	// link's MTU, or a smaller one learnt from ICMP. Set it when a hop
+	// further on is smaller and its ICMP errors do not come back. 0
+	// (default): the kernel's alone. Otherwise 576..65535.
+	BackendMTU int `mapstructure:"backend_mtu"`
 }
 
 func (t TCPConfig) withDefaults(maxClients int) TCPConfig {
@@ -99,6 +108,9 @@ func (t TCPConfig) parse() ([]netip.AddrPort, []error) {
 	if t.MaxIKEMessage < ike.HeaderLen || t.MaxIKEMessage > t.MaxMessage-ike.NonESPMarkerLen {
 		errs = append(errs, fmt.Errorf("proxy.tcp.max_ike_message %d: want %d..%d (max_message less the non-ESP marker)",
 			t.MaxIKEMessage, ike.HeaderLen, t.MaxMessage-ike.NonESPMarkerLen))
+	}
+	if t.BackendMTU != 0 && (t.BackendMTU < minMTU4 || t.BackendMTU > 65535) {
+		errs = append(errs, fmt.Errorf("proxy.tcp.backend_mtu %d: want 0 (the route's) or %d..65535", t.BackendMTU, minMTU4))
 	}
 	if t.SendBuffer < tcpMaxFrame {
 		errs = append(errs, fmt.Errorf("proxy.tcp.send_buffer %d: want at least %d (one whole frame)", t.SendBuffer, tcpMaxFrame))

@@ -35,6 +35,22 @@ type TCPStats struct {
 	// Joined counts RFC 7383 fragment sets from a backend sent to the
 	// client as one SK message (keyed; RFC 9329: no fragmentation over TCP).
 	Joined uint64 `json:"skf_joined"`
+	// Split counts IKE messages from clients too large for the path to
+	// their backend that went to it as RFC 7383 fragments (keyed), and
+	// SplitFragments the fragments sent (retransmissions included);
+	// SplitReplays counts retransmissions answered with the same
+	// fragments. Unsplit counts such messages relayed whole, by reason:
+	// refragment_off, not_negotiated (the backend did not announce
+	// IKEV2_FRAGMENTATION_SUPPORTED), no_keys, open_failed, cut_failed.
+	Split          uint64 `json:"ike_split"`
+	SplitFragments uint64 `json:"ike_split_fragments"`
+	SplitReplays   uint64 `json:"ike_split_replays"`
+	// SplitKeyPrompts counts key prompts sent to backends that had not
+	// yet handed over an IKE SA's keys (refragup.go), SplitKeysAfterPrompt
+	// those the keys followed within the wait.
+	SplitKeyPrompts      uint64            `json:"ike_split_key_prompts"`
+	SplitKeysAfterPrompt uint64            `json:"ike_split_keys_after_prompt"`
+	Unsplit              map[string]uint64 `json:"ike_unsplit,omitempty"`
 }
 
 func (t *tcpServer) stats() *TCPStats {
@@ -53,6 +69,17 @@ func (t *tcpServer) stats() *TCPStats {
 				st.Refused = map[string]uint64{}
 			}
 			st.Refused[tcpRefusalNames[i]] = n
+		}
+	}
+	sc := &t.ctr.split
+	st.Split, st.SplitFragments, st.SplitReplays = sc.split.Load(), sc.fragments.Load(), sc.replays.Load()
+	st.SplitKeyPrompts, st.SplitKeysAfterPrompt = sc.keyPrompts.Load(), sc.keysAfterPrompt.Load()
+	for i := range sc.missed {
+		if n := sc.missed[i].Load(); n != 0 {
+			if st.Unsplit == nil {
+				st.Unsplit = map[string]uint64{}
+			}
+			st.Unsplit[splitMiss(i).String()] = n
 		}
 	}
 	for i := range t.ctr.ended {
@@ -85,9 +112,15 @@ var (
 	descTCPBytes   = prometheus.NewDesc(tcpns+"frame_bytes_total", "Payload bytes of RFC 9329 frames, by direction.", []string{"direction"}, nil)
 	descTCPESPDrop = prometheus.NewDesc(tcpns+"esp_dropped_total", "ESP toward a TCP client dropped because its send_buffer was full.", nil, nil)
 	descTCPJoined  = prometheus.NewDesc(tcpns+"skf_joined_total", "RFC 7383 fragment sets from a backend sent to a TCP client as one SK message (keyed).", nil, nil)
+	descTCPSplit   = prometheus.NewDesc(tcpns+"ike_split_total", "IKE messages from TCP clients too large for the path to the backend, sent to it as RFC 7383 fragments (keyed).", nil, nil)
+	descTCPSplitFr = prometheus.NewDesc(tcpns+"ike_split_fragments_total", "RFC 7383 fragments sent to backends for TCP clients' messages, retransmissions included.", nil, nil)
+	descTCPSplitRe = prometheus.NewDesc(tcpns+"ike_split_replays_total", "Retransmissions of TCP clients' split messages answered with the same fragments.", nil, nil)
+	descTCPPrompts = prometheus.NewDesc(tcpns+"ike_split_key_prompts_total", "Key prompts sent to backends for a TCP client's message to split, by outcome (keys: they arrived within the wait).", []string{"outcome"}, nil)
+	descTCPUnsplit = prometheus.NewDesc(tcpns+"ike_unsplit_total", "IKE messages from TCP clients too large for the path to the backend relayed whole, by reason.", []string{"reason"}, nil)
 )
 
-var tcpDescs = []*prometheus.Desc{descTCPConns, descTCPAccept, descTCPRefused, descTCPEnded, descTCPFrames, descTCPBytes, descTCPESPDrop, descTCPJoined}
+var tcpDescs = []*prometheus.Desc{descTCPConns, descTCPAccept, descTCPRefused, descTCPEnded, descTCPFrames, descTCPBytes, descTCPESPDrop, descTCPJoined,
+	descTCPSplit, descTCPSplitFr, descTCPSplitRe, descTCPPrompts, descTCPUnsplit}
 
 // collectTCP adds the TCP listener's series (none without one).
 func collectTCP(st *TCPStats, ch chan<- prometheus.Metric) {
@@ -112,4 +145,12 @@ func collectTCP(st *TCPStats, ch chan<- prometheus.Metric) {
 	counter(descTCPBytes, st.BytesOut, "out")
 	counter(descTCPESPDrop, st.ESPDropped)
 	counter(descTCPJoined, st.Joined)
+	counter(descTCPSplit, st.Split)
+	counter(descTCPSplitFr, st.SplitFragments)
+	counter(descTCPSplitRe, st.SplitReplays)
+	counter(descTCPPrompts, st.SplitKeysAfterPrompt, "keys")
+	counter(descTCPPrompts, st.SplitKeyPrompts-st.SplitKeysAfterPrompt, "no_keys")
+	for _, r := range splitMissNames {
+		counter(descTCPUnsplit, st.Unsplit[r], r)
+	}
 }
