@@ -21,6 +21,13 @@
 #   ikefrag-keys/<version>/<hash>/libstrongswan-ikefrag-keys.so
 #                                   <hash> is the sha256 of the plugin sources,
 #                                   so an edit rebuilds and a charon upgrade too.
+#   ikefrag-keys/<version>/<hash>/built-against
+#                                   what it was built for: the charon package
+#                                   and version (charon_package=, charon_version=)
+#                                   and the source package version whose tree
+#                                   compiled it (source_version=); the Debian
+#                                   package (packaging/build-plugin-deb.sh)
+#                                   takes its Depends and Built-Using from it.
 #
 # Needs root for the first fetch (apt-get source through a private deb-src
 # list; /etc/apt is not touched) and build tools (installed when missing).
@@ -34,7 +41,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --check) check_only=yes ;;
     --out) outdir_copy=$2; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^set /!p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -63,14 +70,14 @@ finish() {
   exit 0
 }
 
-[ -s "$so" ] && finish
+[ -s "$so" ] && [ -s "$sodir/built-against" ] && finish
 [ "$check_only" = yes ] && exit 1
 
 mkdir -p "$cache_root/ikefrag-keys" "$cache_root/strongswan-src"
 chmod 0755 "$cache_root" 2>/dev/null || true
 exec 9>"$cache_root/strongswan-src/.lock"
 flock 9
-[ -s "$so" ] && finish
+[ -s "$so" ] && [ -s "$sodir/built-against" ] && finish
 
 tree="$cache_root/strongswan-src/$ver/tree"
 if [ ! -f "$tree/.ikefrag-configured" ]; then
@@ -154,6 +161,11 @@ if ! nm -D --defined-only "$so.tmp" | grep -q ' ikefrag_keys_plugin_create$'; th
   say "built library lacks ikefrag_keys_plugin_create"
   exit 1
 fi
+# The mirror may lack the installed version's source (a security update):
+# then the tree is the nearest release's, recorded here next to the .so.
+srcver=$(dpkg-parsechangelog -l "$tree/debian/changelog" -S Version)
+printf 'charon_package=strongswan-libcharon\ncharon_version=%s\nsource_version=%s\n' \
+  "$installed" "$srcver" >"$sodir/built-against"
 chmod 0644 "$so.tmp"
 mv -f "$so.tmp" "$so"
 say "cached $so"
