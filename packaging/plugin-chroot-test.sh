@@ -38,6 +38,9 @@ cleanup() {
 trap cleanup EXIT
 inroot() { chroot "$root" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
+# One maker at a time; the others wait and then find the tarball.
+exec 9>"$cache/.strongswan-root.lock"
+flock 9
 if [ ! -s "$tarball" ]; then
 	tar -C "$root" -xf "$base"
 	mount -t proc proc "$root/proc"
@@ -59,6 +62,7 @@ if [ ! -s "$tarball" ]; then
 	rm -rf "$root"
 	mkdir -m 0700 "$root"
 fi
+exec 9>&-
 tar -C "$root" -xf "$tarball"
 mount -t proc proc "$root/proc"
 [ "$(inroot dpkg-query -W -f '${Version}' strongswan-libcharon)" = "$ver" ] || fail "the cached root's strongswan-libcharon is not $ver"
