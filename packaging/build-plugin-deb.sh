@@ -18,7 +18,8 @@
 # structures directly, whose layout may change with any rebuild of
 # strongSwan, so only that exact version may load it; apt then holds back
 # a strongSwan upgrade until a plugin built for the new version is
-# installed (or the plugin is removed). libc6 comes from dpkg-shlibdeps.
+# installed with it (apt full-upgrade would remove the plugin instead).
+# libc6 comes from dpkg-shlibdeps.
 # Built-Using names the strongswan source version whose configured tree
 # compiled it: Debian's mirror may serve only the release's source when a
 # security update is installed, and the package says so.
