@@ -11,7 +11,7 @@
 #       as dh_strip would)
 #   /etc/strongswan.d/charon/ikefrag-keys.conf  load = yes and the socket,
 #       a conffile (Debian's charon loads plugins by these snippets)
-#   /usr/share/doc/strongswan-plugin-ikefrag/{copyright,keys.md}
+#   /usr/share/doc/strongswan-plugin-ikefrag/{copyright,changelog.gz,keys.md}
 #
 # Depends: strongswan-libcharon (= V), V being the strongswan-libcharon
 # version the plugin was compiled for. The plugin reads libcharon's
@@ -79,6 +79,21 @@ install -D -m 0644 "$here/packaging/debian/plugin/ikefrag-keys.conf" "$root/etc/
 doc=usr/share/doc/strongswan-plugin-ikefrag
 install -D -m 0644 "$here/packaging/debian/plugin/copyright" "$root/$doc/copyright"
 install -m 0644 "$here/docs/keys.md" "$root/$doc/keys.md"
+# A one-entry changelog saying what was built for what, dated by the
+# commit (SOURCE_DATE_EPOCH overrides), so a rebuild gives the same bytes.
+when=${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct 2>/dev/null || echo 0)}
+cat >"$work/changelog" <<CHANGELOG
+ikefrag ($dv) unstable; urgency=medium
+
+  * strongswan-plugin-ikefrag $pv:
+    the ikefrag-keys plugin of ikefrag $version, built for
+    $charon_package $charon_version
+    with the strongswan $source_version source tree.
+
+ -- ikefrag authors <ikefrag@users.noreply.github.com>  $(LC_ALL=C date -u -R -d "@$when")
+CHANGELOG
+gzip -9n <"$work/changelog" >"$root/$doc/changelog.gz"
+chmod 0644 "$root/$doc/changelog.gz"
 
 # libc6's version from the symbols the plugin uses (dpkg-shlibdeps reads
 # debian/control of the directory it runs in). libcharon's and

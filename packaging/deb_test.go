@@ -313,8 +313,9 @@ func TestPluginDebContents(t *testing.T) {
 	want := map[string]string{
 		so:   "-rw-r--r-- root/root",
 		conf: "-rw-r--r-- root/root",
-		"/usr/share/doc/strongswan-plugin-ikefrag/copyright": "-rw-r--r-- root/root",
-		"/usr/share/doc/strongswan-plugin-ikefrag/keys.md":   "-rw-r--r-- root/root",
+		"/usr/share/doc/strongswan-plugin-ikefrag/copyright":    "-rw-r--r-- root/root",
+		"/usr/share/doc/strongswan-plugin-ikefrag/keys.md":      "-rw-r--r-- root/root",
+		"/usr/share/doc/strongswan-plugin-ikefrag/changelog.gz": "-rw-r--r-- root/root",
 	}
 	for path, mode := range want {
 		if got, ok := files[path]; !ok || got != mode {
@@ -371,6 +372,17 @@ func TestPluginDebContents(t *testing.T) {
 	}
 	if out, _ := exec.Command("file", filepath.Join(x, so)).Output(); len(out) > 0 && !bytes.Contains(out, []byte(", stripped")) {
 		t.Errorf("the packaged plugin is not stripped: %s", out)
+	}
+
+	// Debian's package checker, where installed: no errors. (Its one
+	// warning, package-has-long-file-name, comes with the version.)
+	if lintian, err := exec.LookPath("lintian"); err == nil {
+		out, _ := exec.Command(lintian, "--tag-display-limit", "0", deb).CombinedOutput()
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "E: ") {
+				t.Errorf("lintian: %s", l)
+			}
+		}
 	}
 }
 
