@@ -7,7 +7,8 @@
 #     the plugin through the packaged conffile (its "loaded plugins" log
 #     line and `swanctl --stats`) and connects to the packaged socket path,
 #     where this script listens as root in ikefragd's place;
-#   - an edited conffile is kept across `apt install ./NEW.deb`;
+#   - an edited conffile is kept across `apt install ./NEW.deb`, and
+#     dpkg --verify then flags that conffile alone;
 #   - `apt remove` keeps the conffile only, `apt purge` leaves nothing.
 # The root is the bookworm tarball of chroot-test.sh plus strongswan-charon
 # and strongswan-swanctl at the host's strongswan-libcharon version,
@@ -152,6 +153,13 @@ inroot apt-get install -y -q -o Dpkg::Options::=--force-confold ./tmp/new.deb >"
 v2=$(inroot dpkg-query -W -f '${Version}' strongswan-plugin-ikefrag)
 [ "$v1" != "$v2" ] || fail "the upgrade did not change the version ($v1)"
 grep -q '^    queue = 512' "$root/etc/strongswan.d/charon/ikefrag-keys.conf" || fail "the upgrade lost the edited conffile"
+# Only the edited conffile differs from the package's sums.
+inroot dpkg --verify strongswan-plugin-ikefrag >"$root/tmp/verify.log" || true
+if grep -v ' c /etc/strongswan.d/charon/ikefrag-keys.conf$' "$root/tmp/verify.log" | grep .; then
+	fail "dpkg --verify after the upgrade (above)"
+fi
+grep -q ' c /etc/strongswan.d/charon/ikefrag-keys.conf$' "$root/tmp/verify.log" ||
+	fail "dpkg --verify does not see the edited conffile"
 echo "upgraded $v1 -> $v2; edited conffile kept"
 
 inroot apt-get remove -y -q strongswan-plugin-ikefrag >"$root/tmp/remove.log" 2>&1 || { cat "$root/tmp/remove.log"; fail "apt remove"; }
