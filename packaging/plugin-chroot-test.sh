@@ -5,8 +5,9 @@
 #   - `apt install ./OLD.deb`; dpkg --verify (the md5sums) clean;
 #   - charon of that root, started in a network namespace of its own, loads
 #     the plugin through the packaged conffile (its "loaded plugins" log
-#     line and `swanctl --stats`) and connects to the packaged socket path,
-#     where this script listens as root in ikefragd's place;
+#     line and `swanctl --stats`), runs while nothing listens on the
+#     packaged socket path, and connects once this script listens there as
+#     root in ikefragd's place;
 #   - an edited conffile is kept across `apt install ./NEW.deb`, and
 #     dpkg --verify then flags that conffile alone;
 #   - `apt remove` keeps the conffile only, `apt purge` leaves nothing.
@@ -98,12 +99,34 @@ inroot dpkg-query -W -f '${Conffiles}\n' strongswan-plugin-ikefrag | grep -q '^ 
 	fail "ikefrag-keys.conf is not a conffile"
 echo "installed $v1"
 
-# ikefragd's place: a root-owned socket at the packaged path (ikefragd
-# makes its directory 0700), listening as root; it accepts and holds
-# connections.
+# wait_log TEXT WHAT: charon's log gains TEXT within 15 s.
+wait_log() {
+	i=0
+	until grep -qF "$1" "$root/tmp/charon.log" 2>/dev/null; do
+		i=$((i + 1))
+		if [ $i -ge 150 ] || ! kill -0 "$charon_pid" 2>/dev/null; then
+			cat "$root/tmp/charon.out" "$root/tmp/charon.log" 2>/dev/null
+			fail "charon did not $2 in 15 s"
+		fi
+		sleep 0.1
+	done
+}
+
+# charon in a network namespace of its own: it binds its IKE ports and
+# reads interfaces there, and nothing it does reaches the host's network.
+# First as right after installing, before ikefragd listens: charon runs,
+# and the plugin says once that the socket is not there.
 mkdir -p -m 0700 "$root/run/ikefrag/keys"
+unshare --net chroot "$root" /usr/lib/ipsec/charon >"$root/tmp/charon.out" 2>&1 &
+charon_pid=$!
+wait_log "ikefrag-keys: key socket '/run/ikefrag/keys/keys.sock' not there" "log the missing key socket"
+wait_log "spawning" "start its worker threads"
+
+# Then ikefragd's place: a root-owned socket at the packaged path (ikefragd
+# makes its directory 0700), listening as root; it accepts and holds
+# connections. The plugin retries and connects.
 python3 -c '
-import socket, sys, time
+import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.bind(sys.argv[1]); s.listen(4)
 held = []
@@ -111,24 +134,7 @@ while True:
     c, _ = s.accept(); held.append(c)
 ' "$root/run/ikefrag/keys/keys.sock" &
 listener_pid=$!
-i=0
-while [ ! -S "$root/run/ikefrag/keys/keys.sock" ]; do
-	i=$((i + 1)); [ $i -lt 100 ] || fail "the test's key socket did not appear"; sleep 0.1
-done
-
-# charon in a network namespace of its own: it binds its IKE ports and
-# reads interfaces there, and nothing it does reaches the host's network.
-unshare --net chroot "$root" /usr/lib/ipsec/charon >"$root/tmp/charon.out" 2>&1 &
-charon_pid=$!
-i=0
-until grep -q "ikefrag-keys: connected to" "$root/tmp/charon.log" 2>/dev/null; do
-	i=$((i + 1))
-	if [ $i -ge 150 ] || ! kill -0 "$charon_pid" 2>/dev/null; then
-		cat "$root/tmp/charon.out" "$root/tmp/charon.log" 2>/dev/null
-		fail "charon did not connect to the key socket in 15 s"
-	fi
-	sleep 0.1
-done
+wait_log "ikefrag-keys: connected to '/run/ikefrag/keys/keys.sock'" "connect to the key socket"
 loaded=$(grep "loaded plugins:" "$root/tmp/charon.log")
 case " $loaded " in *" ikefrag-keys "*) ;; *) cat "$root/tmp/charon.log"; fail "charon's loaded plugins lack ikefrag-keys: $loaded" ;; esac
 # vici's socket is a file in the root: swanctl needs no namespace.
