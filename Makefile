@@ -26,7 +26,7 @@ GOTESTFLAGS ?= -count=1 -timeout 25m
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/ikefrag/ikefrag/cmd/internal/buildinfo.version=$(VERSION)
 
-.PHONY: all build plugin test lint generate bench run install deps lab-deps gen-deps fuzz demo clean deb test-kernels test-kernel-ci check-generate
+.PHONY: all build plugin test lint generate bench run install deps lab-deps gen-deps fuzz demo clean deb deb-plugin test-kernels test-kernel-ci check-generate
 
 all: build
 
@@ -145,6 +145,16 @@ DEB_ARCH    ?= $(shell $(GO) env GOARCH)
 deb:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/deb/ ./cmd/ikefragd ./cmd/ikefragctl
 	packaging/build-deb.sh $(BIN)/deb $(VERSION) $(DEB_ARCH) $(DEBDIR)
+
+# deb-plugin builds $(DEBDIR)/strongswan-plugin-ikefrag_<version>_<arch>.deb
+# (packaging/build-plugin-deb.sh): the ikefrag-keys charon plugin, built
+# as `make plugin` does for the strongSwan installed here (root for the
+# first build), depending on exactly that strongswan-libcharon version; its
+# Debian version is the main package's plus -ss<strongSwan version>. A
+# target of its own: `make deb` needs no strongSwan source or C compiler,
+# and the plugin's architecture is this machine's (not DEB_ARCH).
+deb-plugin:
+	packaging/build-plugin-deb.sh $(VERSION) $(DEBDIR)
 
 clean:
 	rm -rf $(BIN)

@@ -9,8 +9,10 @@
 #   v1.2.3-4-gabc1234  -> 1.2.3+4.gabc1234
 #   abc1234 (no tag)   -> 0.0~git<commits>.abc1234   (commits: git rev-list --count HEAD)
 #   ...-dirty          -> ...+dirty
+#
+# build-deb.sh --debversion VERSION prints that Debian version only
+# (build-plugin-deb.sh derives the plugin package's version from it).
 set -eu
-bin=$1 version=$2 arch=$3 out=$4
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 debversion() {
@@ -32,6 +34,11 @@ debversion() {
 	esac
 	printf '%s%s\n' "$v" "$dirty"
 }
+if [ "${1:-}" = --debversion ]; then
+	debversion "$2"
+	exit 0
+fi
+bin=$1 version=$2 arch=$3 out=$4
 dv=${DEB_VERSION:-$(debversion "$version")}
 case $dv in
 [0-9]*) ;;
