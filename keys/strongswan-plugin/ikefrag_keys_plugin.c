@@ -23,7 +23,7 @@
  *   (memwipe'd when the SA goes). Nothing is written to disk or logged.
  *
  * Settings (strongswan.conf):
- *   charon.plugins.ikefrag-keys.socket  = /run/ikefrag/keys.sock (or unix://PATH)
+ *   charon.plugins.ikefrag-keys.socket  = /run/ikefrag/keys/keys.sock (or unix://PATH)
  *   charon.plugins.ikefrag-keys.user    = root  owner the socket must have
  *   charon.plugins.ikefrag-keys.queue   = 4096  queued lines at most
  *   charon.plugins.ikefrag-keys.timeout = 2000  ms per write or reply
