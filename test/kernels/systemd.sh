@@ -122,6 +122,23 @@ if [ -r "$IKM_REPO/test/kernels/proxy.yaml" ]; then
 	cp "$O/observe.yaml" /etc/ikefrag/ikefragd.yaml
 fi
 
+# 6b. a strongSwan tunnel through the proxy under the unit (in a lab
+# namespace) keeps carrying pings across systemctl restart
+t=$IKM_BIN/cmd_ikefragd.test
+if [ -x "$t" ]; then
+	cp /etc/ikefrag/ikefragd.yaml "$O/observe2.yaml"
+	systemctl reset-failed ikefragd
+	(cd "$IKM_REPO/cmd/ikefragd" && IKEFRAG_UNIT_RESTART=1 timeout 900 "$t" -test.run '^TestUnitRestartKeepsTunnel$' -test.v -test.count=1) > "$O/unit-restart.log" 2>&1
+	rc=$?
+	line=$(grep -E "pings answered" "$O/unit-restart.log" | tail -1 | sed 's/^ *//')
+	if [ $rc = 0 ] && grep -q -- "--- PASS: TestUnitRestartKeepsTunnel" "$O/unit-restart.log"; then
+		ok "tunnel across systemctl restart" "$line"
+	else
+		bad "tunnel across systemctl restart" "rc $rc: $(tail -25 "$O/unit-restart.log" | tr '\n' ' ')"
+	fi
+	cp "$O/observe2.yaml" /etc/ikefrag/ikefragd.yaml
+fi
+
 # 7. clean stop
 systemctl stop ikefragd
 [ "$(show ActiveState)" = inactive ] && [ "$(show Result)" = success ] && ok stop || bad stop "$(show ActiveState) $(show Result)"
