@@ -97,6 +97,7 @@ var verdictSeries = []struct {
 	{diag.IKEAuthNotSeen, diag.Warning},
 	{diag.ESPFragmentsDropped, diag.Error},
 	{diag.ESPExceedsPMTU, diag.Error},
+	{diag.TCPFallback, diag.Warning},
 	{diag.OK, diag.Info},
 }
 

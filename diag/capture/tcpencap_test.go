@@ -71,7 +71,12 @@ func TestTCPStreamsDecode(t *testing.T) {
 		}, 0, func(s TCPStats) bool { return s.NotEncap == 1 }},
 		{"bad length", func() []*obs.Datagram {
 			return []*obs.Datagram{seg(encCli, encSrv, isn, tcpSYN, nil), seg(encCli, encSrv, isn+1, 0, []byte("IKETCP\x00\x03abc"))}
-		}, 0, func(s TCPStats) bool { return s.BadFrames == 1 }},
+		}, 0, func(s TCPStats) bool { return s.BadFrames == 1 && s.LostBytes == 5 }},
+		{"a hole never filled", func() []*obs.Datagram {
+			// 4 bytes of the first frame read, 35 after the hole held
+			return []*obs.Datagram{seg(encCli, encSrv, isn, tcpSYN, nil),
+				seg(encCli, encSrv, isn+1, 0, stream[:10]), seg(encCli, encSrv, isn+31, tcpFIN, stream[30:])}
+		}, 0, func(s TCPStats) bool { return s.Gaps == 1 && s.LostBytes == 39 && s.Truncated == 0 }},
 		{"FIN inside a frame", func() []*obs.Datagram {
 			return []*obs.Datagram{seg(encCli, encSrv, isn, tcpSYN, nil), seg(encCli, encSrv, isn+1, tcpFIN, stream[:20])}
 		}, 0, func(s TCPStats) bool { return s.Truncated == 1 }},
@@ -94,6 +99,31 @@ func TestTCPStreamsDecode(t *testing.T) {
 		if c.st != nil && !c.st(s.Stats()) {
 			t.Errorf("%s: stats %+v", c.name, s.Stats())
 		}
+	}
+}
+
+// TestTCPStreamsLostBytes: a direction given up at its out-of-order bound
+// counts what it held and every later byte once, retransmissions not
+// again.
+func TestTCPStreamsLostBytes(t *testing.T) {
+	ike := append([]byte{0, 0, 0, 0}, bytes.Repeat([]byte{0x21}, 40)...)
+	stream := append(append([]byte(tcpEncapPrefix), frame(ike)...), frame(ike)...)
+	isn := uint32(1000)
+	s := NewTCPStreams(TCPOptions{MaxPending: 16})
+	var out []*obs.Datagram
+	for _, d := range []*obs.Datagram{seg(encCli, encSrv, isn, tcpSYN, nil),
+		seg(encCli, encSrv, isn+1, 0, stream[:10]),    // the prefix and 4 bytes of the first frame
+		seg(encCli, encSrv, isn+31, 0, stream[30:40]), // held
+		seg(encCli, encSrv, isn+41, 0, stream[40:50]), // beyond MaxPending: given up, 4+10+10 lost
+		seg(encCli, encSrv, isn+41, 0, stream[40:50]), // a retransmission: not again
+		seg(encCli, encSrv, isn+51, 0, stream[50:]),   // the rest: lost
+	} {
+		out = s.Add(d, out)
+	}
+	s.Flush()
+	st := s.Stats()
+	if len(out) != 0 || st.Gaps != 1 || st.LostBytes != 24+len(stream)-50 {
+		t.Errorf("%d frames, stats %+v; want 0 frames, 1 gap, %d bytes lost", len(out), st, 24+len(stream)-50)
 	}
 }
 
