@@ -424,6 +424,7 @@ func (e *Engine) session(g *Datagram) *Session {
 func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 	h := g.Header
 	k := sig{
+		tcp:           g.TCP,
 		fromInitiator: h.Flags.Initiator(),
 		response:      h.Flags.Response(),
 		mid:           h.MessageID,

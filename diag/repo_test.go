@@ -94,6 +94,10 @@ func repoCases() []repoCase {
 		// moves the same IKE SA to TCP.
 		repoCase{name: "synth-tcp-fallback", path: synthFile("tcp-fallback"), want: map[verdict]int{{diag.FragmentsDropped, diag.TowardServer}: 1, {diag.OK, ""}: 1, {diag.TCPFallback, ""}: 1}},
 		repoCase{name: "synth-tcp-switch", path: synthFile("tcp-switch"), want: map[verdict]int{{diag.OK, ""}: 1, {diag.TCPFallback, ""}: 1}},
+		// IKE_AUTH over TCP retransmitted and never answered: no
+		// fragment verdict on a TCP leg (tcp_test.go).
+		repoCase{name: "records-tcp-unanswered-ike-auth", records: tcpUnansweredAuth,
+			want: map[verdict]int{{diag.UnansweredIKEAuth, diag.TowardServer}: 1}},
 		// The kernel of this host dropped an ICMP fragmentation-needed
 		// on its way to a local client: only the live observer's drop
 		// records show it.

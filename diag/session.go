@@ -175,6 +175,7 @@ const maxErrors = 8
 
 // sig identifies the bytes of one datagram of one message.
 type sig struct {
+	tcp           bool // a send over TCP is never a copy of one over UDP
 	fromInitiator bool
 	response      bool
 	mid           uint32

@@ -16,8 +16,9 @@ import (
 // EncapReader and the daemon hand them over) and UDP datagrams of IKE
 // SAs between cliAddr and srvAddr.
 type tcpWire struct {
-	e  *diag.Engine
-	t0 time.Time
+	e    *diag.Engine
+	t0   time.Time
+	sink func(obs.Record) // when set, records go here instead of e
 }
 
 func newTCPWire() *tcpWire {
@@ -36,8 +37,13 @@ func (w *tcpWire) send(at time.Duration, tcp, fromClient bool, b []byte) {
 		src, dst = dst, src
 	}
 	b = natt(b)
-	w.e.Add(obs.Record{Datagram: &obs.Datagram{Time: w.t0.Add(at), Last: w.t0.Add(at), IPVersion: 4, Proto: proto, Src: src, Dst: dst,
-		Length: len(b), Payload: b, Complete: true, TotalLen: -1}})
+	r := obs.Record{Datagram: &obs.Datagram{Time: w.t0.Add(at), Last: w.t0.Add(at), IPVersion: 4, Proto: proto, Src: src, Dst: dst,
+		Length: len(b), Payload: b, Complete: true, TotalLen: -1}}
+	if w.sink != nil {
+		w.sink(r)
+		return
+	}
+	w.e.Add(r)
 }
 
 func (w *tcpWire) initOK(at time.Duration, tcp bool, spii, spir uint64) {
@@ -51,6 +57,20 @@ func sessionVerdicts(r diag.Report) []string {
 		for _, v := range s.Verdicts {
 			out = append(out, fmt.Sprintf("%d:%s:%s", s.ID, v.Code, v.Direction))
 		}
+	}
+	return out
+}
+
+// tcpUnansweredAuth are the records of an IKE SA over TCP whose
+// IKE_AUTH request, 3000 bytes, is sent three times and never answered.
+func tcpUnansweredAuth() []obs.Record {
+	w := newTCPWire()
+	var out []obs.Record
+	w.sink = func(r obs.Record) { out = append(out, r) }
+	w.initOK(0, true, 0x7005, 0x8005)
+	req := ikeMsg(0x7005, 0x8005, true, false, ike.ExchangeIKEAuth, 1, sk(3000))
+	for _, at := range []time.Duration{50 * time.Millisecond, 2 * time.Second, 6 * time.Second} {
+		w.send(at, true, true, req)
 	}
 	return out
 }
