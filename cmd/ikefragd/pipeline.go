@@ -84,11 +84,12 @@ const (
 	// get a chance.
 	recordBatch = 512
 	// tcpFrameQueue bounds the proxy's RFC 9329 frames waiting for the
-	// engine goroutine: IKE messages only, a handful per handshake, at
-	// most proxy.tcp.max_ike_message bytes each (10,000 by default), so
-	// the queue holds a few MB at worst; a full queue means the engine is
-	// behind, and a frame that does not fit is counted and dropped rather
-	// than making the proxy's connection wait.
+	// engine goroutine: IKE messages only, a handful per handshake, from
+	// clients at most proxy.tcp.max_ike_message bytes (10,000 by
+	// default), from backends at most a UDP datagram, so the queue holds
+	// under 3 MB of handshakes and 16 MiB at the very worst; a full queue
+	// means the engine is behind, and a frame that does not fit is
+	// counted and dropped rather than making the proxy's connection wait.
 	tcpFrameQueue = 256
 )
 
