@@ -457,6 +457,13 @@ func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 		return
 	}
 	prev := s.seen[k]
+	if prev == nil {
+		// the same bytes over the other transport are a retransmission
+		// too: a client that moves to TCP resends its request there
+		other := k
+		other.tcp = !k.tcp
+		prev = s.seen[other]
+	}
 	// The same bytes again are a retransmission (RFC 7296 §2.1); for
 	// IKEv1, whose header has no request/response flag, only when also
 	// sent between the same addresses and ports.

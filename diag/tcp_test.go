@@ -111,6 +111,32 @@ func TestTCPNoFragmentVerdicts(t *testing.T) {
 	}
 }
 
+// A client resends its unanswered IKE_SA_INIT over TCP under the same
+// SPI (one IKE SA moving to TCP): the resend is a retransmission, the
+// session "udp+tcp", established, with TCP_FALLBACK and no
+// UNANSWERED_SA_INIT.
+func TestTCPSAInitMoves(t *testing.T) {
+	w := newTCPWire()
+	init := ikeMsg(0x7006, 0, true, false, ike.ExchangeIKESAInit, 0, sa(baseline), ke(ike.GroupMODP2048, 256), nonce())
+	w.send(0, false, true, init)
+	w.send(2*time.Second, false, true, init)
+	w.send(5*time.Second, true, true, init)
+	w.send(5020*time.Millisecond, true, false, ikeMsg(0x7006, 0x8006, false, true, ike.ExchangeIKESAInit, 0, sa(baseline), ke(ike.GroupMODP2048, 256), nonce()))
+	w.send(5050*time.Millisecond, true, true, ikeMsg(0x7006, 0x8006, true, false, ike.ExchangeIKEAuth, 1, sk(3000)))
+	w.send(5090*time.Millisecond, true, false, ikeMsg(0x7006, 0x8006, false, true, ike.ExchangeIKEAuth, 1, sk(2000)))
+	r := w.e.Report(true)
+	if got := strings.Join(sessionVerdicts(r), " "); got != "1:TCP_FALLBACK: 1:OK:" {
+		t.Fatalf("verdicts %s", got)
+	}
+	s := r.Sessions[0]
+	if s.Transport != diag.TransportUDPTCP || len(s.Ladder) != 6 || !s.Ladder[2].TCP || !s.Ladder[2].Retransmission || s.Ladder[1].TCP {
+		t.Errorf("session %s, ladder %+v", s.Transport, s.Ladder)
+	}
+	if ev := strings.Join(s.Verdicts[0].Evidence, " "); !strings.Contains(ev, "over UDP first: IKE_SA_INIT request (Message ID 0)") {
+		t.Errorf("evidence %s", ev)
+	}
+}
+
 // IKE_SA_INIT over TCP never answered: UNANSWERED_SA_INIT with the TCP
 // remedies (not "UDP 500 and 4500").
 func TestTCPUnansweredSAInit(t *testing.T) {
