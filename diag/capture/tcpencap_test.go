@@ -129,7 +129,7 @@ func TestTCPStreamsLostBytes(t *testing.T) {
 
 // FuzzTCPStreams: any segments, any order: no panic, frames only from
 // streams that began with the prefix, each within 6..65535 bytes framed,
-// and the held data within its bound.
+// the held data within its bound, and no byte both decoded and lost.
 func FuzzTCPStreams(f *testing.F) {
 	f.Add([]byte("IKETCP\x00\x08\x00\x00\x00\x00ab"), uint8(3), uint16(2))
 	f.Add([]byte("IKETCP\xff\xff"), uint8(1), uint16(0))
@@ -160,10 +160,17 @@ func FuzzTCPStreams(f *testing.F) {
 		if len(out) > 0 && !bytes.HasPrefix(stream, []byte(tcpEncapPrefix)) {
 			t.Fatalf("frames from a stream without the prefix")
 		}
+		decoded := 0
 		for _, d := range out {
 			if len(d.Payload) < tcpFrameMin-2 || len(d.Payload) > 65533 {
 				t.Fatalf("frame of %d bytes", len(d.Payload))
 			}
+			decoded += 2 + len(d.Payload)
+		}
+		// the segments do not overlap: a byte is decoded or lost, once
+		s.Flush()
+		if st := s.Stats(); st.LostBytes < 0 || decoded+st.LostBytes > len(stream) {
+			t.Fatalf("%d bytes decoded and %d lost of a %d-byte stream", decoded, st.LostBytes, len(stream))
 		}
 	})
 }
