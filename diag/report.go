@@ -60,8 +60,9 @@ type SessionReport struct {
 	SPIi                   string        `json:"spi_i"`
 	SPIr                   string        `json:"spi_r"`
 	IKEVersion             int           `json:"ike_version"`
-	RelayLeg               bool          `json:"relay_leg,omitempty"` // this host's proxy toward a backend; judged on the client's session
-	Transport              string        `json:"transport,omitempty"` // "tcp": IKE over TCP (RFC 9329); "udp+tcp": it moved between the two; absent: UDP
+	RelayLeg               bool          `json:"relay_leg,omitempty"`     // this host's proxy toward a backend; judged on the client's session
+	Transport              string        `json:"transport,omitempty"`     // "tcp": IKE over TCP (RFC 9329); "udp+tcp": it moved between the two; absent: UDP
+	FallbackFrom           int           `json:"fallback_from,omitempty"` // over TCP: the session of the same client's failed attempt over UDP just before (TCP_FALLBACK)
 	Start                  time.Time     `json:"start"`
 	End                    time.Time     `json:"end"`
 	Established            bool          `json:"established"`
@@ -181,6 +182,9 @@ func (e *Engine) sessionReport(s *Session, vs []Verdict) SessionReport {
 	}
 	if s.Chosen != nil {
 		sr.ProposalChosen = suiteString(s.Chosen)
+	}
+	if p := e.fallbackFrom(s); p != nil {
+		sr.FallbackFrom = p.ID
 	}
 	sr.Quirks = append([]string(nil), s.Quirks...)
 	if p := e.peers[s.Initiator.Addr()]; p != nil {

@@ -189,7 +189,7 @@ func (v *evaluator) tcpFallback() {
 			}
 		})
 	}
-	if p := v.fallbackFrom(); len(ev) == 0 && p != nil {
+	if p := v.e.fallbackFrom(s); len(ev) == 0 && p != nil {
 		line := sprintf("session %d (SPIs %s/%s) between the same peers, over UDP only, was not established", p.ID, p.SPIi, p.SPIr)
 		for i := len(p.Exchanges) - 1; i >= 0; i-- {
 			if x := p.Exchanges[i]; x.ByInitiator && len(x.Requests) > 0 {
@@ -222,12 +222,11 @@ func (v *evaluator) tcpFallback() {
 // fallbackFrom returns the session a TCP session is the fallback of: the
 // latest session between the same peers when it began, in the same roles,
 // over UDP only, not established, ended at most tcpFallbackWindow before.
-func (v *evaluator) fallbackFrom() *Session {
-	s := v.s
-	if !s.hasPrev || s.UDPDatagrams > 0 {
+func (e *Engine) fallbackFrom(s *Session) *Session {
+	if !s.hasPrev || s.UDPDatagrams > 0 || s.TCPDatagrams == 0 {
 		return nil
 	}
-	p := v.e.sessions[s.prev]
+	p := e.sessions[s.prev]
 	if p == nil || p == s || p.IKEv1 || p.TCPDatagrams > 0 || p.UDPDatagrams == 0 || p.Established() ||
 		p.Initiator.Addr() != s.Initiator.Addr() || p.Responder.Addr() != s.Responder.Addr() ||
 		p.Last.After(s.First) || s.First.Sub(p.Last) > tcpFallbackWindow {

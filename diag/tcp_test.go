@@ -186,6 +186,10 @@ func TestTCPFallbackWindow(t *testing.T) {
 			if got := strings.Join(sessionVerdicts(r), " "); got != c.want {
 				t.Errorf("verdicts %s, want %s", got, c.want)
 			}
+			fallback := strings.Contains(c.want, "TCP_FALLBACK")
+			if len(r.Sessions) != 2 || (r.Sessions[1].FallbackFrom == 1) != fallback || r.Sessions[0].FallbackFrom != 0 {
+				t.Errorf("fallback_from of the sessions: %+v", r.Sessions)
+			}
 		})
 	}
 }

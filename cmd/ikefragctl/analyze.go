@@ -180,6 +180,9 @@ func writeReport(w io.Writer, r *diag.Report) {
 		case diag.TransportUDPTCP:
 			v += " over UDP and TCP (RFC 9329)"
 		}
+		if s.FallbackFrom != 0 {
+			v += fmt.Sprintf(", after session %d over UDP failed", s.FallbackFrom)
+		}
 		fmt.Fprintf(w, "session %d  %s  client %s  server %s  SPIs %s/%s\n", s.ID, v, s.Client, s.Server, s.SPIi, s.SPIr)
 		if s.IKEVersion == 2 {
 			fmt.Fprintf(w, "  fragmentation supported: initiator %s, responder %s", yesNo(s.FragmentationSupported.Initiator), yesNo(s.FragmentationSupported.Responder))
