@@ -75,6 +75,9 @@ func (e *Engine) noteIPID(s *Session, g *Datagram) {
 
 // dropsOf returns the drops of a datagram.
 func (e *Engine) dropsOf(g *Datagram) []*obs.Drop {
+	if g.TCP {
+		return nil // kernel drop records are of UDP and IP fragments
+	}
 	l := e.dropIndex[dropKey{g.Src.Addr(), g.Dst.Addr(), g.IPID}]
 	if g.IPID != 0 || len(l) == 0 {
 		return l

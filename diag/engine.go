@@ -95,7 +95,8 @@ type Stats struct {
 	Keepalives     uint64
 	Copies         uint64 // datagrams recognised as copies of one send
 	Retransmits    uint64
-	Undecodable    uint64 // IKE-port datagrams whose IKE header could not be read
+	Undecodable    uint64 // IKE-port datagrams (or RFC 9329 frames) whose IKE header could not be read
+	TCPFrames      uint64 // RFC 9329 frames (IKE and ESP over TCP) taken in
 	Orphans        uint64 // fragment trains whose first fragment never arrived
 	TooBig         uint64 // ICMP fragmentation-needed / packet-too-big messages
 	Drops          uint64 // kernel drop reports
@@ -212,6 +213,7 @@ func (e *Engine) advance(t time.Time) {
 }
 
 const (
+	protoTCP = 6 // an RFC 9329 frame (obs.Datagram)
 	protoUDP = 17
 	protoESP = 50
 )
@@ -225,6 +227,9 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 			return
 		}
 		e.addESP(d, false, espSPI(d.Payload))
+		return
+	case d.Proto == protoTCP:
+		e.addTCPFrame(d)
 		return
 	case d.Proto != protoUDP:
 		return
@@ -263,6 +268,12 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 		e.stats.Undecodable++
 		return
 	}
+	e.addIKE(d, fr, false)
+}
+
+// addIKE takes an IKE message carried in a UDP datagram, or (tcp) in an
+// RFC 9329 frame of a TCP stream.
+func (e *Engine) addIKE(d *obs.Datagram, fr ike.Framing, tcp bool) {
 	h, err := ike.ParseHeader(fr.IKE)
 	if err != nil || (h.MajorVersion != 1 && h.MajorVersion != 2) {
 		e.stats.Undecodable++
@@ -271,18 +282,24 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 	g := &Datagram{
 		Time: d.Time, Src: d.Src, Dst: d.Dst, Header: h, Marker: fr.Marker,
 		UDPLen: d.Length, IPFrags: max(1, len(d.Frags)), IPFragmented: len(d.Frags) > 0, Complete: d.Complete,
-		Missing: d.Missing, Incomplete: d.Incomplete, Copies: 1, IPID: d.IPID,
+		Missing: d.Missing, Incomplete: d.Incomplete, Copies: 1, IPID: d.IPID, TCP: tcp,
 	}
 	if d.Frame != 0 {
 		g.Frames = []int{d.Frame}
 	}
 	g.Sources = []obs.Source{d.Source}
-	if len(d.Frags) > 0 {
+	switch {
+	case tcp:
+		// A frame of a TCP stream says nothing of IP packet sizes on
+		// the path (TCP segments it as it likes): no IP length, no
+		// fragments, no IP ID (tcp.go).
+		g.UDPLen, g.IPFrags, g.IPFragmented, g.IPID = -1, 1, false, 0
+	case len(d.Frags) > 0:
 		for _, f := range d.Frags {
 			g.FragLens = append(g.FragLens, f.IPLen)
 			g.IPLen += f.IPLen
 		}
-	} else {
+	default:
 		g.IPLen = ipHeaderLen(d) + 8 + d.Length
 		g.FragLens = []int{g.IPLen}
 	}
@@ -309,14 +326,23 @@ func (e *Engine) addDatagram(d *obs.Datagram) {
 		}
 	}
 	e.stats.Datagrams++
-	e.peerEvidence(g)
+	if !tcp {
+		e.peerEvidence(g)
+	}
 	s := e.session(g)
 	if s == nil {
 		return
 	}
+	if tcp {
+		s.TCPDatagrams++
+	} else {
+		s.UDPDatagrams++
+	}
 	e.place(s, g, fr.IKE)
 	s.Changes++
-	e.noteIPID(s, g)
+	if !tcp {
+		e.noteIPID(s, g)
+	}
 	if g.Message != nil {
 		if q := g.Message.Quirks(); len(q) > 0 && len(s.Quirks) < 4 {
 			s.Quirks = append(s.Quirks, sprintf("%s %s (Message ID %d): %s", h.Exchange, reqResp(h.Flags.Response()), h.MessageID, q[0]))
@@ -357,6 +383,11 @@ func (e *Engine) session(g *Datagram) *Session {
 		e.nextID++
 		defer func() { e.pairLatest[pairOf(s.Initiator.Addr(), s.Responder.Addr())] = s }()
 		s = &Session{ID: e.nextID, SPIi: h.SPIi, IKEv1: h.IsIKEv1(), First: g.Time, seen: make(map[sig]*Datagram), key: k}
+		if p := e.pairLatest[pairOf(init.Addr(), resp.Addr())]; p != nil {
+			// the key, not the session: a forgotten one must not be
+			// kept alive (tcp.go reads it for a fallback to TCP)
+			s.prev, s.hasPrev = p.key, true
+		}
 		s.RelayLeg = e.opt.RelayLeg != nil && !h.IsIKEv1() && e.opt.RelayLeg(init.Addr())
 		if h.IsIKEv1() {
 			s.Initiator, s.Responder = g.Src, g.Dst
@@ -393,6 +424,7 @@ func (e *Engine) session(g *Datagram) *Session {
 func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 	h := g.Header
 	k := sig{
+		tcp:           g.TCP,
 		fromInitiator: h.Flags.Initiator(),
 		response:      h.Flags.Response(),
 		mid:           h.MessageID,
@@ -425,6 +457,13 @@ func (e *Engine) place(s *Session, g *Datagram, raw []byte) {
 		return
 	}
 	prev := s.seen[k]
+	if prev == nil {
+		// the same bytes over the other transport are a retransmission
+		// too: a client that moves to TCP resends its request there
+		other := k
+		other.tcp = !k.tcp
+		prev = s.seen[other]
+	}
 	// The same bytes again are a retransmission (RFC 7296 §2.1); for
 	// IKEv1, whose header has no request/response flag, only when also
 	// sent between the same addresses and ports.

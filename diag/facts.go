@@ -157,6 +157,18 @@ func (v *evaluator) sendsString(ts []*Transmission) string {
 	if missing > 0 {
 		fmt.Fprintf(&b, ", %d datagram(s) with IP fragments missing", missing)
 	}
+	tcp := 0
+	for _, t := range ts {
+		if t.Datagrams[0].TCP {
+			tcp++
+		}
+	}
+	switch {
+	case tcp == len(ts):
+		b.WriteString(", over TCP (RFC 9329)")
+	case tcp > 0:
+		fmt.Fprintf(&b, ", %d of the sends over TCP (RFC 9329)", tcp)
+	}
 	return b.String()
 }
 

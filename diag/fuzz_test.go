@@ -9,9 +9,10 @@ import (
 	"github.com/ikefrag/ikefrag/diag/obs"
 )
 
-// FuzzEngine feeds records built from random bytes: IKE-port datagrams with
-// arbitrary payloads, flags, fragment facts and timestamps (including going
-// backwards), ICMP too-big messages and drops, with the live judge asked
+// FuzzEngine feeds records built from random bytes: IKE-port datagrams and
+// RFC 9329 frames with arbitrary payloads, flags, fragment facts and
+// timestamps (including going backwards), ICMP too-big messages and
+// drops, with the live judge asked
 // between records as the daemon does. The engine must never panic, must
 // produce a report, and the live judge must remember no session the engine
 // forgot.
@@ -48,6 +49,9 @@ func FuzzEngine(f *testing.F) {
 				}
 				if op&0x08 != 0 && op&0x04 != 0 {
 					d.Proto = 50 // ESP
+				}
+				if op&0x0c == 0x04 && op&0x20 != 0 {
+					d.Proto = 6 // an RFC 9329 frame (diag/tcp.go)
 				}
 				e.Add(obs.Record{Datagram: d})
 			case 2:

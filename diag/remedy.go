@@ -57,12 +57,32 @@ var remedies = map[Code][]string{
 	UnansweredIKEv1:            {unansweredNetwork, `Responder: check that it runs IKEv1 (ISAKMP) for this peer at all (strongSwan: a connection with "version = 1"; RRAS accepts IKEv1 only for L2TP/IPsec)`, ikev1MoveToV2},
 	IKEAuthNotSeen:             {`Capture closer to the client, or on both sides of the firewall: an IKE_AUTH request whose first IP fragment is lost before this point never shows here`, pathAllowFragments, `Initiator: read its log for this SPI: it may have refused the IKE_SA_INIT response (proposal, KE, certificate request) and given up`},
 	UnsolicitedResponses:       {`Nothing to change on the VPN: these are answers to requests this address did not send (reflection or scanning with a spoofed source). Rate-limit or drop unsolicited UDP 500/4500 toward it at the edge; if it does run IKE, check for a peer that answers with the roles reversed`},
+	TCPFallback:                {tcpFallbackUDPPath, strongswanFragYes, rrasEnableFragmentation, smallerCerts},
 	PMTUDBlackholeLocal:        {nftAcceptICMPTooBig, `iptables on this host: iptables -I INPUT -p icmp --icmp-type fragmentation-needed -j ACCEPT; ip6tables -I INPUT -p icmpv6 --icmpv6-type packet-too-big -j ACCEPT (and FORWARD on a router)`},
 }
 
+// remediesTCP replace remedies[code] for a verdict about messages carried
+// over TCP (RFC 9329, tcp.go): nothing on a TCP leg is IP-fragmented and
+// UDP 500/4500 is not what the client uses, so the UDP and fragment
+// remedies do not apply.
+var remediesTCP = map[Code][]string{
+	UnansweredSAInit: {
+		`Network: check that the TCP port the client connects to (RFC 9329 suggests 4500; 443 is common) reaches the responder, or ikefrag's proxy listener (proxy.tcp.listen) in front of it, and that its answers come back`,
+		`Responder: it must accept IKE over TCP (RFC 9329). strongSwan does not: put ikefrag's proxy with proxy.tcp.listen in front of it, which relays the stream to its UDP port; libreswan needs "listen-tcp=yes"`,
+	},
+	UnansweredIKEAuth: {
+		`Responder: read its log for this SPI: a dropped request (authentication or certificate error, no matching connection) is logged there`,
+		`ikefrag's proxy in front of a UDP responder: ikefragctl peers shows the backend the stream was relayed to; its verdicts show whether that backend answered over UDP`,
+	},
+}
+
 const (
-	ikev1MoveToV2     = `Move the connection to IKEv2 (strongSwan "version = 2"; Windows: NativeProtocolType IKEv2)`
-	unansweredNetwork = `Network: check that UDP 500 and 4500 reach the responder and its answers come back (firewalls, NAT, security groups)`
+	// tcpFallbackUDPPath: RFC 9329 §1 and §6 — TCP encapsulation is the
+	// last resort; over it, TCP inside the tunnel suffers retransmission
+	// on retransmission.
+	tcpFallbackUDPPath = `Network: the UDP path is what failed: let UDP 500 and 4500, and their IP fragments, through the firewalls and NAT devices between client and server, so that clients stay on UDP (over TCP, RFC 9329, one lost segment stalls every tunnelled flow, and TCP inside the tunnel retransmits on top of TCP)`
+	ikev1MoveToV2      = `Move the connection to IKEv2 (strongSwan "version = 2"; Windows: NativeProtocolType IKEv2)`
+	unansweredNetwork  = `Network: check that UDP 500 and 4500 reach the responder and its answers come back (firewalls, NAT, security groups)`
 )
 
 // notifyInfo is what an error notify (RFC 7296 §3.10.1 and later RFCs)

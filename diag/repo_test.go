@@ -89,6 +89,15 @@ func repoCases() []repoCase {
 		repoCase{name: "synth-unsolicited", path: synthFile("unsolicited"), want: map[verdict]int{{diag.UnsolicitedResponses, ""}: 1}},
 		repoCase{name: "synth-error-notifies", path: synthFile("error-notifies"), want: notifies},
 		repoCase{name: "synth-esp-exceeds-pmtu", path: synthFile("esp-exceeds-pmtu"), want: map[verdict]int{{diag.OK, ""}: 1, {diag.ESPExceedsPMTU, diag.TowardServer}: 1}},
+		// RFC 9329: IKE_AUTH over UDP loses its IP fragments; the client
+		// starts again over TCP (a new IKE SA, synth_tcp_test.go), or
+		// moves the same IKE SA to TCP.
+		repoCase{name: "synth-tcp-fallback", path: synthFile("tcp-fallback"), want: map[verdict]int{{diag.FragmentsDropped, diag.TowardServer}: 1, {diag.OK, ""}: 1, {diag.TCPFallback, ""}: 1}},
+		repoCase{name: "synth-tcp-switch", path: synthFile("tcp-switch"), want: map[verdict]int{{diag.OK, ""}: 1, {diag.TCPFallback, ""}: 1}},
+		// IKE_AUTH over TCP retransmitted and never answered: no
+		// fragment verdict on a TCP leg (tcp_test.go).
+		repoCase{name: "records-tcp-unanswered-ike-auth", records: tcpUnansweredAuth,
+			want: map[verdict]int{{diag.UnansweredIKEAuth, diag.TowardServer}: 1}},
 		// The kernel of this host dropped an ICMP fragmentation-needed
 		// on its way to a local client: only the live observer's drop
 		// records show it.
@@ -100,12 +109,15 @@ func repoCases() []repoCase {
 	)
 }
 
+// readRecords reads a capture as ikefragctl analyze does: RFC 9329
+// streams decoded into their frames (capture.EncapReader).
 func readRecords(t *testing.T, path string) []obs.Record {
 	t.Helper()
-	r, err := capture.Open(path, capture.Options{})
+	cr, err := capture.Open(path, capture.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := capture.NewEncapReader(cr, capture.TCPOptions{})
 	defer r.Close()
 	var out []obs.Record
 	for {

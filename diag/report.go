@@ -29,7 +29,27 @@ type Report struct {
 	// Warnings are about the input itself: a capture cut short, for
 	// example; the report covers what came before.
 	Warnings []string `json:"warnings,omitempty"`
-	Summary  Summary  `json:"summary"`
+	// TCPStreams counts the RFC 9329 streams of the captures analysed
+	// (analyze fills it when the input held any; live reports do not
+	// have it: the proxy hands over whole frames).
+	TCPStreams *TCPStreamCounts `json:"tcp_streams,omitempty"`
+	Summary    Summary          `json:"summary"`
+}
+
+// TCPStreamCounts are what decoding the RFC 9329 streams of captures
+// found (diag/capture's TCPStats).
+type TCPStreamCounts struct {
+	Streams int `json:"streams"` // connections whose initiator sent the IKETCP prefix
+	Frames  int `json:"frames"`  // frames decoded (IKE and ESP, both directions)
+	// Gaps counts stream directions given up at bytes the capture lacks;
+	// LostBytes the bytes of those streams seen after the loss and not
+	// decoded.
+	Gaps      int `json:"gaps"`
+	LostBytes int `json:"lost_bytes"`
+	// Truncated counts directions that ended inside a frame, BadFrames
+	// those given up at a frame length below 6 (RFC 9329 §3).
+	Truncated int `json:"truncated"`
+	BadFrames int `json:"bad_frames"`
 }
 
 // SessionReport describes one IKE SA.
@@ -40,7 +60,9 @@ type SessionReport struct {
 	SPIi                   string        `json:"spi_i"`
 	SPIr                   string        `json:"spi_r"`
 	IKEVersion             int           `json:"ike_version"`
-	RelayLeg               bool          `json:"relay_leg,omitempty"` // this host's proxy toward a backend; judged on the client's session
+	RelayLeg               bool          `json:"relay_leg,omitempty"`     // this host's proxy toward a backend; judged on the client's session
+	Transport              string        `json:"transport,omitempty"`     // "tcp": IKE over TCP (RFC 9329); "udp+tcp": it moved between the two; absent: UDP
+	FallbackFrom           int           `json:"fallback_from,omitempty"` // over TCP: the session of the same client's failed attempt over UDP just before (TCP_FALLBACK)
 	Start                  time.Time     `json:"start"`
 	End                    time.Time     `json:"end"`
 	Established            bool          `json:"established"`
@@ -71,6 +93,7 @@ type LadderRow struct {
 	SKFNumber      uint16        `json:"skf_number,omitempty"`
 	SKFTotal       uint16        `json:"skf_total,omitempty"`
 	Retransmission bool          `json:"retransmission,omitempty"`
+	TCP            bool          `json:"tcp,omitempty"` // carried in an RFC 9329 frame of a TCP stream (ip_fragments is then 1)
 	Copies         int           `json:"copies"`
 	Frames         []int         `json:"frames,omitempty"`
 }
@@ -147,7 +170,7 @@ func (e *Engine) SessionReport(s *Session, final bool) SessionReport {
 func (e *Engine) sessionReport(s *Session, vs []Verdict) SessionReport {
 	sr := SessionReport{
 		ID: s.ID, Client: s.Initiator.String(), Server: s.Responder.String(),
-		SPIi: s.SPIi.String(), SPIr: s.SPIr.String(), IKEVersion: 2, RelayLeg: s.RelayLeg,
+		SPIi: s.SPIi.String(), SPIr: s.SPIr.String(), IKEVersion: 2, RelayLeg: s.RelayLeg, Transport: s.Transport(),
 		Start: s.First, End: s.Last,
 		FragmentationSupported: FragSupport{s.FragSupported.Initiator, s.FragSupported.Responder},
 		Verdicts:               vs,
@@ -159,6 +182,9 @@ func (e *Engine) sessionReport(s *Session, vs []Verdict) SessionReport {
 	}
 	if s.Chosen != nil {
 		sr.ProposalChosen = suiteString(s.Chosen)
+	}
+	if p := e.fallbackFrom(s); p != nil {
+		sr.FallbackFrom = p.ID
 	}
 	sr.Quirks = append([]string(nil), s.Quirks...)
 	if p := e.peers[s.Initiator.Addr()]; p != nil {
@@ -183,7 +209,7 @@ func ladder(s *Session) []LadderRow {
 						FromClient: d.Src == s.Initiator || d.Src.Addr() == s.Initiator.Addr() && d.Dst.Addr() == s.Responder.Addr(),
 						Exchange:   x.Type.String(), MessageID: x.MessageID, Response: d.Header.Flags.Response(),
 						Length: int(d.Header.Length), IPFragments: d.IPFrags, Complete: d.Complete,
-						Retransmission: t.Retransmission, Copies: d.Copies, Frames: d.Frames,
+						Retransmission: t.Retransmission, TCP: d.TCP, Copies: d.Copies, Frames: d.Frames,
 					}
 					if s.IKEv1 {
 						r.Exchange = d.Header.Exchange.IKEv1String()

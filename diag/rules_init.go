@@ -30,8 +30,11 @@ func (v *evaluator) saInit() {
 				[]string{pathAllowFragments, `Initiator: offer a smaller key exchange in IKE_SA_INIT (one KE group; post-quantum KEs belong in IKE_INTERMEDIATE, RFC 9242)`}
 			return
 		}
-		v.add(UnansweredSAInit, Error, TowardServer, x, "IKE_SA_INIT was never answered",
+		vd := v.add(UnansweredSAInit, Error, TowardServer, x, "IKE_SA_INIT was never answered",
 			[]string{v.sendsString(x.Requests), "no response seen"}, v.frames(x))
+		if anyTCP(x.Requests) {
+			vd.Remedy = remediesTCP[UnansweredSAInit]
+		}
 		return
 	}
 	if n := last.Message.Notify(ike.NotifyNoProposalChosen); n != nil {

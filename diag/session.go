@@ -27,9 +27,12 @@ type Datagram struct {
 	Frames   []int        // capture frames of every copy (0 for live traffic)
 	Sources  []obs.Source // where each copy was seen
 	Header   ike.Header
-	Marker   bool // carried the non-ESP marker (NAT-T port)
-	UDPLen   int  // UDP payload length, -1 when unknown
-	IPLen    int  // total bytes on the wire over all IP fragments (IP headers included)
+	Marker   bool // carried the non-ESP marker (NAT-T port, or an RFC 9329 frame)
+	// TCP is set for a message carried in an RFC 9329 frame of a TCP
+	// stream: it has no IP fragments and no IP length of its own.
+	TCP    bool
+	UDPLen int // UDP payload length, -1 when unknown (and over TCP)
+	IPLen  int // total bytes on the wire over all IP fragments (IP headers included)
 	// IPFrags is the number of IP fragments (1 when not fragmented), and
 	// FragLens their IP packet lengths in offset order.
 	IPFrags  int
@@ -129,6 +132,9 @@ type Session struct {
 	// Responses counts response datagrams (IKEv2 R flag; IKEv1: a
 	// responder's message).
 	Responses int
+	// UDPDatagrams and TCPDatagrams count its IKE datagrams by transport:
+	// UDP, or RFC 9329 frames of a TCP stream (tcp.go).
+	UDPDatagrams, TCPDatagrams int
 	// Changes counts what was added to the session (datagrams, and kernel
 	// drops tied to its datagrams); live judging re-evaluates a session
 	// when it moves.
@@ -142,6 +148,11 @@ type Session struct {
 	// dropped counts transmissions not kept once a limit was reached.
 	dropped int
 	key     sessionKey
+	// prev is the key of the latest session between the same two
+	// addresses when this one began (hasPrev): a client's attempt over
+	// UDP before it fell back to TCP (tcp.go).
+	prev    sessionKey
+	hasPrev bool
 	elem    *list.Element // in Engine.lru
 	// seen maps a datagram signature to the datagram, for telling copies
 	// from retransmissions.
@@ -164,6 +175,7 @@ const maxErrors = 8
 
 // sig identifies the bytes of one datagram of one message.
 type sig struct {
+	tcp           bool // a send over TCP is never a copy of one over UDP
 	fromInitiator bool
 	response      bool
 	mid           uint32
@@ -238,7 +250,7 @@ func wellAnswered(x *Exchange) bool {
 func responseLost(s *Session, x *Exchange) bool {
 	// Without its request in view (observation started after it), there
 	// is no retransmission to judge by.
-	if !x.Answered() || len(x.Requests) == 0 {
+	if !x.Answered() || len(x.Requests) == 0 || tcpAnsweredLast(x) {
 		return false
 	}
 	first := x.FirstResponse()

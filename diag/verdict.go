@@ -41,6 +41,9 @@ const (
 	ESPFragmentsDropped Code = "ESP_FRAGMENTS_DROPPED"
 	// ESPExceedsPMTU: an ICMP too-big quotes the tunnel's ESP.
 	ESPExceedsPMTU Code = "ESP_EXCEEDS_PMTU"
+	// TCPFallback: IKE over UDP between two peers failed and the client
+	// fell back to TCP (RFC 9329), where the IKE SA was established.
+	TCPFallback Code = "TCP_FALLBACK"
 )
 
 // Error notify verdicts: the code is the notify's IANA name (RFC 7296
@@ -193,6 +196,7 @@ func (v *evaluator) run() []Verdict {
 	v.authFailed()
 	v.errorNotifies()
 	v.childCrypto()
+	v.tcpFallback()
 	if s.Established() && !v.hasError() {
 		ev := []string{}
 		if c := s.Chosen; c != nil {
@@ -269,6 +273,10 @@ func (v *evaluator) frames(xs ...*Exchange) []int {
 // carry certificates and outgrow the path.
 func (v *evaluator) auth(x *Exchange) {
 	s := v.s
+	if anyTCP(x.Requests, x.Responses) {
+		v.authTCP(x)
+		return
+	}
 	name := x.Type.String()
 	negotiated := s.FragSupported.Initiator && s.FragSupported.Responder
 	if !x.Answered() {
@@ -406,7 +414,9 @@ func (v *evaluator) authNotSeen() {
 		}
 	}
 	o := v.e.orphans[[2]netip.Addr{s.Initiator.Addr(), s.Responder.Addr()}]
-	if o != nil && !o.Last.Before(resp) {
+	// Fragment trains are UDP: they are not the IKE_AUTH of an IKE SA
+	// that began over TCP.
+	if o != nil && !o.Last.Before(resp) && !anyTCP(x.Requests) {
 		ev := []string{"IKE_SA_INIT answered: " + v.sendsString(x.Responses), "no IKE_AUTH request seen"}
 		ev = append(ev, v.orphanFacts(s.Initiator.Addr(), s.Responder.Addr())...)
 		ev = append(ev, "those trains are the IKE_AUTH request: its first IP fragment (with the UDP and IKE headers) was lost before this observation point, and the responder cannot reassemble it (Windows error 809)")

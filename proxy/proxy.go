@@ -30,6 +30,12 @@ type Deps struct {
 	// seen by the eBPF observer). It is asked only when an IKE message
 	// toward the client is about to be judged, with a short deadline.
 	Peer func(ctx context.Context, a netip.Addr) (mtu int, ok bool)
+	// TCPFrames, when set, is handed every IKE message the RFC 9329
+	// listener relays, either way: the diagnosis engine's view of TCP
+	// clients, which the eBPF observer does not have. It is called on
+	// the connections' goroutines: it must not block, and must copy
+	// what it keeps.
+	TCPFrames func(TCPFrame)
 }
 
 // Buffer sizes: a whole IKE message fits one datagram up to 64 KiB.
@@ -49,6 +55,9 @@ type Proxy struct {
 	log   *slog.Logger
 	now   func() time.Time
 	keyed bool
+
+	// tcpFrames is Deps.TCPFrames (tcp.go's observeTCP).
+	tcpFrames func(TCPFrame)
 
 	listeners []*listener
 	backends  []*backend
@@ -125,7 +134,7 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{
-		s: s, keys: deps.Keys, log: deps.Logger, now: deps.Now, peer: deps.Peer,
+		s: s, keys: deps.Keys, log: deps.Logger, now: deps.Now, peer: deps.Peer, tcpFrames: deps.TCPFrames,
 		flows:   newFlowTable(s.MaxClients),
 		sas:     newSATable(4 * s.MaxClients),
 		msgs:    newMsgCache(4096, 32<<20),

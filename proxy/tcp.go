@@ -472,9 +472,30 @@ func (c *tcpConn) frame(payload []byte, ms []message) bool {
 		return false
 	}
 	if p.tcpFromClient(f, payload, fk, now) {
+		if fk.Kind == ike.KindIKE {
+			p.observeTCP(c, true, payload)
+		}
 		p.tcpSplitUp(f, payload, fk, ms, now)
 	}
 	return true
+}
+
+// TCPFrame is an IKE message the RFC 9329 listener relays
+// (Deps.TCPFrames).
+type TCPFrame struct {
+	// Client is the client's TCP endpoint, Local the listener's.
+	Client, Local netip.AddrPort
+	FromClient    bool
+	// Payload is what a datagram on the NAT-T port would carry: the
+	// non-ESP marker, then the IKE message. Valid only during the call.
+	Payload []byte
+}
+
+// observeTCP hands an IKE message relayed on c to Deps.TCPFrames.
+func (p *Proxy) observeTCP(c *tcpConn, fromClient bool, payload []byte) {
+	if p.tcpFrames != nil && c != nil {
+		p.tcpFrames(TCPFrame{Client: c.remote, Local: c.local, FromClient: fromClient, Payload: payload})
+	}
 }
 
 // readEnd maps a read error to the reason the connection ends.

@@ -31,10 +31,12 @@ func (p *Proxy) tcpFromBackend(f *Flow, b *upBufs, payload []byte, now time.Time
 		p.tcpBackendIKE(f, fr.IKE, now)
 		if out, held := p.tcpJoin(f, fr.IKE); held {
 			if out != nil {
+				p.observeTCP(f.ln.tcp, false, out)
 				b.add(f, out)
 			}
 			return
 		}
+		p.observeTCP(f.ln.tcp, false, payload)
 	case ike.KindKeepalive:
 		p.tcp.ctr.keepalives.Add(1)
 		return

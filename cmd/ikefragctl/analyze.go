@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +29,10 @@ func newAnalyzeCmd() *cobra.Command {
 says, per session, what went wrong and what to change: IP fragments dropped
 (Windows error 809), IKE fragmentation not negotiated or too large for the
 path, NO_PROPOSAL_CHOSEN (error 800), weak crypto, and more.
+
+IKE and ESP over TCP (RFC 9329: streams that open with "IKETCP") are
+reassembled and decoded; their sessions are marked TCP, and a client that
+falls back from UDP to TCP is shown (TCP_FALLBACK).
 
 FILE "-" reads the capture from standard input (pcap or pcapng, gzip
 too): tcpdump -U -w - ... | ikefragctl analyze -
@@ -55,12 +60,23 @@ Exit status: 0 when no verdict of severity error was found, 1 otherwise,
 				opt.Keys = src
 			}
 			e := diag.New(opt)
+			var tcp diag.TCPStreamCounts
 			for _, f := range args {
-				if err := feed(e, f, cmd.InOrStdin()); err != nil {
+				st, err := feed(e, f, cmd.InOrStdin())
+				if err != nil {
 					return badInput("%v", err)
 				}
+				tcp.Streams += st.Streams
+				tcp.Frames += st.Frames
+				tcp.Gaps += st.Gaps
+				tcp.LostBytes += st.LostBytes
+				tcp.Truncated += st.Truncated
+				tcp.BadFrames += st.BadFrames
 			}
 			rep := e.Report(true)
+			if tcp != (diag.TCPStreamCounts{}) {
+				rep.TCPStreams = &tcp
+			}
 			flt.report(&rep, captureEnd(&rep))
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -99,43 +115,55 @@ func countStdin(args []string) int {
 	return n
 }
 
-// feed reads one capture ("-": standard input) into the engine. A file that
-// breaks off at a frame (a capture cut short mid-packet) is analysed up to
-// the cut, with a report-level warning naming the frame; a file that is not
-// a capture at all is bad input.
-func feed(e *diag.Engine, path string, stdin io.Reader) error {
-	err := readCapture(path, stdin, func(rec obs.Record) error { e.Add(rec); return nil })
+// feed reads one capture ("-": standard input) into the engine and
+// returns what decoding its RFC 9329 streams found. A file that breaks off
+// at a frame (a capture cut short mid-packet) is analysed up to the cut,
+// with a report-level warning naming the frame; a file that is not a
+// capture at all is bad input. Stream bytes that could not be decoded
+// (the capture lacks bytes before them) are a warning too.
+func feed(e *diag.Engine, path string, stdin io.Reader) (capture.TCPStats, error) {
+	st, err := readCapture(path, stdin, func(rec obs.Record) error { e.Add(rec); return nil })
+	if st.LostBytes > 0 {
+		e.Warn(fmt.Sprintf("%s: %d byte(s) of RFC 9329 (IKE over TCP) streams could not be decoded: the capture lacks bytes before them or holds a bad frame length (%d stream direction(s) given up)",
+			path, st.LostBytes, st.Gaps+st.BadFrames))
+	}
 	var fe *capture.FileError
 	if errors.As(err, &fe) && fe.Frame > 0 {
 		e.Warn(fmt.Sprintf("%s: the capture breaks off at frame %d (%v); frames 1 to %d were analysed", path, fe.Frame, fe.Err, fe.Frame-1))
-		return nil
+		return st, nil
 	}
-	return err
+	return st, err
 }
 
 // readCapture calls fn for every record of a capture file ("-": stdin),
-// in order.
-func readCapture(path string, stdin io.Reader, fn func(obs.Record) error) error {
-	var r *capture.Reader
+// in order, with RFC 9329 streams decoded into their frames (records of
+// Proto 6, capture.EncapReader), and returns the stream decoder's
+// counters.
+func readCapture(path string, stdin io.Reader, fn func(obs.Record) error) (capture.TCPStats, error) {
+	var cr *capture.Reader
 	var err error
 	if path == stdinName {
-		r, err = capture.NewReader(stdin, "standard input", capture.Options{})
+		cr, err = capture.NewReader(stdin, "standard input", capture.Options{})
 	} else {
-		r, err = capture.Open(path, capture.Options{})
+		cr, err = capture.Open(path, capture.Options{})
 	}
 	if err != nil {
-		return err
+		return capture.TCPStats{}, err
 	}
+	r := capture.NewEncapReader(cr, capture.TCPOptions{})
 	defer r.Close()
-	for rec, err := range r.All() {
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			return r.TCPStats(), nil
+		}
 		if err != nil {
-			return err
+			return r.TCPStats(), err
 		}
 		if err := fn(rec); err != nil {
-			return err
+			return r.TCPStats(), err
 		}
 	}
-	return nil
 }
 
 // writeReport prints ladder diagrams, verdicts and a summary line.
@@ -145,6 +173,15 @@ func writeReport(w io.Writer, r *diag.Report) {
 		v := "IKEv2"
 		if s.IKEVersion == 1 {
 			v = "IKEv1"
+		}
+		switch s.Transport {
+		case diag.TransportTCP:
+			v += " over TCP (RFC 9329)"
+		case diag.TransportUDPTCP:
+			v += " over UDP and TCP (RFC 9329)"
+		}
+		if s.FallbackFrom != 0 {
+			v += fmt.Sprintf(", after session %d over UDP failed", s.FallbackFrom)
 		}
 		fmt.Fprintf(w, "session %d  %s  client %s  server %s  SPIs %s/%s\n", s.ID, v, s.Client, s.Server, s.SPIi, s.SPIr)
 		if s.IKEVersion == 2 {
@@ -189,6 +226,10 @@ func writeReport(w io.Writer, r *diag.Report) {
 	for _, m := range r.Warnings {
 		fmt.Fprintf(w, "WARNING: %s\n", m)
 	}
+	if t := r.TCPStreams; t != nil {
+		fmt.Fprintf(w, "RFC 9329 TCP streams: %d stream(s), %d frame(s), %d byte(s) lost in %d gap(s), %d bad frame length(s), %d ended inside a frame\n",
+			t.Streams, t.Frames, t.LostBytes, t.Gaps, t.BadFrames, t.Truncated)
+	}
 	codes := make([]string, 0, len(r.Summary.Verdicts))
 	for c, n := range r.Summary.Verdicts {
 		codes = append(codes, fmt.Sprintf("%s=%d", c, n))
@@ -219,6 +260,9 @@ func ladderLabel(r *diag.LadderRow) string {
 	if !r.Complete {
 		label += " INCOMPLETE"
 	}
+	if r.TCP {
+		label += " [TCP]"
+	}
 	return label
 }
 
@@ -234,6 +278,14 @@ func writeLadder(w io.Writer, s *diag.SessionReport) {
 	}
 	fmt.Fprintf(w, "  %10s  %-8s%s%8s\n", "t", "client", strings.Repeat(" ", width-8), "server")
 	for i, r := range s.Ladder {
+		if i > 0 && r.TCP != s.Ladder[i-1].TCP {
+			// the IKE SA moved between transports (RFC 9329)
+			from, to := "UDP", "TCP (RFC 9329)"
+			if !r.TCP {
+				from, to = "TCP (RFC 9329)", "UDP"
+			}
+			fmt.Fprintf(w, "  %10s  %s\n", "", center(" "+from+" → "+to+" ", width+2))
+		}
 		label := labels[i]
 		arrow := label + strings.Repeat("-", width-2-len(label))
 		if r.FromClient {
@@ -250,6 +302,16 @@ func writeLadder(w io.Writer, s *diag.SessionReport) {
 		}
 		fmt.Fprintf(w, "  %9.3fs  %s%s\n", r.Offset.Seconds(), arrow, marks)
 	}
+}
+
+// center puts s in the middle of a line of '~' width characters wide
+// (runes, as the ladder is drawn).
+func center(s string, width int) string {
+	n := width - utf8.RuneCountInString(s)
+	if n < 2 {
+		return s
+	}
+	return strings.Repeat("~", n/2) + s + strings.Repeat("~", n-n/2)
 }
 
 func reqResp(resp bool) string {

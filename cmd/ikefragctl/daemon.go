@@ -389,7 +389,12 @@ func writeSessions(w io.Writer, ss []diag.SessionReport) {
 		if s.IKEVersion == 1 {
 			est = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s/%s\tv%d\t%s\t%s ago\t%s\n", s.ID, s.Client, s.Server, s.SPIi, s.SPIr, s.IKEVersion,
+		v := fmt.Sprintf("v%d", s.IKEVersion)
+		if s.Transport != "" {
+			// over TCP (RFC 9329): "v2/tcp", "v2/udp+tcp"
+			v += "/" + s.Transport
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s/%s\t%s\t%s\t%s ago\t%s\n", s.ID, s.Client, s.Server, s.SPIi, s.SPIr, v,
 			est, time.Since(s.End).Round(time.Second), strings.Join(codes, " "))
 	}
 	tw.Flush()

@@ -29,6 +29,7 @@ type decodeLine struct {
 	Direction string    `json:"direction,omitempty"` // ingress or egress, when the capture says
 	Kind      string    `json:"kind"`                // IKEv2, IKEv1, ESP, keepalive, invalid, IKE? (header not captured)
 	Marker    bool      `json:"non_esp_marker,omitempty"`
+	TCP       bool      `json:"tcp,omitempty"` // an RFC 9329 frame of a TCP stream
 	Exchange  string    `json:"exchange,omitempty"`
 	Flags     string    `json:"flags,omitempty"`
 	Initiator bool      `json:"initiator,omitempty"`
@@ -114,7 +115,7 @@ func decodeFile(path string, stdin io.Reader, ports ike.Ports, src keys.Source, 
 	if src != nil {
 		dec = diag.NewDecryptor(src, func() time.Time { return now })
 	}
-	return readCapture(path, stdin, func(rec obs.Record) error {
+	_, err := readCapture(path, stdin, func(rec obs.Record) error {
 		d := rec.Datagram
 		if d == nil {
 			return nil
@@ -128,15 +129,19 @@ func decodeFile(path string, stdin io.Reader, ports ike.Ports, src keys.Source, 
 		}
 		if dec != nil && l.Kind == "IKEv2" && l.Error == "" && (l.SKF != nil || slices.Contains(l.Payloads, "SK")) {
 			fr := ports.Classify(d.Src.Port(), d.Dst.Port(), d.Payload)
+			if d.Proto == protoTCP {
+				fr = ike.ClassifyNATT(d.Payload)
+			}
 			if h, err := ike.ParseHeader(fr.IKE); err == nil {
 				l.Inner = describeInner(dec.Open(h, fr.IKE))
 			}
 		}
 		return emit(l)
 	})
+	return err
 }
 
-const protoUDP, protoESP = 17, 50
+const protoTCP, protoUDP, protoESP = 6, 17, 50
 
 // describe turns a datagram into a decode line, or nil when it is not on the
 // IKE ports and not ESP.
@@ -161,6 +166,11 @@ func describe(d *obs.Datagram, ports ike.Ports) *decodeLine {
 			l.ESPSPI = fmt.Sprintf("%#08x", uint32(d.Payload[0])<<24|uint32(d.Payload[1])<<16|uint32(d.Payload[2])<<8|uint32(d.Payload[3]))
 		}
 		return l
+	case d.Proto == protoTCP:
+		// an RFC 9329 frame (capture.EncapReader): what a datagram on
+		// the NAT-T port carries, whatever the TCP ports
+		l.TCP = true
+		return describeNATT(l, ike.ClassifyNATT(d.Payload), d)
 	case d.Proto != protoUDP:
 		return nil
 	case d.Length < 0:
@@ -173,7 +183,12 @@ func describe(d *obs.Datagram, ports ike.Ports) *decodeLine {
 	case !ports.Carries(d.Src.Port(), d.Dst.Port()):
 		return nil
 	}
-	fr := ports.Classify(d.Src.Port(), d.Dst.Port(), d.Payload)
+	return describeNATT(l, ports.Classify(d.Src.Port(), d.Dst.Port(), d.Payload), d)
+}
+
+// describeNATT fills a decode line from what a datagram (or an RFC 9329
+// frame) carries.
+func describeNATT(l *decodeLine, fr ike.Framing, d *obs.Datagram) *decodeLine {
 	switch fr.Kind {
 	case ike.KindESP:
 		l.Kind = "ESP"
@@ -251,6 +266,9 @@ func (l *decodeLine) text() string {
 		}
 	}
 	fmt.Fprintf(&b, " %s -> %s %s", l.Src, l.Dst, l.Kind)
+	if l.TCP {
+		b.WriteString("/TCP")
+	}
 	switch l.Kind {
 	case "ESP":
 		fmt.Fprintf(&b, " spi=%s", l.ESPSPI)

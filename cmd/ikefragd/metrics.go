@@ -97,6 +97,7 @@ var verdictSeries = []struct {
 	{diag.IKEAuthNotSeen, diag.Warning},
 	{diag.ESPFragmentsDropped, diag.Error},
 	{diag.ESPExceedsPMTU, diag.Error},
+	{diag.TCPFallback, diag.Warning},
 	{diag.OK, diag.Info},
 }
 
@@ -318,6 +319,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRecords, rc.Datagrams, "datagram")
 	counter(descRecords, rc.TooBig, "icmp_too_big")
 	counter(descRecords, rc.Drops, "drop")
+	counter(descRecords, c.d.pipe.recTCP.Load(), "tcp_frame")
+	counter(descRecords, c.d.pipe.tcpDropped.Load(), "tcp_frame_dropped")
 	counter(descExpired, c.d.pipe.expired.Load())
 	if k, err := readIPFragStats(); err != nil {
 		c.warn("reading /proc/net/snmp", err)

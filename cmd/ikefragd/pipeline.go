@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
 	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/diag/obs"
+	"github.com/ikefrag/ikefrag/proxy"
 )
 
 // pipeline owns the diagnosis engine and wires it: one goroutine drains the
@@ -33,6 +35,9 @@ type pipeline struct {
 
 	queries chan func(*diag.Engine)
 	limiter logLimiter
+	// frames carries the IKE messages the proxy relays over RFC 9329
+	// streams (tcpFrame) to the engine goroutine.
+	frames chan obs.Record
 
 	lastExpire, lastPeers time.Time
 	peerMTUs              []int
@@ -49,6 +54,10 @@ type pipeline struct {
 	// withdrawnVerdicts counts provisional verdicts that did not hold
 	// (ikefrag_provisional_verdicts_withdrawn_total).
 	withdrawnVerdicts *prometheus.CounterVec
+
+	// recTCP counts RFC 9329 frames taken in, tcpDropped those not
+	// taken because the frames queue was full.
+	recTCP, tcpDropped atomic.Uint64
 }
 
 // engineSnapshot is what the engine goroutine publishes every tick.
@@ -74,6 +83,14 @@ const (
 	// recordBatch records are taken per wake-up before the other cases
 	// get a chance.
 	recordBatch = 512
+	// tcpFrameQueue bounds the proxy's RFC 9329 frames waiting for the
+	// engine goroutine: IKE messages only, a handful per handshake, from
+	// clients at most proxy.tcp.max_ike_message bytes (10,000 by
+	// default), from backends at most a UDP datagram, so the queue holds
+	// under 3 MB of handshakes and 16 MiB at the very worst; a full queue
+	// means the engine is behind, and a frame that does not fit is
+	// counted and dropped rather than making the proxy's connection wait.
+	tcpFrameQueue = 256
 )
 
 func newPipeline(opt diag.Options, logRate int, log *slog.Logger, events *eventHub, m *metrics) *pipeline {
@@ -86,6 +103,7 @@ func newPipeline(opt diag.Options, logRate int, log *slog.Logger, events *eventH
 		m:       m,
 		epoch:   time.Now(),
 		queries: make(chan func(*diag.Engine)),
+		frames:  make(chan obs.Record, tcpFrameQueue),
 		limiter: newLogLimiter(logRate),
 		counts:  map[diag.Code]int{},
 		provisional: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "provisional_verdicts_total",
@@ -133,6 +151,8 @@ func (p *pipeline) run(ctx context.Context, records <-chan obs.Record) {
 				}
 				break
 			}
+		case r := <-p.frames:
+			p.add(r)
 		case q := <-p.queries:
 			q(p.eng)
 		case <-t.C:
@@ -144,6 +164,8 @@ func (p *pipeline) run(ctx context.Context, records <-chan obs.Record) {
 func (p *pipeline) add(r obs.Record) {
 	p.records.Add(1)
 	switch {
+	case r.Datagram != nil && r.Datagram.Proto == protoTCP:
+		p.recTCP.Add(1)
 	case r.Datagram != nil:
 		p.recDatagrams.Add(1)
 	case r.TooBig != nil:
@@ -161,6 +183,33 @@ func (p *pipeline) add(r obs.Record) {
 		p.m.kernelDrops.WithLabelValues(reason, kind).Inc()
 	}
 	p.eng.Add(r)
+}
+
+// protoTCP marks an RFC 9329 frame in an obs.Datagram (diag/tcp.go).
+const protoTCP = 6
+
+// tcpFrame is the proxy's Deps.TCPFrames: an IKE message relayed over an
+// RFC 9329 stream becomes a record of Proto 6, as capture.EncapReader
+// makes them from captures, stamped with the engine's clock. It runs on
+// the proxy's connection goroutines: it copies the payload and never
+// waits.
+func (p *pipeline) tcpFrame(f proxy.TCPFrame) {
+	now := p.now()
+	src, dst := f.Client, f.Local
+	if !f.FromClient {
+		src, dst = dst, src
+	}
+	v := uint8(4)
+	if src.Addr().Is6() {
+		v = 6
+	}
+	d := &obs.Datagram{Time: now, Last: now, IPVersion: v, Proto: protoTCP, Src: src, Dst: dst,
+		Length: len(f.Payload), Payload: bytes.Clone(f.Payload), Complete: true, TotalLen: -1}
+	select {
+	case p.frames <- obs.Record{Datagram: d}:
+	default:
+		p.tcpDropped.Add(1)
+	}
 }
 
 func (p *pipeline) tick() {

@@ -27,6 +27,9 @@ func (d *daemon) startProxy(ctx context.Context) error {
 	if d.store != nil {
 		deps.Keys = d.store
 	}
+	// IKE over RFC 9329 streams reaches the engine from the proxy: the
+	// eBPF observer sees only the UDP leg toward the backend.
+	deps.TCPFrames = d.pipe.tcpFrame
 	p, err := proxy.New(cfg.Proxy, deps)
 	if err != nil {
 		return &startError{err: fmt.Errorf("starting the proxy: %w%s", err, bindHint(err))}

@@ -80,10 +80,17 @@ type TCPStats struct {
 	Unsynced    int // segments of directions whose start the capture missed
 	Frames      int // frames decoded
 	BadFrames   int // directions given up at a Length below 6
-	Gaps        int // directions given up at bytes the capture lacks (or out-of-order data beyond MaxPending)
-	Truncated   int // directions that ended (FIN, RST, end of input, eviction) inside a frame
+	Gaps        int // directions given up at bytes the capture lacks (out-of-order data beyond MaxPending, or a hole still open when the direction ended)
+	Truncated   int // directions that ended (FIN, RST, end of input, eviction) inside a frame, with no hole
 	Evicted     int // directions dropped to stay within MaxStreams
 	Retransmits int // segments wholly before the next expected byte
+	// LostBytes counts the bytes of RFC 9329 streams the capture holds
+	// and that could not be decoded because bytes before them are
+	// missing or bad (the directions of Gaps and BadFrames, and snapped
+	// segments): the part of a frame already read, out-of-order data
+	// held, and every later byte of the direction (out-of-order copies
+	// of the same bytes may count twice).
+	LostBytes int
 }
 
 type tcpDirKey struct{ src, dst netip.AddrPort }
@@ -101,6 +108,8 @@ type tcpDir struct {
 	prefixed  bool   // the prefix was read, or the other direction's was
 	initiator bool   // this direction sent the prefix
 	done      bool   // not RFC 9329, or given up: segments are ignored
+	lost      bool   // given up (done) at a gap or a bad frame: later bytes count as lost
+	high      uint32 // when lost: the end of the highest byte counted
 	buf       []byte // bytes in order not yet decoded (less than one frame)
 	pending   []tcpPending
 	pendingN  int
@@ -173,10 +182,16 @@ func (s *TCPStreams) Add(d *obs.Datagram, out []*obs.Datagram) []*obs.Datagram {
 	}
 	t.last = d.Time
 	s.lru.MoveToFront(t.elem)
+	if t.done && t.lost && len(data) > 0 {
+		if n := int32(seq + uint32(len(data)) - t.high); n > 0 {
+			s.stats.LostBytes += min(len(data), int(n))
+			t.high = seq + uint32(len(data))
+		}
+	}
 	if !t.done && len(data) > 0 {
 		if d.Truncated {
 			// the snap length cut the segment: its bytes are lost
-			s.giveUp(t, &s.stats.Gaps)
+			s.giveUp(t, &s.stats.Gaps, seq, data)
 		} else {
 			t.src, t.ipv = d.Source, d.IPVersion
 			out = s.segment(t, seq, data, d.Time, out)
@@ -206,16 +221,39 @@ func (s *TCPStreams) remove(t *tcpDir, ended bool) {
 	if s.dirs[t.key] != t {
 		return
 	}
-	if ended && !t.done && t.prefixed && len(t.buf) > 0 {
-		s.stats.Truncated++
+	if ended && !t.done && t.prefixed {
+		switch {
+		case t.pendingN > 0:
+			// data after a hole the capture never filled, and the
+			// frame the hole is in
+			s.stats.Gaps++
+			s.stats.LostBytes += t.pendingN + len(t.buf)
+		case len(t.buf) > 0:
+			s.stats.Truncated++
+		}
 	}
 	delete(s.dirs, t.key)
 	s.lru.Remove(t.elem)
 }
 
-func (s *TCPStreams) giveUp(t *tcpDir, ctr *int) {
+// giveUp stops decoding a direction at the segment of data at seq,
+// counting what it held and that segment as lost.
+func (s *TCPStreams) giveUp(t *tcpDir, ctr *int, seq uint32, data []byte) {
 	*ctr++
-	t.done = true
+	t.done, t.lost = true, true
+	t.high = t.next
+	lost := len(t.buf)
+	if n := int32(seq + uint32(len(data)) - t.next); n > 0 {
+		lost += min(len(data), int(n))
+		t.high = seq + uint32(len(data))
+	}
+	for _, p := range t.pending {
+		lost += len(p.data)
+		if int32(p.seq+uint32(len(p.data))-t.high) > 0 {
+			t.high = p.seq + uint32(len(p.data))
+		}
+	}
+	s.stats.LostBytes += lost
 	t.buf, t.pending, t.pendingN = nil, nil, 0
 }
 
@@ -252,7 +290,7 @@ func (s *TCPStreams) segment(t *tcpDir, seq uint32, data []byte, at time.Time, o
 	}
 	if diff > 0 {
 		if t.pendingN+len(data) > s.opt.MaxPending || len(t.pending) >= 1024 {
-			s.giveUp(t, &s.stats.Gaps)
+			s.giveUp(t, &s.stats.Gaps, seq, data)
 			return out
 		}
 		t.pending = append(t.pending, tcpPending{seq, append([]byte(nil), data...)})
@@ -314,7 +352,8 @@ func (s *TCPStreams) inOrder(t *tcpDir, data []byte, at time.Time, out []*obs.Da
 	for len(b) >= 2 {
 		l := int(binary.BigEndian.Uint16(b))
 		if l < tcpFrameMin {
-			s.giveUp(t, &s.stats.BadFrames)
+			t.buf = b // the frames before it were decoded
+			s.giveUp(t, &s.stats.BadFrames, t.next, nil)
 			return out
 		}
 		if len(b) < l {

@@ -71,7 +71,12 @@ func TestTCPStreamsDecode(t *testing.T) {
 		}, 0, func(s TCPStats) bool { return s.NotEncap == 1 }},
 		{"bad length", func() []*obs.Datagram {
 			return []*obs.Datagram{seg(encCli, encSrv, isn, tcpSYN, nil), seg(encCli, encSrv, isn+1, 0, []byte("IKETCP\x00\x03abc"))}
-		}, 0, func(s TCPStats) bool { return s.BadFrames == 1 }},
+		}, 0, func(s TCPStats) bool { return s.BadFrames == 1 && s.LostBytes == 5 }},
+		{"a hole never filled", func() []*obs.Datagram {
+			// 4 bytes of the first frame read, 35 after the hole held
+			return []*obs.Datagram{seg(encCli, encSrv, isn, tcpSYN, nil),
+				seg(encCli, encSrv, isn+1, 0, stream[:10]), seg(encCli, encSrv, isn+31, tcpFIN, stream[30:])}
+		}, 0, func(s TCPStats) bool { return s.Gaps == 1 && s.LostBytes == 39 && s.Truncated == 0 }},
 		{"FIN inside a frame", func() []*obs.Datagram {
 			return []*obs.Datagram{seg(encCli, encSrv, isn, tcpSYN, nil), seg(encCli, encSrv, isn+1, tcpFIN, stream[:20])}
 		}, 0, func(s TCPStats) bool { return s.Truncated == 1 }},
@@ -97,9 +102,34 @@ func TestTCPStreamsDecode(t *testing.T) {
 	}
 }
 
+// TestTCPStreamsLostBytes: a direction given up at its out-of-order bound
+// counts what it held and every later byte once, retransmissions not
+// again.
+func TestTCPStreamsLostBytes(t *testing.T) {
+	ike := append([]byte{0, 0, 0, 0}, bytes.Repeat([]byte{0x21}, 40)...)
+	stream := append(append([]byte(tcpEncapPrefix), frame(ike)...), frame(ike)...)
+	isn := uint32(1000)
+	s := NewTCPStreams(TCPOptions{MaxPending: 16})
+	var out []*obs.Datagram
+	for _, d := range []*obs.Datagram{seg(encCli, encSrv, isn, tcpSYN, nil),
+		seg(encCli, encSrv, isn+1, 0, stream[:10]),    // the prefix and 4 bytes of the first frame
+		seg(encCli, encSrv, isn+31, 0, stream[30:40]), // held
+		seg(encCli, encSrv, isn+41, 0, stream[40:50]), // beyond MaxPending: given up, 4+10+10 lost
+		seg(encCli, encSrv, isn+41, 0, stream[40:50]), // a retransmission: not again
+		seg(encCli, encSrv, isn+51, 0, stream[50:]),   // the rest: lost
+	} {
+		out = s.Add(d, out)
+	}
+	s.Flush()
+	st := s.Stats()
+	if len(out) != 0 || st.Gaps != 1 || st.LostBytes != 24+len(stream)-50 {
+		t.Errorf("%d frames, stats %+v; want 0 frames, 1 gap, %d bytes lost", len(out), st, 24+len(stream)-50)
+	}
+}
+
 // FuzzTCPStreams: any segments, any order: no panic, frames only from
 // streams that began with the prefix, each within 6..65535 bytes framed,
-// and the held data within its bound.
+// the held data within its bound, and no byte both decoded and lost.
 func FuzzTCPStreams(f *testing.F) {
 	f.Add([]byte("IKETCP\x00\x08\x00\x00\x00\x00ab"), uint8(3), uint16(2))
 	f.Add([]byte("IKETCP\xff\xff"), uint8(1), uint16(0))
@@ -130,10 +160,17 @@ func FuzzTCPStreams(f *testing.F) {
 		if len(out) > 0 && !bytes.HasPrefix(stream, []byte(tcpEncapPrefix)) {
 			t.Fatalf("frames from a stream without the prefix")
 		}
+		decoded := 0
 		for _, d := range out {
 			if len(d.Payload) < tcpFrameMin-2 || len(d.Payload) > 65533 {
 				t.Fatalf("frame of %d bytes", len(d.Payload))
 			}
+			decoded += 2 + len(d.Payload)
+		}
+		// the segments do not overlap: a byte is decoded or lost, once
+		s.Flush()
+		if st := s.Stats(); st.LostBytes < 0 || decoded+st.LostBytes > len(stream) {
+			t.Fatalf("%d bytes decoded and %d lost of a %d-byte stream", decoded, st.LostBytes, len(stream))
 		}
 	})
 }

@@ -1,4 +1,4 @@
-// Package packet builds IPv4, IPv6, UDP, ICMP and IP-fragment packets and
+// Package packet builds IPv4, IPv6, UDP, TCP, ICMP and IP-fragment packets and
 // pcap files for tests, byte by byte, so that tests state exactly what is
 // on the wire (including malformed fields) without a capture library.
 // It is for tests only: nothing in the product imports it.
@@ -12,6 +12,7 @@ import (
 // IP protocol numbers (IANA) the builders use.
 const (
 	ProtoICMP   = 1
+	ProtoTCP    = 6
 	ProtoUDP    = 17
 	ProtoESP    = 50
 	ProtoICMPv6 = 58
@@ -154,6 +155,46 @@ func (u UDP) Bytes() []byte {
 	return b
 }
 
+// TCP is a TCP segment (RFC 9293) with a 20-byte header and no options.
+type TCP struct {
+	SrcPort, DstPort uint16
+	Seq, Ack         uint32
+	Flags            uint8  // TCPFIN, TCPSYN, ...
+	Window           uint16 // 0 means 65535
+	Payload          []byte
+	// Src and Dst give the pseudo-header for the checksum (RFC 9293
+	// §3.1), which TCP always carries.
+	Src, Dst netip.Addr
+}
+
+// TCP header flags (RFC 9293 §3.1).
+const (
+	TCPFIN = 0x01
+	TCPSYN = 0x02
+	TCPRST = 0x04
+	TCPPSH = 0x08
+	TCPACK = 0x10
+)
+
+// Bytes encodes the segment with a correct checksum.
+func (t TCP) Bytes() []byte {
+	b := make([]byte, 20+len(t.Payload))
+	binary.BigEndian.PutUint16(b[0:2], t.SrcPort)
+	binary.BigEndian.PutUint16(b[2:4], t.DstPort)
+	binary.BigEndian.PutUint32(b[4:8], t.Seq)
+	binary.BigEndian.PutUint32(b[8:12], t.Ack)
+	b[12] = 5 << 4
+	b[13] = t.Flags
+	w := t.Window
+	if w == 0 {
+		w = 65535
+	}
+	binary.BigEndian.PutUint16(b[14:16], w)
+	copy(b[20:], t.Payload)
+	binary.BigEndian.PutUint16(b[16:18], ^fold(sum(pseudo(t.Src, t.Dst, ProtoTCP, len(b)), b)))
+	return b
+}
+
 // UDPBytes is a UDP header and payload without checksum; ulen overrides
 // the length field when not 0.
 func UDPBytes(sport, dport uint16, payload []byte, ulen int) []byte {
@@ -275,8 +316,8 @@ func fold(s uint32) uint16 {
 	return uint16(s)
 }
 
-// pseudo is the sum of the pseudo-header of UDP and ICMPv6 checksums
-// (RFC 768; RFC 8200 §8.1).
+// pseudo is the sum of the pseudo-header of UDP, TCP and ICMPv6
+// checksums (RFC 768; RFC 9293 §3.1; RFC 8200 §8.1).
 func pseudo(src, dst netip.Addr, proto uint8, n int) uint32 {
 	var s uint32
 	if src.Is4() {

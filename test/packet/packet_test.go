@@ -55,6 +55,24 @@ func TestIPv4UDPChecksums(t *testing.T) {
 	}
 }
 
+// A TCP segment decodes with its fields, and its checksum over the
+// pseudo-header verifies, over IPv4 and IPv6.
+func TestTCPSegment(t *testing.T) {
+	payload := []byte("IKETCP\x00\x08\x00\x00\x00\x00ab")
+	for _, c := range []struct{ src, dst netip.Addr }{{a4, b4}, {a6, b6}} {
+		seg := TCP{SrcPort: 40001, DstPort: 4500, Seq: 1000, Ack: 77, Flags: TCPACK | TCPPSH, Payload: payload, Src: c.src, Dst: c.dst}.Bytes()
+		if got := fold(sum(pseudo(c.src, c.dst, ProtoTCP, len(seg)), seg)); got != 0xffff {
+			t.Errorf("%s: TCP checksum does not verify: %#04x", c.src, got)
+		}
+		p := gopacket.NewPacket(seg, layers.LayerTypeTCP, gopacket.Default)
+		tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		if tcp == nil || tcp.SrcPort != 40001 || tcp.DstPort != 4500 || tcp.Seq != 1000 || tcp.Ack != 77 || !tcp.ACK || !tcp.PSH || tcp.SYN ||
+			tcp.DataOffset != 5 || tcp.Window != 65535 || !bytes.Equal(tcp.Payload, payload) {
+			t.Errorf("%s: TCP %+v", c.src, tcp)
+		}
+	}
+}
+
 // Fragments cover the datagram exactly, in 8-byte units, each within mtu.
 func TestUDPPacketsFragments(t *testing.T) {
 	payload := bytes.Repeat([]byte{0xab}, 3000)
