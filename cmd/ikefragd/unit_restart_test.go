@@ -89,41 +89,84 @@ func TestUnitRestartKeepsTunnel(t *testing.T) {
 	web := nsHTTP(t, l.Gw.Name)
 	before := scrape(t, web, "127.0.0.1:9717")["ikefrag_fastpath_flows"]
 
-	type result struct {
-		out string
-		err error
+	// ping runs 10 pings a second for n seconds across stop, and returns
+	// how many were sent and answered, how long stop took, and whether a
+	// ping crosses afterwards.
+	ping := func(n int, stop func()) (sent, got int, took time.Duration, afterPing error) {
+		type result struct {
+			out string
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			out, err := l.Cli.Run(ctx, "ping", "-n", "-q", "-c", strconv.Itoa(10*n), "-i", "0.1", "-W", "1",
+				"-I", l.Cli.Inner4.String(), l.Srv.Inner4.String())
+			done <- result{out, err}
+		}()
+		time.Sleep(2 * time.Second)
+		t0 := time.Now()
+		stop()
+		took = time.Since(t0)
+		r := <-done
+		m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(r.out)
+		if m == nil {
+			t.Fatalf("ping: %v\n%s", r.err, r.out)
+		}
+		sent, _ = strconv.Atoi(m[1])
+		got, _ = strconv.Atoi(m[2])
+		return sent, got, took, l.Ping(ctx, l.Cli, l.Srv.Inner4)
 	}
-	done := make(chan result, 1)
-	go func() {
-		out, err := l.Cli.Run(ctx, "ping", "-n", "-q", "-c", "150", "-i", "0.1", "-W", "1",
-			"-I", l.Cli.Inner4.String(), l.Srv.Inner4.String())
-		done <- result{out, err}
-	}()
-	time.Sleep(2 * time.Second)
-	t0 := time.Now()
-	systemctl("restart", "ikefragd")
-	took := time.Since(t0)
-	r := <-done
-	m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(r.out)
-	if m == nil {
-		t.Fatalf("ping: %v\n%s", r.err, r.out)
+	if before == 0 {
+		t.Fatalf("the tunnel's flow was not in the ESP fast path before the restart")
 	}
-	sent, _ := strconv.Atoi(m[1])
-	got, _ := strconv.Atoi(m[2])
-	afterPing := l.Ping(ctx, l.Cli, l.Srv.Inner4)
+
+	// systemctl restart: SIGTERM, then a new start (ready by sd_notify)
+	sent, got, took, afterPing := ping(15, func() { systemctl("restart", "ikefragd") })
 	after := scrape(t, web, "127.0.0.1:9717")["ikefrag_fastpath_flows"]
 	t.Logf("systemctl restart took %.1f s; %d of %d pings answered; fast path flows %v before, %v after; ping after: %v",
 		took.Seconds(), got, sent, before, after, afterPing)
 	if afterPing != nil {
-		t.Errorf("the tunnel carries no ping after the restart: %v", afterPing)
-	}
-	if before == 0 {
-		t.Fatalf("the tunnel's flow was not in the ESP fast path before the restart")
+		t.Errorf("the tunnel carries no ping after systemctl restart: %v", afterPing)
 	}
 	if got != sent {
 		t.Errorf("%d of %d pings lost across systemctl restart with fast_path_pin, want none", sent-got, sent)
 	}
 	if after == 0 {
 		t.Errorf("the restarted daemon did not take the flow over in the fast path")
+	}
+
+	// SIGKILL: the unit's Restart=on-failure starts it again after
+	// RestartSec
+	restarts := func() int {
+		out, _ := exec.Command("systemctl", "show", "ikefragd", "-p", "NRestarts", "--value").Output()
+		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+		return n
+	}
+	active := func() bool {
+		out, _ := exec.Command("systemctl", "show", "ikefragd", "-p", "SubState", "--value").Output()
+		return strings.TrimSpace(string(out)) == "running"
+	}
+	n0 := restarts()
+	sent, got, took, afterPing = ping(25, func() {
+		systemctl("kill", "-s", "KILL", "ikefragd")
+		deadline := time.Now().Add(90 * time.Second)
+		for (restarts() == n0 || !active()) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	after = scrape(t, web, "127.0.0.1:9717")["ikefrag_fastpath_flows"]
+	t.Logf("SIGKILL: running again after %.1f s; %d of %d pings answered; fast path flows %v after; ping after: %v",
+		took.Seconds(), got, sent, after, afterPing)
+	if restarts() == n0 {
+		t.Fatalf("systemd did not restart the killed daemon")
+	}
+	if afterPing != nil {
+		t.Errorf("the tunnel carries no ping after SIGKILL and restart: %v", afterPing)
+	}
+	if got != sent {
+		t.Errorf("%d of %d pings lost across SIGKILL and restart with fast_path_pin, want none", sent-got, sent)
+	}
+	if after == 0 {
+		t.Errorf("the daemon restarted after SIGKILL did not take the flow over in the fast path")
 	}
 }

@@ -130,7 +130,7 @@ if [ -x "$t" ]; then
 	systemctl reset-failed ikefragd
 	(cd "$IKM_REPO/cmd/ikefragd" && IKEFRAG_UNIT_RESTART=1 timeout 900 "$t" -test.run '^TestUnitRestartKeepsTunnel$' -test.v -test.count=1) > "$O/unit-restart.log" 2>&1
 	rc=$?
-	line=$(grep -E "pings answered" "$O/unit-restart.log" | tail -1 | sed 's/^ *//')
+	line=$(grep -E "pings answered" "$O/unit-restart.log" | sed 's/^ *//' | tr '\n' ' ')
 	if [ $rc = 0 ] && grep -q -- "--- PASS: TestUnitRestartKeepsTunnel" "$O/unit-restart.log"; then
 		ok "tunnel across systemctl restart" "$line"
 	else
