@@ -3,6 +3,7 @@ package keys
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,6 +22,12 @@ func TestKeySocketPeerUID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// with PeerUIDs only the listed uids (charon's) are served
+	listedPath := filepath.Join(dir, "listed.sock")
+	listed, err := ListenSocket(NewStore(StoreConfig{}), SocketConfig{Path: listedPath, PeerUIDs: []int{4242}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	real := peerUIDOf
 	t.Cleanup(func() { peerUIDOf = real })
 	var uid atomic.Int64
@@ -34,7 +41,8 @@ func TestKeySocketPeerUID(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go s.Serve(ctx)
-	try := func() bool {
+	go listed.Serve(ctx)
+	try := func(path string) bool {
 		c, err := net.Dial("unix", path)
 		if err != nil {
 			t.Fatal(err)
@@ -46,30 +54,30 @@ func TestKeySocketPeerUID(t *testing.T) {
 		return strings.Contains(line, `"ok":true`)
 	}
 	uid.Store(4242)
-	if try() {
+	if try(path) {
 		t.Fatal("uid 4242 served")
 	}
 	uid.Store(int64(os.Geteuid()))
-	if !try() {
+	if !try(path) {
 		t.Fatal("own uid refused")
 	}
 	if st := s.Stats(); st.Refused != 1 || st.Conns != 1 {
 		t.Fatalf("%+v", st)
 	}
-	// with PeerUIDs only the listed uids (charon's) are served: root and
-	// this daemon's own uid are refused unless listed
-	s.mu.Lock()
-	s.cfg.PeerUIDs = []int{4242}
-	s.mu.Unlock()
+	// root and this daemon's own uid are refused unless listed
 	uid.Store(4242)
-	if !try() {
+	if !try(listedPath) {
 		t.Fatal("listed uid 4242 refused")
 	}
 	uid.Store(0)
-	if try() {
+	if try(listedPath) {
 		t.Fatal("root served although not listed")
 	}
-	if st := s.Stats(); st.Refused != 2 || st.Conns != 2 {
+	uid.Store(int64(os.Geteuid()))
+	if try(listedPath) {
+		t.Fatal("own uid served although not listed")
+	}
+	if st := listed.Stats(); st.Refused != 2 || st.Conns != 1 {
 		t.Fatalf("%+v", st)
 	}
 }
@@ -100,8 +108,69 @@ func FuzzSocketMessage(f *testing.F) {
 	f.Add([]byte(`{"spi_i":"0d9231365d81f170","spi_r":"5465b4ff8a07696d","old_spi_i":"0000000000000001","old_spi_r":"0000000000000002"}`))
 	f.Add([]byte(`{"spi_i":"0d9231365d81f170","spi_r":"5465b4ff8a07696d","encr":12,"key_bits":128,"integ":2,"sk_ei":"00","sk_er":"00","sk_ai":"00","sk_ar":"00"}`))
 	f.Add([]byte(`{"spi_i":"0x0d9231365d81f170","spi_r":"5465b4ff8a07696d","encr":12,"key_bits":128,"integ":"HMAC_SHA1_96","sk_ei":"00","sk_er":"00","sk_ai":"00","sk_ar":"00"}`))
-	s := &Socket{cfg: SocketConfig{}, store: NewStore(StoreConfig{}), conns: map[net.Conn]struct{}{}}
+	s := &Socket{cfg: SocketConfig{}, store: NewStore(StoreConfig{})}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		_ = s.handle(line)
 	})
+}
+
+// closingListener hands out one connection that the kernel accepted but
+// only after the set was closed: the interleaving of an Accept returning
+// while Close runs, made certain.
+type closingListener struct {
+	net.Listener
+	cs   *connSet[SocketStats]
+	late net.Conn
+}
+
+func (l *closingListener) Accept() (net.Conn, error) {
+	if c := l.late; c != nil {
+		l.late = nil
+		l.cs.close(l.Listener)
+		return c, nil
+	}
+	return l.Listener.Accept()
+}
+
+// A connection accepted as the set closes is closed, neither served nor
+// counted, and serve returns at once: tracked after close's sweep it
+// would stay open, and keep serve from returning, until its idle
+// timeout.
+func TestKeyConnsAcceptedAtClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	late, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &connSet[SocketStats]{max: 4}
+	var handled, refused atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- cs.serve(context.Background(), &closingListener{Listener: ln, cs: cs, late: late},
+			func(c net.Conn, _ string) { refused.Add(1); c.Close() },
+			func(_ context.Context, c net.Conn) { handled.Add(1); c.Read(make([]byte, 1)) })
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve after close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return after close")
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("connection accepted at close left open: %v", err)
+	}
+	if handled.Load() != 0 || refused.Load() != 0 || len(cs.conns) != 0 {
+		t.Fatalf("handled %d refused %d tracked %d, want none", handled.Load(), refused.Load(), len(cs.conns))
+	}
 }

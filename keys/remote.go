@@ -14,7 +14,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -93,10 +92,7 @@ type Remote struct {
 	clients []remoteClient
 	verify  bool // client CA configured
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	st    RemoteStats
-	wg    sync.WaitGroup
+	conns connSet[RemoteStats]
 }
 
 // ListenRemote checks cfg, loads the certificates and listens.
@@ -113,7 +109,7 @@ func ListenRemote(store *Store, cfg RemoteConfig) (*Remote, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Remote{cfg: cfg, store: store, conns: map[net.Conn]struct{}{}}
+	r := &Remote{cfg: cfg, store: store, conns: connSet[RemoteStats]{max: cfg.MaxConns}}
 	host, _, err := net.SplitHostPort(cfg.Address)
 	if err != nil {
 		return nil, fmt.Errorf("keys.listen.address %q: %v", cfg.Address, err)
@@ -233,68 +229,17 @@ func (r *Remote) Addr() net.Addr { return r.ln.Addr() }
 
 // Serve accepts connections until ctx is done or Close is called.
 func (r *Remote) Serve(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { r.Close() })
-	defer stop()
-	for {
-		c, err := r.ln.Accept()
-		if err != nil {
-			r.wg.Wait()
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		if !r.track(c) {
-			r.refuse(c, fmt.Sprintf("more than %d connections", r.cfg.MaxConns))
-			continue
-		}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			defer r.untrack(c)
-			r.serve(ctx, c)
-		}()
-	}
-}
-
-func (r *Remote) track(c net.Conn) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.conns) >= r.cfg.MaxConns {
-		return false
-	}
-	r.conns[c] = struct{}{}
-	return true
-}
-
-func (r *Remote) untrack(c net.Conn) {
-	c.Close()
-	r.mu.Lock()
-	delete(r.conns, c)
-	r.mu.Unlock()
+	return r.conns.serve(ctx, r.ln, r.refuse, r.serve)
 }
 
 func (r *Remote) refuse(c net.Conn, why string) {
-	r.count(func(st *RemoteStats) { st.Refused++ })
+	r.conns.count(func(st *RemoteStats) { st.Refused++ })
 	r.cfg.Logger.Warn("key listener: connection refused", "peer", c.RemoteAddr().String(), "reason", why)
 	c.Close()
 }
 
-func (r *Remote) count(f func(*RemoteStats)) {
-	r.mu.Lock()
-	f(&r.st)
-	r.mu.Unlock()
-}
-
 // Stats returns the counters.
-func (r *Remote) Stats() RemoteStats {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.st
-}
+func (r *Remote) Stats() RemoteStats { return r.conns.stats() }
 
 func (r *Remote) serve(ctx context.Context, c net.Conn) {
 	var backends []netip.Addr
@@ -319,7 +264,7 @@ func (r *Remote) serve(ctx context.Context, c net.Conn) {
 			backends = append(backends, rc.backends...)
 		}
 	}
-	r.count(func(st *RemoteStats) { st.Conns++ })
+	r.conns.count(func(st *RemoteStats) { st.Conns++ })
 	r.cfg.Logger.Info("key listener: forwarder connected", "client", name, "peer", c.RemoteAddr().String())
 	var allow func(netip.Addr) error
 	if r.tls != nil || len(backends) > 0 {
@@ -332,7 +277,7 @@ func (r *Remote) serve(ctx context.Context, c net.Conn) {
 	}
 	serveLines(c, r.cfg.MaxLineLen, r.cfg.IdleTimeout, func(line []byte) error {
 		res, _, err := applyLine(r.store, line, "key listener "+name, allow)
-		r.count(func(st *RemoteStats) {
+		r.conns.count(func(st *RemoteStats) {
 			switch {
 			case errors.Is(err, errForbidden):
 				st.Forbidden++
@@ -350,7 +295,7 @@ func (r *Remote) serve(ctx context.Context, c net.Conn) {
 			r.cfg.Logger.Warn("key listener: message refused", "client", name, "err", err)
 		}
 		return err
-	}, func() { r.count(func(st *RemoteStats) { st.Malformed++ }) })
+	}, func() { r.conns.count(func(st *RemoteStats) { st.Malformed++ }) })
 }
 
 // identify finds the configured client of a TLS peer: by pinned
@@ -387,15 +332,4 @@ func (r *Remote) identify(cs tls.ConnectionState) (*remoteClient, string) {
 }
 
 // Close stops accepting and closes every connection.
-func (r *Remote) Close() error {
-	err := r.ln.Close()
-	r.mu.Lock()
-	for c := range r.conns {
-		c.Close()
-	}
-	r.mu.Unlock()
-	if errors.Is(err, net.ErrClosed) {
-		return nil
-	}
-	return err
-}
+func (r *Remote) Close() error { return r.conns.close(r.ln) }

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -65,11 +64,7 @@ type Socket struct {
 	cfg   SocketConfig
 	store *Store
 	ln    *net.UnixListener
-
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	st    SocketStats
-	wg    sync.WaitGroup
+	conns connSet[SocketStats]
 }
 
 // ListenSocket creates the socket with mode 0600 after checking its
@@ -118,7 +113,7 @@ func ListenSocket(store *Store, cfg SocketConfig) (*Socket, error) {
 		ln.Close()
 		return nil, err
 	}
-	return &Socket{cfg: cfg, store: store, ln: ln, conns: map[net.Conn]struct{}{}}, nil
+	return &Socket{cfg: cfg, store: store, ln: ln, conns: connSet[SocketStats]{max: cfg.MaxConns}}, nil
 }
 
 // Path returns the socket path.
@@ -126,54 +121,31 @@ func (s *Socket) Path() string { return s.cfg.Path }
 
 // Serve accepts connections until ctx is done or Close is called.
 func (s *Socket) Serve(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { s.Close() })
-	defer stop()
-	for {
-		c, err := s.ln.AcceptUnix()
-		if err != nil {
-			s.wg.Wait()
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		if reason := s.admit(c); reason != "" {
-			s.cfg.Logger.Warn("key socket: connection refused", "reason", reason)
-			c.Close()
-			continue
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serveConn(c)
-		}()
-	}
+	return s.conns.serve(ctx, s.ln, s.refuse, s.serveConn)
 }
 
-func (s *Socket) admit(c *net.UnixConn) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	reason := ""
-	if len(s.conns) >= s.cfg.MaxConns {
-		reason = fmt.Sprintf("more than %d connections", s.cfg.MaxConns)
-	} else if uid, err := peerUIDOf(c); err != nil {
-		reason = "cannot read peer credentials: " + err.Error()
-	} else if len(s.cfg.PeerUIDs) > 0 {
+func (s *Socket) refuse(c net.Conn, why string) {
+	s.conns.count(func(st *SocketStats) { st.Refused++ })
+	s.cfg.Logger.Warn("key socket: connection refused", "reason", why)
+	c.Close()
+}
+
+// admit says why the peer of c may not write keys ("" when it may): it
+// is checked by its uid (SO_PEERCRED), against PeerUIDs, else against
+// root and this daemon's own uid.
+func (s *Socket) admit(c net.Conn) string {
+	uc, _ := c.(*net.UnixConn) // s.ln is a Unix listener
+	uid, err := peerUIDOf(uc)
+	switch {
+	case err != nil:
+		return "cannot read peer credentials: " + err.Error()
+	case len(s.cfg.PeerUIDs) > 0:
 		if !slices.Contains(s.cfg.PeerUIDs, uid) {
-			reason = fmt.Sprintf("peer uid %d is not one of the allowed uids %v", uid, s.cfg.PeerUIDs)
+			return fmt.Sprintf("peer uid %d is not one of the allowed uids %v", uid, s.cfg.PeerUIDs)
 		}
-	} else if uid != 0 && uid != os.Geteuid() {
-		reason = fmt.Sprintf("peer uid %d is neither root nor this daemon's uid %d", uid, os.Geteuid())
+	case uid != 0 && uid != os.Geteuid():
+		return fmt.Sprintf("peer uid %d is neither root nor this daemon's uid %d", uid, os.Geteuid())
 	}
-	if reason != "" {
-		s.st.Refused++
-		return reason
-	}
-	s.st.Conns++
-	s.conns[c] = struct{}{}
 	return ""
 }
 
@@ -199,46 +171,28 @@ func peerUID(c *net.UnixConn) (int, error) {
 }
 
 // Close stops accepting, closes every connection and removes the socket.
-func (s *Socket) Close() error {
-	err := s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	if errors.Is(err, net.ErrClosed) {
-		return nil
-	}
-	return err
-}
+func (s *Socket) Close() error { return s.conns.close(s.ln) }
 
 // Stats returns the counters.
-func (s *Socket) Stats() SocketStats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.st
-}
+func (s *Socket) Stats() SocketStats { return s.conns.stats() }
 
-func (s *Socket) count(f func(*SocketStats)) {
-	s.mu.Lock()
-	f(&s.st)
-	s.mu.Unlock()
-}
-
-func (s *Socket) serveConn(c net.Conn) {
-	defer func() {
-		c.Close()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
+// serveConn serves one connection of the set. Its peer is checked here,
+// as the key listener does its TLS handshake on the connection's
+// goroutine: a refused peer holds a place under MaxConns only until the
+// check, and is counted and logged as before.
+func (s *Socket) serveConn(_ context.Context, c net.Conn) {
+	if why := s.admit(c); why != "" {
+		s.refuse(c, why)
+		return
+	}
+	s.conns.count(func(st *SocketStats) { st.Conns++ })
 	serveLines(c, s.cfg.MaxLineLen, s.cfg.IdleTimeout, func(line []byte) error {
 		err := s.handle(line)
 		if err != nil {
 			s.cfg.Logger.Warn("key socket: message skipped", "err", err)
 		}
 		return err
-	}, func() { s.count(func(st *SocketStats) { st.Malformed++ }) })
+	}, func() { s.conns.count(func(st *SocketStats) { st.Malformed++ }) })
 }
 
 // serveLines runs the key protocol on one connection: a line in, handle,
@@ -284,7 +238,7 @@ func (s *Socket) handle(line []byte) error {
 	if err == nil && res == lineAdded && s.cfg.OnKeys != nil {
 		s.cfg.OnKeys(info.spiI, info.spiR, info.derived)
 	}
-	s.count(func(st *SocketStats) {
+	s.conns.count(func(st *SocketStats) {
 		if info.rekey {
 			st.Rekeys++
 		}
