@@ -37,7 +37,11 @@ type pairBox struct {
 // keepalivedConf is the lab's VRRP configuration of one box: the two
 // virtual addresses in one sync group (they move together), a track
 // script asking the proxy (as configs/keepalived/ does with ikefragctl
-// status), and a track file whose 1 takes 100 off the priority.
+// status), and a track file whose 1 takes 100 off the priority. The
+// script may take seconds to answer: a slow machine (an emulated kernel-
+// matrix guest under load) spawns curl slowly, and a check that times out
+// there puts the box in FAULT although its proxy is up. A dead proxy still
+// fails at once (nothing listens on the socket).
 func keepalivedConf(l *lab.Lab, b *pairBox) string {
 	return fmt.Sprintf(`global_defs {
 	router_id %[1]s
@@ -46,9 +50,9 @@ func keepalivedConf(l *lab.Lab, b *pairBox) string {
 	vrrp_version 3
 }
 vrrp_script proxy_ok {
-	script "/usr/bin/curl -sf -m 1 -o /dev/null --unix-socket %[2]s http://proxy/stats"
+	script "/usr/bin/curl -sf -m 4 -o /dev/null --unix-socket %[2]s http://proxy/stats"
 	interval 1
-	timeout 2
+	timeout 5
 	fall 2
 	rise 1
 }
@@ -286,7 +290,7 @@ func TestLabPair(t *testing.T) {
 		b.vrrp = b.node.StartKeepalived(t, keepalivedConf(l, b))
 	}
 	gw, gw2 := boxes[0], boxes[1]
-	waitHolds(t, gw, true, 15*time.Second)
+	waitHolds(t, gw, true, 30*time.Second)
 	waitHolds(t, gw2, false, 5*time.Second)
 	waitVIPHeld(t, gw, true)
 	if vipHeld(t, gw2) {
@@ -445,7 +449,7 @@ func TestLabPair(t *testing.T) {
 		}
 		gw.proxy = startProxy(t, l, gw.node, gw.cfg)
 		gw.vrrp = gw.node.StartKeepalived(t, keepalivedConf(l, gw))
-		waitHolds(t, gw, true, 15*time.Second)
+		waitHolds(t, gw, true, 30*time.Second)
 		waitVIPHeld(t, gw, true)
 		time.Sleep(time.Second)
 		if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
