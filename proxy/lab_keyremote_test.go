@@ -28,6 +28,9 @@ var (
 // early, beside the lab's setup.
 func buildCtl() {
 	ctlOnce.Do(func() {
+		if ctlPath = prebuilt("ikefragctl"); ctlPath != "" {
+			return
+		}
 		dir, err := os.MkdirTemp("", "ikefrag-ctl-")
 		if err != nil {
 			ctlErr = err

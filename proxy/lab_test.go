@@ -30,10 +30,31 @@ var (
 	buildErr  error
 )
 
+// prebuiltEnv names a directory of binaries built from the same tree as
+// the test binary (the kernel matrix builds them on the host): a guest
+// under emulation then does not compile them again.
+const prebuiltEnv = "IKEFRAG_TEST_BIN"
+
+// prebuilt returns the binary name from $IKEFRAG_TEST_BIN, or "".
+func prebuilt(name string) string {
+	dir := os.Getenv(prebuiltEnv)
+	if dir == "" {
+		return ""
+	}
+	p := filepath.Join(dir, name)
+	if fi, err := os.Stat(p); err != nil || fi.IsDir() {
+		return ""
+	}
+	return p
+}
+
 // runnerBin builds proxy/internal/proxyrun once per test binary.
 func runnerBin(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		if buildPath = prebuilt("proxyrun"); buildPath != "" {
+			return
+		}
 		dir, err := os.MkdirTemp("", "ikefrag-proxyrun-")
 		if err != nil {
 			buildErr = err

@@ -25,6 +25,9 @@ fi
 } > "$O/facts"
 "$IKM_BIN/ikefragd" --features > "$O/features.json" 2>&1
 cat "$O/facts"
+# proxyrun and ikefragctl, built on the host from the same tree: the
+# proxy's lab tests take them from here instead of compiling them again
+export IKEFRAG_TEST_BIN=$IKM_BIN
 status=0
 for p in $IKM_PKGS; do
 	n=$(echo "$p" | tr / _)

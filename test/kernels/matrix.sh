@@ -207,6 +207,9 @@ build() {
 	log "building test binaries"
 	# the binaries an operator would build, with their version stamp
 	make -C "$repo" --no-print-directory build BIN="$W/bin" GO="$GO" >&2
+	# the proxy's lab runner, which its tests would otherwise compile in
+	# the guest (IKEFRAG_TEST_BIN)
+	(cd "$repo" && CGO_ENABLED=0 $GO build -o "$W/bin/proxyrun" ./proxy/internal/proxyrun)
 	for p in $PKGS; do
 		n=$(echo "$p" | tr / _)
 		(cd "$repo" && $GO test -c -o "$W/bin/$n.test" "./$p")
