@@ -48,6 +48,17 @@ func prebuilt(name string) string {
 	return p
 }
 
+// TestMain removes the binaries the lab tests built for this run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, p := range []string{buildPath, ctlPath} {
+		if p != "" && prebuilt(filepath.Base(p)) != p {
+			_ = os.RemoveAll(filepath.Dir(p))
+		}
+	}
+	os.Exit(code)
+}
+
 // runnerBin builds proxy/internal/proxyrun once per test binary.
 func runnerBin(t testing.TB) string {
 	t.Helper()
