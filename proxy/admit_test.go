@@ -397,16 +397,23 @@ func TestHealthNotSpoofable(t *testing.T) {
 				defer cl.Close()
 				_, _ = cl.WriteToUDPAddrPort(ikeSAInit(uint64(0x900+i), false), to)
 				if i == 0 {
-					waitFor(t, "first flow", func() bool { return p.Stats().Flows == 1 })
-					p.sweep(time.Now().Add(initUnanswered + time.Second))
+					// The flow exists before its IKE_SA_INIT is recorded
+					// as waiting for an answer: sweep until the request
+					// has been relayed and found unanswered.
+					later := time.Now().Add(initUnanswered + time.Second)
+					waitFor(t, "first request unanswered", func() bool {
+						p.sweep(later)
+						return p.Stats().Backends[0].Doubt == 1
+					})
 					if st := p.Stats(); st.Backends[0].Doubt != 1 || st.Probes != 0 || !st.Backends[0].Up {
 						t.Fatalf("one source: %+v", st.Backends[0])
 					}
 				}
 			}
 			waitFor(t, "5 flows", func() bool { return p.Stats().Flows == 5 })
-			p.sweep(time.Now().Add(initUnanswered + time.Second))
+			later := time.Now().Add(initUnanswered + time.Second)
 			waitFor(t, "probe done", func() bool {
+				p.sweep(later)
 				st := p.Stats()
 				return st.Probes == 1 && (st.ProbesAnswered == 1 || !st.Backends[0].Up)
 			})

@@ -345,7 +345,7 @@ func (d *Daemon) start(preload, pluginDir string) error {
 		d.waitErr = cmd.Wait()
 		close(d.done)
 	}()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(charonStartWait)
 	for {
 		if st, err := os.Stat(d.vici()); err == nil && st.Mode()&os.ModeSocket != 0 {
 			return nil
@@ -357,10 +357,16 @@ func (d *Daemon) start(preload, pluginDir string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no vici socket after 15 s: %s", tail(d.Log(), 20))
+			return fmt.Errorf("no vici socket after %v: %s", charonStartWait, tail(d.Log(), 20))
 		}
 	}
 }
+
+// charonStartWait bounds charon's start until its vici socket appears:
+// about a second here, but charon loads its plugins and OpenSSL's
+// providers from the host's root over 9p in a kernel-matrix guest, which
+// under emulation on a busy machine took more than 15 s.
+const charonStartWait = 60 * time.Second
 
 // charonPluginDir is where Debian's charon looks for plugins (PLUGINDIR).
 const charonPluginDir = "/usr/lib/ipsec/plugins"
