@@ -61,6 +61,10 @@ func (p *Proxy) Status() string {
 		st.Total.StepDowns, st.Total.KeyMisses, refused, evicted, st.CookiesSent, fp, pair)
 }
 
+// TCPStats returns the RFC 9329 listener's counters (Stats.TCP, without
+// the rest of Stats); nil without a listener.
+func (p *Proxy) TCPStats() *TCPStats { return p.tcpStats() }
+
 // PMTU returns the path-MTU estimate toward a client.
 func (p *Proxy) PMTU(a netip.Addr) PMTUInfo {
 	a = a.Unmap()
