@@ -87,8 +87,14 @@ func TestTCPSplitCutsLeaveWithTheSA(t *testing.T) {
 		if !store.Delete(spiI, spiR) {
 			t.Fatal("the store held no keys")
 		}
+		if st := p.tcp.stats(); st.SplitCached != 2 {
+			t.Errorf("before the sweep: %d split messages held, want 2", st.SplitCached)
+		}
 		if n := p.sweepTCPCuts(p.now()); n != 1 {
 			t.Errorf("the sweep after the delete dropped %d SAs' cuts, want 1", n)
+		}
+		if st := p.tcp.stats(); st.SplitCached != 1 {
+			t.Errorf("after the sweep: %d split messages held, want 1", st.SplitCached)
 		}
 		if cached(p, spiR) || !cached(p, other) || p.tcp.frag.Stats().Entries != 1 {
 			t.Errorf("after the delete: cut of the deleted SA cached %v, of the other %v, %d entries",

@@ -475,8 +475,8 @@ func writeProxyTCP(w io.Writer, t *control.ProxyTCP) {
 		strings.Join(t.Listeners, " "), t.Connections, t.NoFlow, t.Accepted, countsOrNone(t.Refused), countsOrNone(t.Ended))
 	fmt.Fprintf(w, "proxy tcp frames: in %d (%d bytes), out %d (%d bytes); ESP dropped (send_buffer) %d, keepalives not framed %d; RFC 7383 sets joined %d\n",
 		t.FramesIn, t.BytesIn, t.FramesOut, t.BytesOut, t.ESPDropped, t.KeepalivesNotFramed, t.Joined)
-	fmt.Fprintf(w, "proxy tcp split (RFC 7383 toward the backend): %d message(s) into %d fragment(s), %d replay(s); %d key prompt(s), %d answered with keys; relayed whole %s\n",
-		t.Split, t.SplitFragments, t.SplitReplays, t.SplitKeyPrompts, t.SplitKeysAfterPrompt, countsOrNone(t.Unsplit))
+	fmt.Fprintf(w, "proxy tcp split (RFC 7383 toward the backend): %d message(s) into %d fragment(s), %d replay(s), %d held for retransmissions; %d key prompt(s), %d answered with keys; relayed whole %s\n",
+		t.Split, t.SplitFragments, t.SplitReplays, t.SplitCached, t.SplitKeyPrompts, t.SplitKeysAfterPrompt, countsOrNone(t.Unsplit))
 }
 
 // countsOrNone prints counts by reason, sorted: "a=1 b=2", or "none".

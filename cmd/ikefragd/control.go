@@ -127,7 +127,7 @@ func proxyTCP(st *proxy.TCPStats) *control.ProxyTCP {
 		FramesOut: st.FramesOut, BytesOut: st.BytesOut, ESPDropped: st.ESPDropped,
 		KeepalivesNotFramed: st.KeepalivesNotFramed, Joined: st.Joined, Split: st.Split,
 		SplitFragments: st.SplitFragments, SplitReplays: st.SplitReplays, SplitKeyPrompts: st.SplitKeyPrompts,
-		SplitKeysAfterPrompt: st.SplitKeysAfterPrompt, Unsplit: st.Unsplit}
+		SplitKeysAfterPrompt: st.SplitKeysAfterPrompt, Unsplit: st.Unsplit, SplitCached: st.SplitCached}
 }
 
 // engineStats is the wire form of the engine's counters

@@ -130,4 +130,7 @@ type ProxyTCP struct {
 	SplitKeyPrompts      uint64            `json:"ike_split_key_prompts"`
 	SplitKeysAfterPrompt uint64            `json:"ike_split_keys_after_prompt"`
 	Unsplit              map[string]uint64 `json:"ike_unsplit,omitempty"`
+	// SplitCached is the number of split messages whose fragments are
+	// held now for retransmissions.
+	SplitCached int `json:"ike_split_cached"`
 }
