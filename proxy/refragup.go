@@ -340,17 +340,17 @@ func (c *tcpCuts) forget(spiI, spiR ike.SPI) bool {
 // keysGone returns the IKE SAs whose cut keys were deleted (closed, and
 // held no more by the key source when it can say: has, nil when it
 // cannot; keys replaced under the same SPIs keep the cuts), and forgets
-// them and the records older than ttl, whose cuts the Fragmenter has let
-// go by itself.
+// them and the records older than ttl, whose cuts the Fragmenter lets go
+// by itself (a record of replaced keys, kept, goes then too).
 func (c *tcpCuts) keysGone(now time.Time, ttl time.Duration, has func(spiI, spiR ike.SPI) bool) [][2]ike.SPI {
 	var closed [][2]ike.SPI
 	c.mu.Lock()
 	for k, v := range c.m {
 		switch {
-		case v.keys.Closed():
-			closed = append(closed, k)
 		case now.Sub(v.last) > ttl:
 			delete(c.m, k)
+		case v.keys.Closed():
+			closed = append(closed, k)
 		}
 	}
 	c.mu.Unlock()

@@ -118,6 +118,14 @@ func TestTCPSplitCutsLeaveWithTheSA(t *testing.T) {
 		if n := p.sweepTCPCuts(p.now()); n != 0 || !cached(p, spiR) {
 			t.Errorf("keys replaced under the same SPIs: %d SAs' cuts dropped, cut cached %v", n, cached(p, spiR))
 		}
+		// past the Fragmenter's TTL the records go, the replaced keys' too
+		p.sweepTCPCuts(p.now().Add(sk.DefaultFragmenterTTL + time.Second))
+		p.tcp.cuts.mu.Lock()
+		left := len(p.tcp.cuts.m)
+		p.tcp.cuts.mu.Unlock()
+		if left != 0 {
+			t.Errorf("%d IKE SAs still noted past the TTL", left)
+		}
 	})
 
 	t.Run("proxy IKE SA expiry", func(t *testing.T) {
