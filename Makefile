@@ -111,7 +111,9 @@ fuzz:
 # behind a small-MTU, fragment-dropping path failing without ikefrag and
 # connecting through its proxy, with ladder diagrams and verdicts; then a
 # path that forwards no UDP 500/4500, where the client gets through over
-# TCP (RFC 9329) to the proxy's TCP listener.
+# TCP (RFC 9329) to the proxy's TCP listener; then the TCP client's large
+# IKE_AUTH split by the proxy (keyed) into RFC 7383 fragments for a backend
+# behind a 1280-byte link that drops IP fragments.
 demo: deps lab-deps
 	IKEFRAG_DEMO=1 $(GO) test -count=1 -v -run '^TestDemo$$' ./test/lab/demo/
 

@@ -88,7 +88,9 @@ func (p *Proxy) sweep(now time.Time) {
 		p.msgs.forget(s.key.spiI, spiR)
 		p.reasm.Forget(s.key.spiI, spiR)
 		p.frag.Forget(s.key.spiI, spiR)
+		p.forgetTCPCuts(s.key.spiI, spiR)
 	}
+	p.sweepTCPCuts(now)
 	p.reasm.Expire()
 	p.clientsMu.Lock()
 	var gone []*client

@@ -28,9 +28,19 @@ package proxy
 // fragmentable), SKF fragments a client sends anyway and ESP go as they
 // are. An oversize message that cannot be split is relayed whole and
 // counted by why (TCPStats.Unsplit).
+//
+// The cuts leave with their IKE SA (tcpCuts): when the proxy's IKE SA
+// table lets the SA go (Proxy.sweep, as the backend-to-client
+// re-fragmentation state does), and when its keys are deleted from the key
+// source (the keys the cuts were made with are closed: the IKE SA was
+// deleted, or its keys expired), at the janitor's next tick, instead of
+// lingering for the Fragmenter's 5-minute TTL. A TCP connection's end
+// does not drop them: the IKE SA outlives it, and a client that connects
+// again retransmits (RFC 9329 §6), which must get the same fragments.
 
 import (
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -142,6 +152,7 @@ func (p *Proxy) tcpSplit(f *Flow, payload []byte, fr ike.Framing, mtu int, now t
 			"message_id", h.MessageID, "mtu", mtu, "err", err)
 		return miss(splitCutFailed)
 	}
+	p.tcp.cuts.note(h.SPIi, h.SPIr, ks, now)
 	if out == prev {
 		ctr.replays.Add(1)
 	} else {
@@ -277,4 +288,108 @@ func (p *Proxy) tcpSplitUp(f *Flow, payload []byte, fr ike.Framing, ms []message
 	ms[0].Buffers[0] = payload
 	p.sendUp(f, ms)
 	ms[0].Buffers[0] = nil
+}
+
+// tcpCuts remembers the IKE SAs whose messages tcpServer.frag holds cuts
+// of, and the keys each was last cut with, so that the cuts can be dropped
+// with the IKE SA.
+type tcpCuts struct {
+	// mu guards m; it is taken alone, never while holding the
+	// Fragmenter's or the key store's lock (Forget and Has are called
+	// after it is released)
+	mu sync.Mutex
+	m  map[[2]ike.SPI]tcpCut
+}
+
+type tcpCut struct {
+	keys *sk.SA    // closed once the key source deleted them
+	last time.Time // the last cut or replay
+}
+
+// maxTCPCutSAs bounds tcpCuts: the Fragmenter caches at most this many
+// messages, so no more IKE SAs than that can have cuts. An SA not noted
+// for want of room loses its cuts to the Fragmenter's TTL.
+const maxTCPCutSAs = sk.DefaultFragmenterMaxEntries
+
+// note records that a message of the IKE SA (spiI, spiR) was cut (or
+// replayed) with keys ks.
+func (c *tcpCuts) note(spiI, spiR ike.SPI, ks *sk.SA, now time.Time) {
+	k := [2]ike.SPI{spiI, spiR}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[[2]ike.SPI]tcpCut{}
+	}
+	if _, ok := c.m[k]; !ok && len(c.m) >= maxTCPCutSAs {
+		return
+	}
+	c.m[k] = tcpCut{keys: ks, last: now}
+}
+
+// forget drops the record of the IKE SA (spiI, spiR), reporting whether
+// there was one.
+func (c *tcpCuts) forget(spiI, spiR ike.SPI) bool {
+	k := [2]ike.SPI{spiI, spiR}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.m[k]
+	delete(c.m, k)
+	return ok
+}
+
+// keysGone returns the IKE SAs whose cut keys were deleted (closed, and
+// held no more by the key source when it can say: has, nil when it
+// cannot; keys replaced under the same SPIs keep the cuts), and forgets
+// them and the records older than ttl, whose cuts the Fragmenter lets go
+// by itself (a record of replaced keys, kept, goes then too).
+func (c *tcpCuts) keysGone(now time.Time, ttl time.Duration, has func(spiI, spiR ike.SPI) bool) [][2]ike.SPI {
+	var closed [][2]ike.SPI
+	c.mu.Lock()
+	for k, v := range c.m {
+		switch {
+		case now.Sub(v.last) > ttl:
+			delete(c.m, k)
+		case v.keys.Closed():
+			closed = append(closed, k)
+		}
+	}
+	c.mu.Unlock()
+	gone := closed[:0]
+	for _, k := range closed {
+		if has == nil || !has(k[0], k[1]) {
+			gone = append(gone, k)
+		}
+	}
+	c.mu.Lock()
+	for _, k := range gone {
+		delete(c.m, k)
+	}
+	c.mu.Unlock()
+	return gone
+}
+
+// forgetTCPCuts drops the cached cuts of an IKE SA the proxy let go.
+func (p *Proxy) forgetTCPCuts(spiI, spiR ike.SPI) {
+	if p.tcp == nil {
+		return
+	}
+	p.tcp.cuts.forget(spiI, spiR)
+	p.tcp.frag.Forget(spiI, spiR)
+}
+
+// sweepTCPCuts drops the cached cuts of IKE SAs whose keys the key source
+// deleted (Proxy.sweep, once a second), and returns how many IKE SAs'.
+func (p *Proxy) sweepTCPCuts(now time.Time) int {
+	if p.tcp == nil {
+		return 0
+	}
+	var has func(spiI, spiR ike.SPI) bool
+	if h, ok := p.keys.(interface{ Has(spiI, spiR ike.SPI) bool }); ok {
+		has = h.Has
+	}
+	gone := p.tcp.cuts.keysGone(now, sk.DefaultFragmenterTTL, has)
+	for _, k := range gone {
+		p.tcp.frag.Forget(k[0], k[1])
+	}
+	return len(gone)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -54,12 +55,37 @@ func (p *Proxy) Status() string {
 		for _, n := range st.TCP.Refused {
 			refusedTCP += n
 		}
-		pair += fmt.Sprintf(", TCP (RFC 9329) %d connections (%d without flow), %d refused", st.TCP.Connections, st.TCP.NoFlow, refusedTCP)
+		var unsplit uint64
+		for _, n := range st.TCP.Unsplit {
+			unsplit += n
+		}
+		pair += fmt.Sprintf(", TCP (RFC 9329) %d connections (%d without flow), %d refused, %d split toward backends into %d fragments (%d replays, %d key prompts, %d answered with keys), %d too large relayed whole",
+			st.TCP.Connections, st.TCP.NoFlow, refusedTCP, st.TCP.Split, st.TCP.SplitFragments, st.TCP.SplitReplays,
+			st.TCP.SplitKeyPrompts, st.TCP.SplitKeysAfterPrompt, unsplit)
+		if unsplit > 0 {
+			pair += " (" + reasonCounts(st.TCP.Unsplit) + ")"
+		}
 	}
 	return fmt.Sprintf("proxy %s (refragment %s): %d/%d backends up, %d clients, %d flows (%d not established), %d re-fragmented, %d replays, %d step-downs, %d key misses, %d datagrams refused, %d flows evicted, %d cookies sent, ESP fast path %s%s",
 		mode, st.Refragment, up, len(st.Backends), st.Clients, st.Flows, st.Unestablished, st.Total.Refragmented, st.Total.Replays,
 		st.Total.StepDowns, st.Total.KeyMisses, refused, evicted, st.CookiesSent, fp, pair)
 }
+
+// reasonCounts prints counts by reason, sorted by reason: "a=1 b=2".
+func reasonCounts(m map[string]uint64) string {
+	parts := make([]string, 0, len(m))
+	for r, n := range m {
+		if n != 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", r, n))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}
+
+// TCPStats returns the RFC 9329 listener's counters (Stats.TCP, without
+// the rest of Stats); nil without a listener.
+func (p *Proxy) TCPStats() *TCPStats { return p.tcpStats() }
 
 // PMTU returns the path-MTU estimate toward a client.
 func (p *Proxy) PMTU(a netip.Addr) PMTUInfo {

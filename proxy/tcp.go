@@ -119,6 +119,9 @@ type tcpServer struct {
 	// backends (refragup.go), so that a retransmission gets the same
 	// fragments
 	frag *sk.Fragmenter
+	// cuts are the IKE SAs frag holds cuts of, so that they are dropped
+	// with the SA (refragup.go)
+	cuts tcpCuts
 
 	// mu guards conns, byAddr and noFlow, and every connection's elem:
 	// the limits are checked and the connection registered in one step.

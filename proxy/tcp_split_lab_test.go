@@ -61,7 +61,9 @@ func dropFragmentsAt(t *testing.T, n *lab.Node) func() int {
 // them over the key feed (the ikefrag-keys plugin), and the proxy sends the
 // message as RFC 7383 fragments of at most 1280 bytes (the kernel's path
 // MTU for the flow's socket), the IKE SA and CHILD SA come up on both
-// peers and a ping crosses the tunnel. Without keys the proxy relays it as one datagram, the kernel
+// peers and a ping crosses the tunnel; when the IKE SA is deleted its
+// keys leave the key feed and the fragments held for retransmissions
+// leave the proxy. Without keys the proxy relays it as one datagram, the kernel
 // fragments it, the fragments are dropped and the client fails (counted
 // as ike_unsplit no_keys).
 func TestLabTCPSplitToBackend(t *testing.T) {
@@ -116,8 +118,20 @@ func TestLabTCPSplitToBackend(t *testing.T) {
 	if log, _ := os.ReadFile(srv.Log()); !strings.Contains(string(log), "integrity check failed") {
 		t.Errorf("the responder's log does not show the key prompt dropped")
 	}
+	if st.TCP.SplitCached != 1 {
+		t.Errorf("proxy tcp %+v: want the split IKE_AUTH request held for retransmissions", st.TCP)
+	}
 	if _, err := cli.Swanctl(ctx, "--terminate", "--ike", "lab"); err != nil {
 		t.Logf("terminate: %v", err)
+	}
+	// the responder's plugin sends the delete of the IKE SA's keys; the
+	// proxy's janitor drops the held fragments within its next tick
+	deadline := time.Now().Add(5 * time.Second)
+	for st = g.stats(t); st.TCP.SplitCached != 0 && time.Now().Before(deadline); st = g.stats(t) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st.TCP.SplitCached != 0 {
+		t.Errorf("IKE SA deleted, %d split messages still held", st.TCP.SplitCached)
 	}
 	if err := g.proc.Stop(); err != nil {
 		t.Logf("stopping the first proxy: %v", err)

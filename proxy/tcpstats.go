@@ -51,6 +51,10 @@ type TCPStats struct {
 	SplitKeyPrompts      uint64            `json:"ike_split_key_prompts"`
 	SplitKeysAfterPrompt uint64            `json:"ike_split_keys_after_prompt"`
 	Unsplit              map[string]uint64 `json:"ike_unsplit,omitempty"`
+	// SplitCached is the number of split messages whose fragments are
+	// held now for retransmissions (until their IKE SA goes, or 5
+	// minutes).
+	SplitCached int `json:"ike_split_cached"`
 }
 
 func (t *tcpServer) stats() *TCPStats {
@@ -74,6 +78,7 @@ func (t *tcpServer) stats() *TCPStats {
 	sc := &t.ctr.split
 	st.Split, st.SplitFragments, st.SplitReplays = sc.split.Load(), sc.fragments.Load(), sc.replays.Load()
 	st.SplitKeyPrompts, st.SplitKeysAfterPrompt = sc.keyPrompts.Load(), sc.keysAfterPrompt.Load()
+	st.SplitCached = t.frag.Stats().Entries
 	for i := range sc.missed {
 		if n := sc.missed[i].Load(); n != 0 {
 			if st.Unsplit == nil {
@@ -117,10 +122,11 @@ var (
 	descTCPSplitRe = prometheus.NewDesc(tcpns+"ike_split_replays_total", "Retransmissions of TCP clients' split messages answered with the same fragments.", nil, nil)
 	descTCPPrompts = prometheus.NewDesc(tcpns+"ike_split_key_prompts_total", "Key prompts sent to backends for a TCP client's message to split, by outcome (keys: they arrived within the wait).", []string{"outcome"}, nil)
 	descTCPUnsplit = prometheus.NewDesc(tcpns+"ike_unsplit_total", "IKE messages from TCP clients too large for the path to the backend relayed whole, by reason.", []string{"reason"}, nil)
+	descTCPCached  = prometheus.NewDesc(tcpns+"ike_split_cached", "Split messages of TCP clients whose RFC 7383 fragments are held for retransmissions (until their IKE SA goes, or 5 minutes).", nil, nil)
 )
 
 var tcpDescs = []*prometheus.Desc{descTCPConns, descTCPAccept, descTCPRefused, descTCPEnded, descTCPFrames, descTCPBytes, descTCPESPDrop, descTCPJoined,
-	descTCPSplit, descTCPSplitFr, descTCPSplitRe, descTCPPrompts, descTCPUnsplit}
+	descTCPSplit, descTCPSplitFr, descTCPSplitRe, descTCPPrompts, descTCPUnsplit, descTCPCached}
 
 // collectTCP adds the TCP listener's series (none without one).
 func collectTCP(st *TCPStats, ch chan<- prometheus.Metric) {
@@ -153,4 +159,5 @@ func collectTCP(st *TCPStats, ch chan<- prometheus.Metric) {
 	for _, r := range splitMissNames {
 		counter(descTCPUnsplit, st.Unsplit[r], r)
 	}
+	ch <- prometheus.MustNewConstMetric(descTCPCached, prometheus.GaugeValue, float64(st.SplitCached))
 }

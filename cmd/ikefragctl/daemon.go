@@ -443,6 +443,13 @@ func writeStats(w io.Writer, s *control.Stats) {
 	e := s.Engine
 	fmt.Fprintf(w, "engine: %d IKE datagram(s), %d retransmission(s), %d copies, %d ESP, %d keepalive(s), %d undecodable, %d orphan train(s), %d ICMP too-big, %d drop(s); sessions evicted %d, expired %d\n",
 		e.Datagrams, e.Retransmits, e.Copies, e.ESP, e.Keepalives, e.Undecodable, e.Orphans, e.TooBig, e.Drops, e.Evicted, e.SessionsExpired)
+	if r := s.Records; e.TCPFrames > 0 || r.TCPFrames > 0 || r.TCPFramesDropped > 0 {
+		// IKE over RFC 9329 streams, handed over by the proxy
+		fmt.Fprintf(w, "engine over TCP (RFC 9329): %d frame(s) taken in, %d not (the engine was behind)\n", e.TCPFrames, r.TCPFramesDropped)
+	}
+	if t := s.ProxyTCP; t != nil {
+		writeProxyTCP(w, t)
+	}
 	fams := make([]string, 0, len(s.Kernel))
 	for f := range s.Kernel {
 		fams = append(fams, f)
@@ -460,6 +467,31 @@ func writeStats(w io.Writer, s *control.Stats) {
 		}
 		fmt.Fprintf(w, "kernel %s: %s\n", f, strings.Join(parts, " "))
 	}
+}
+
+// writeProxyTCP prints the proxy's RFC 9329 listener counters.
+func writeProxyTCP(w io.Writer, t *control.ProxyTCP) {
+	fmt.Fprintf(w, "proxy tcp (RFC 9329) on %s: %d connection(s) (%d without flow), %d accepted; refused %s; ended %s\n",
+		strings.Join(t.Listeners, " "), t.Connections, t.NoFlow, t.Accepted, countsOrNone(t.Refused), countsOrNone(t.Ended))
+	fmt.Fprintf(w, "proxy tcp frames: in %d (%d bytes), out %d (%d bytes); ESP dropped (send_buffer) %d, keepalives not framed %d; RFC 7383 sets joined %d\n",
+		t.FramesIn, t.BytesIn, t.FramesOut, t.BytesOut, t.ESPDropped, t.KeepalivesNotFramed, t.Joined)
+	fmt.Fprintf(w, "proxy tcp split (RFC 7383 toward the backend): %d message(s) into %d fragment(s), %d replay(s), %d held for retransmissions; %d key prompt(s), %d answered with keys; relayed whole %s\n",
+		t.Split, t.SplitFragments, t.SplitReplays, t.SplitCached, t.SplitKeyPrompts, t.SplitKeysAfterPrompt, countsOrNone(t.Unsplit))
+}
+
+// countsOrNone prints counts by reason, sorted: "a=1 b=2", or "none".
+func countsOrNone(m map[string]uint64) string {
+	var parts []string
+	for k, n := range m {
+		if n != 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, n))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
 }
 
 // bytesOrBlank prints a byte count; "-" where none is counted (fragment

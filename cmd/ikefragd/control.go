@@ -104,18 +104,40 @@ func (d *daemon) stats() (control.Stats, error) {
 		RecordsDropped: s.RecordsDropped, PendingEvicted: s.PendingEvicted, DecodeErrors: s.DecodeErrors,
 	}
 	snap := d.pipe.snapshot()
-	st := snap.Stats
-	out.Engine = control.EngineStats{
-		Datagrams: st.Datagrams, ESP: st.ESP, Keepalives: st.Keepalives, Copies: st.Copies,
-		Retransmits: st.Retransmits, Undecodable: st.Undecodable, Orphans: st.Orphans, TooBig: st.TooBig,
-		Drops: st.Drops, Evicted: st.Evicted, LimitedDropped: st.LimitedDropped,
-	}
+	out.Engine = engineStats(snap.Stats)
 	out.Records = d.pipe.recordCounts()
 	out.Engine.SessionsExpired = d.pipe.expired.Load()
 	if k, err := readIPFragStats(); err == nil {
 		out.Kernel = k
 	}
+	if d.proxy != nil {
+		out.ProxyTCP = proxyTCP(d.proxy.TCPStats())
+	}
 	return out, nil
+}
+
+// proxyTCP is the wire form of the proxy's TCP listener counters, nil
+// without a listener (TestProxyTCPWire checks that none is left behind).
+func proxyTCP(st *proxy.TCPStats) *control.ProxyTCP {
+	if st == nil {
+		return nil
+	}
+	return &control.ProxyTCP{Listeners: st.Listeners, Connections: st.Connections, NoFlow: st.NoFlow,
+		Accepted: st.Accepted, Refused: st.Refused, Ended: st.Ended, FramesIn: st.FramesIn, BytesIn: st.BytesIn,
+		FramesOut: st.FramesOut, BytesOut: st.BytesOut, ESPDropped: st.ESPDropped,
+		KeepalivesNotFramed: st.KeepalivesNotFramed, Joined: st.Joined, Split: st.Split,
+		SplitFragments: st.SplitFragments, SplitReplays: st.SplitReplays, SplitKeyPrompts: st.SplitKeyPrompts,
+		SplitKeysAfterPrompt: st.SplitKeysAfterPrompt, Unsplit: st.Unsplit, SplitCached: st.SplitCached}
+}
+
+// engineStats is the wire form of the engine's counters
+// (TestEngineStatsWire checks that none is left behind).
+func engineStats(st diag.Stats) control.EngineStats {
+	return control.EngineStats{
+		Datagrams: st.Datagrams, ESP: st.ESP, Keepalives: st.Keepalives, Copies: st.Copies,
+		Retransmits: st.Retransmits, Undecodable: st.Undecodable, TCPFrames: st.TCPFrames, Orphans: st.Orphans,
+		TooBig: st.TooBig, Drops: st.Drops, Evicted: st.Evicted, Quirks: st.Quirks, LimitedDropped: st.LimitedDropped,
+	}
 }
 
 // counterClasses names the observer's counter classes in id order.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ikefrag/ikefrag/cmd/internal/control"
+	"github.com/ikefrag/ikefrag/diag"
 	"github.com/ikefrag/ikefrag/ebpf"
 	"github.com/ikefrag/ikefrag/proxy"
 )
@@ -106,5 +107,59 @@ func TestStatsClasses(t *testing.T) {
 	}
 	if !slices.Equal(slices.Sorted(slices.Values(keys)), slices.Sorted(slices.Values(classes))) {
 		t.Errorf("stats keys %v, classes %v", keys, classes)
+	}
+}
+
+// stats sends control.EngineStats for diag.Stats: every engine counter
+// arrives under its own name with its own value (a counter added to the
+// engine and not to the wire fails here), and the wire has no counter the
+// engine lacks but SessionsExpired (the pipeline's).
+func TestEngineStatsWire(t *testing.T) {
+	var st diag.Stats
+	n := 0
+	fill(t, reflect.ValueOf(&st).Elem(), &n)
+	got := reflect.ValueOf(engineStats(st))
+	from := reflect.ValueOf(st)
+	for i := range from.NumField() {
+		name := from.Type().Field(i).Name
+		f := got.FieldByName(name)
+		if !f.IsValid() {
+			t.Errorf("control.EngineStats has no %s (diag.Stats.%s)", name, name)
+			continue
+		}
+		if f.Interface() != from.Field(i).Interface() {
+			t.Errorf("EngineStats.%s = %v, diag.Stats.%s = %v", name, f.Interface(), name, from.Field(i).Interface())
+		}
+	}
+	for i := range got.NumField() {
+		name := got.Type().Field(i).Name
+		if _, ok := from.Type().FieldByName(name); !ok && name != "SessionsExpired" {
+			t.Errorf("control.EngineStats.%s mirrors nothing in diag.Stats", name)
+		}
+	}
+}
+
+// stats sends the proxy's TCP listener counters (proxy.TCPStats) as
+// control.ProxyTCP: the two types encode alike, and the daemon's copy
+// leaves no field behind.
+func TestProxyTCPWire(t *testing.T) {
+	wireEqual(t, &proxy.TCPStats{}, &control.ProxyTCP{})
+	wireEqual(t, &control.ProxyTCP{}, &proxy.TCPStats{})
+	var st proxy.TCPStats
+	n := 0
+	fill(t, reflect.ValueOf(&st).Elem(), &n)
+	want, err := json.Marshal(&st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := json.Marshal(proxyTCP(&st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("proxyTCP copies proxy.TCPStats as\n%s\nwant\n%s", got, want)
+	}
+	if proxyTCP(nil) != nil {
+		t.Error("proxyTCP(nil) is not nil: a proxy without a TCP listener would show one")
 	}
 }

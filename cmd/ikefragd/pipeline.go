@@ -326,7 +326,8 @@ func (p *pipeline) query(ctx context.Context, f func(*diag.Engine)) error {
 func (p *pipeline) snapshot() *engineSnapshot { return p.snap.Load() }
 
 func (p *pipeline) recordCounts() control.RecordStats {
-	return control.RecordStats{Datagrams: p.recDatagrams.Load(), TooBig: p.recTooBig.Load(), Drops: p.recDrops.Load()}
+	return control.RecordStats{Datagrams: p.recDatagrams.Load(), TooBig: p.recTooBig.Load(), Drops: p.recDrops.Load(),
+		TCPFrames: p.recTCP.Load(), TCPFramesDropped: p.tcpDropped.Load()}
 }
 
 // healthy reports whether the engine goroutine is still ticking.

@@ -122,6 +122,21 @@ func TestPipelineTCPFramesFromProxy(t *testing.T) {
 	if pipe.recTCP.Load() != 4 || pipe.tcpDropped.Load() != 0 || pipe.recDatagrams.Load() != 0 {
 		t.Errorf("records: tcp %d, dropped %d, datagrams %d", pipe.recTCP.Load(), pipe.tcpDropped.Load(), pipe.recDatagrams.Load())
 	}
+	// what `ikefragctl stats` gets: the frames in records and engine, the
+	// listener's counters as proxy_tcp
+	if r := pipe.recordCounts(); r.TCPFrames != 4 || r.TCPFramesDropped != 0 {
+		t.Errorf("stats records %+v", r)
+	}
+	var es diag.Stats
+	if err := pipe.query(ctx, func(e *diag.Engine) { es = e.Stats() }); err != nil {
+		t.Fatal(err)
+	}
+	if w := engineStats(es); w.TCPFrames != 4 || w.Datagrams != 4 {
+		t.Errorf("stats engine %+v", w)
+	}
+	if pt := proxyTCP(px.TCPStats()); pt == nil || pt.Connections != 1 || pt.FramesIn != 2 || pt.FramesOut != 2 || pt.Split != 0 {
+		t.Errorf("stats proxy_tcp %+v", pt)
+	}
 }
 
 // tcpTestMsg is an IKEv2 message: IKE_SA_INIT with SA, KE and Nonce, any

@@ -12,7 +12,8 @@
 //
 // Methods and their results: status (Status), peers ([]diag.PMTUEstimate),
 // proxy-peers ([]ProxyPeer), sessions ([]diag.SessionReport), verdicts
-// (diag.Report, the schema of `ikefragctl analyze --json`), stats (Stats),
+// (diag.Report, the schema of `ikefragctl analyze --json`), stats (Stats,
+// with the proxy's TCP listener as ProxyTCP),
 // events ([]Event, or a stream of Event with follow).
 //
 // The wire types are this package's, so that ikefragctl links neither the
@@ -177,6 +178,8 @@ type Stats struct {
 	// Kernel holds the IP fragmentation and reassembly counters of the
 	// daemon's network namespace: family → counter name → value.
 	Kernel map[string]map[string]uint64 `json:"kernel"`
+	// ProxyTCP is the proxy's RFC 9329 listener; absent without one.
+	ProxyTCP *ProxyTCP `json:"proxy_tcp,omitempty"`
 }
 
 // ObserverStats mirror ebpf.Snapshot's global counters.
@@ -192,25 +195,35 @@ type ObserverStats struct {
 	DecodeErrors    uint64 `json:"decode_errors"`
 }
 
-// RecordStats count observations by kind.
+// RecordStats count observations by kind: from the eBPF observer
+// (Datagrams, TooBig, Drops), and IKE messages the proxy relayed over RFC
+// 9329 streams (TCPFrames), TCPFramesDropped of them not taken in because
+// the engine was behind (the ikefrag_records_total kinds).
 type RecordStats struct {
-	Datagrams uint64 `json:"datagrams"`
-	TooBig    uint64 `json:"too_big"`
-	Drops     uint64 `json:"drops"`
+	Datagrams        uint64 `json:"datagrams"`
+	TooBig           uint64 `json:"too_big"`
+	Drops            uint64 `json:"drops"`
+	TCPFrames        uint64 `json:"tcp_frames"`
+	TCPFramesDropped uint64 `json:"tcp_frames_dropped"`
 }
 
-// EngineStats mirror diag.Stats.
+// EngineStats mirror diag.Stats, field for field (a test in cmd/ikefragd
+// checks that every diag.Stats field arrives here), and SessionsExpired.
 type EngineStats struct {
-	Datagrams       uint64 `json:"datagrams"`
-	ESP             uint64 `json:"esp"`
-	Keepalives      uint64 `json:"keepalives"`
-	Copies          uint64 `json:"copies"`
-	Retransmits     uint64 `json:"retransmits"`
-	Undecodable     uint64 `json:"undecodable"`
-	Orphans         uint64 `json:"orphans"`
-	TooBig          uint64 `json:"too_big"`
-	Drops           uint64 `json:"drops"`
-	Evicted         uint64 `json:"evicted"`
+	Datagrams   uint64 `json:"datagrams"`
+	ESP         uint64 `json:"esp"`
+	Keepalives  uint64 `json:"keepalives"`
+	Copies      uint64 `json:"copies"`
+	Retransmits uint64 `json:"retransmits"`
+	Undecodable uint64 `json:"undecodable"`
+	// TCPFrames are RFC 9329 frames (IKE over TCP) the engine took in.
+	TCPFrames uint64 `json:"tcp_frames"`
+	Orphans   uint64 `json:"orphans"`
+	TooBig    uint64 `json:"too_big"`
+	Drops     uint64 `json:"drops"`
+	Evicted   uint64 `json:"evicted"`
+	// Quirks are IKE messages decoded despite a departure from RFC 7296.
+	Quirks          uint64 `json:"quirks"`
 	LimitedDropped  uint64 `json:"limited_dropped"`
 	SessionsExpired uint64 `json:"sessions_expired"`
 }

@@ -93,3 +93,44 @@ type ProxyCounters struct {
 	ESPFastPathOut      uint64 `json:"esp_fastpath_out"`
 	ESPFastPathBytesOut uint64 `json:"esp_fastpath_bytes_out"`
 }
+
+// ProxyTCP is the proxy's RFC 9329 listener (proxy.tcp) as `ikefragctl
+// stats` shows it: the JSON encoding of proxy.TCPStats, field for field (a
+// test in cmd/ikefragd checks that the two encode alike). Its frames are
+// also counted as datagrams in the proxy's other counters.
+type ProxyTCP struct {
+	Listeners []string `json:"listeners"`
+	// Connections are open now, NoFlow of them have not yet sent a first
+	// message that opened a flow.
+	Connections int    `json:"connections"`
+	NoFlow      int    `json:"connections_without_flow"`
+	Accepted    uint64 `json:"accepted"`
+	// Refused counts connections closed at accept, by reason; Ended
+	// connections ended, by reason.
+	Refused map[string]uint64 `json:"refused,omitempty"`
+	Ended   map[string]uint64 `json:"ended,omitempty"`
+	// Frames and their payload bytes, in (client to backend) and out.
+	FramesIn            uint64 `json:"frames_in"`
+	BytesIn             uint64 `json:"bytes_in"`
+	FramesOut           uint64 `json:"frames_out"`
+	BytesOut            uint64 `json:"bytes_out"`
+	ESPDropped          uint64 `json:"esp_dropped_send_buffer"`
+	KeepalivesNotFramed uint64 `json:"keepalives_not_framed"`
+	// Joined counts RFC 7383 fragment sets from a backend sent to the
+	// client as one SK message (keyed).
+	Joined uint64 `json:"skf_joined"`
+	// Split counts clients' IKE messages too large for the path to their
+	// backend sent to it as RFC 7383 fragments (keyed), SplitFragments the
+	// fragments, SplitReplays retransmissions answered with the same ones;
+	// SplitKeyPrompts the key prompts sent, SplitKeysAfterPrompt those the
+	// keys followed; Unsplit such messages relayed whole, by reason.
+	Split                uint64            `json:"ike_split"`
+	SplitFragments       uint64            `json:"ike_split_fragments"`
+	SplitReplays         uint64            `json:"ike_split_replays"`
+	SplitKeyPrompts      uint64            `json:"ike_split_key_prompts"`
+	SplitKeysAfterPrompt uint64            `json:"ike_split_keys_after_prompt"`
+	Unsplit              map[string]uint64 `json:"ike_unsplit,omitempty"`
+	// SplitCached is the number of split messages whose fragments are
+	// held now for retransmissions.
+	SplitCached int `json:"ike_split_cached"`
+}
