@@ -102,7 +102,12 @@ func TestLabTCPSplitToBackend(t *testing.T) {
 	}
 	established(t, cli)
 	established(t, srv)
-	if dropped != 0 {
+	// On a loaded machine the keys may come later than the proxy waits
+	// after its prompt: the first try then goes whole (counted no_keys)
+	// and is lost, and the client's retransmission is split. Fragments
+	// at srv are a fault only when nothing was relayed whole for it.
+	late := st.TCP.Unsplit["no_keys"]
+	if dropped != 0 && late == 0 {
 		t.Errorf("%d IP fragments reached srv's filter: the split should leave none", dropped)
 	}
 	if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
@@ -111,7 +116,7 @@ func TestLabTCPSplitToBackend(t *testing.T) {
 	if st.TCP.Split == 0 || st.TCP.SplitFragments < 2*st.TCP.Split || st.TCP.Joined == 0 {
 		t.Errorf("proxy tcp %+v: want the IKE_AUTH request split and the response joined", st.TCP)
 	}
-	if st.TCP.SplitKeyPrompts != 1 || st.TCP.SplitKeysAfterPrompt != 1 {
+	if st.TCP.SplitKeyPrompts != 1 || (st.TCP.SplitKeysAfterPrompt != 1 && late == 0) {
 		t.Errorf("proxy tcp %+v: want one key prompt, answered by the keys", st.TCP)
 	}
 	// the responder derived the keys for the prompt and dropped it
