@@ -121,8 +121,11 @@ struct private_ikefrag_keys_plugin_t {
 	/** guards everything below; held only for short list and table
 	 *  operations, never across I/O */
 	mutex_t *mutex;
-	/** signalled when a line is queued or the plugin stops */
+	/** signalled when a line is queued (after the mutex is released,
+	 *  see unlock_wake) or the plugin stops */
 	condvar_t *cond;
+	/** a line was queued under the current hold of the mutex */
+	bool wake;
 	/** ring of qline_t, queue_max long */
 	qline_t *ring;
 	u_int head, count;
@@ -190,8 +193,28 @@ static bool enqueue_locked(private_ikefrag_keys_plugin_t *this, char *line,
 		.line = line, .len = len, .tq = this->timing ? now_ns() : 0,
 	};
 	this->count++;
-	this->cond->signal(this->cond);
+	this->wake = TRUE;
 	return TRUE;
+}
+
+/**
+ * Release the mutex, then wake the sender if a line was queued. Not the
+ * other way round: a sender woken while the queueing thread still holds
+ * the mutex runs only to block on it and must be woken a second time when
+ * it is released, and on a busy machine each wake-up can wait for a CPU
+ * (milliseconds). No wake-up is lost: the sender checks the queue and
+ * starts waiting under the mutex, and the line was queued under it.
+ */
+static void unlock_wake(private_ikefrag_keys_plugin_t *this)
+{
+	bool wake = this->wake;
+
+	this->wake = FALSE;
+	this->mutex->unlock(this->mutex);
+	if (wake)
+	{
+		this->cond->signal(this->cond);
+	}
 }
 
 static void rec_destroy(sa_rec_t *rec)
@@ -373,7 +396,7 @@ METHOD(listener_t, ike_keys, bool,
 		enqueue_locked(this, old_del, old_del_len);
 	}
 	queued = enqueue_locked(this, line, len);
-	this->mutex->unlock(this->mutex);
+	unlock_wake(this);
 	if (old)
 	{
 		rec_destroy(old);
@@ -426,7 +449,7 @@ METHOD(listener_t, ike_rekey, bool,
 		copy = NULL;
 	}
 	queued = enqueue_locked(this, line, n);
-	this->mutex->unlock(this->mutex);
+	unlock_wake(this);
 	free(copy);
 	if (!queued)
 	{
@@ -461,7 +484,7 @@ METHOD(listener_t, ike_state_change, bool,
 			queued = enqueue_locked(this, line, len);
 		}
 	}
-	this->mutex->unlock(this->mutex);
+	unlock_wake(this);
 	if (rec)
 	{
 		if (!queued)
