@@ -115,7 +115,7 @@ struct private_ikefrag_keys_plugin_t {
 	uid_t uid;
 	u_int queue_max;
 	u_int timeout_ms;
-	/** add "tq" and "tw" to the lines (set at start, read-only after) */
+	/** add "tq", "tw" and "rq" to the lines (set at start, read-only after) */
 	bool timing;
 
 	/** guards everything below; held only for short list and table
