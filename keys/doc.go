@@ -57,6 +57,11 @@
 //	                  (it restarted, or the SA came from a rekey)
 //	t         number  when the keys were derived, Unix time in nanoseconds
 //	                  (optional; for delivery latency)
+//	tq        number  when the writer queued the message for its sending thread,
+//	                  Unix time in nanoseconds (optional; latency by stage)
+//	tw        number  when the writer wrote it to the socket, likewise
+//	rq        number  nanoseconds the writer's sending thread was runnable but
+//	                  had no CPU before writing it (optional)
 //	sk_ei     string  SK_ei in hex; for AEAD suites the key followed by the salt
 //	                  (4 bytes for AES-GCM and ChaCha20-Poly1305)
 //	sk_er     string  SK_er in hex

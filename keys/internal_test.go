@@ -110,7 +110,7 @@ func FuzzSocketMessage(f *testing.F) {
 	f.Add([]byte(`{"spi_i":"0x0d9231365d81f170","spi_r":"5465b4ff8a07696d","encr":12,"key_bits":128,"integ":"HMAC_SHA1_96","sk_ei":"00","sk_er":"00","sk_ai":"00","sk_ar":"00"}`))
 	s := &Socket{cfg: SocketConfig{}, store: NewStore(StoreConfig{})}
 	f.Fuzz(func(t *testing.T, line []byte) {
-		_ = s.handle(line)
+		_ = s.handle(line, nil)
 	})
 }
 

@@ -551,3 +551,67 @@ func TestKeySocketMaxConns(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 }
+
+// TestKeySocketTiming: a writer's timing members ("t", "tq", "tw", "rq",
+// as the ikefrag-keys plugin sends them with timing on) reach OnTiming
+// with the socket's own stages, in order, once the reply is written; a
+// line without them still installs its keys and reports zero times.
+func TestKeySocketTiming(t *testing.T) {
+	dir := privateDir(t)
+	path := filepath.Join(dir, "keys.sock")
+	store := keys.NewStore(keys.StoreConfig{})
+	got := make(chan keys.KeyTiming, 4)
+	s, err := keys.ListenSocket(store, keys.SocketConfig{Path: path, OnTiming: func(kt keys.KeyTiming) { got <- kt }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = s.Serve(ctx) }()
+	c, r := dialSocket(t, path)
+	k := strings.Repeat("07", 36)
+	base := time.Now().Add(-time.Second).UnixNano()
+	line := fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","t":%d,"encr":"AES_GCM_16","key_bits":256,"sk_ei":"%s","sk_er":"%s","tq":%d,"tw":%d,"rq":1500}`,
+		spiA, spiB, base, k, k, base+1000, base+3000)
+	if resp := send(t, c, r, line); resp["ok"] != true {
+		t.Fatalf("%v", resp)
+	}
+	var kt keys.KeyTiming
+	select {
+	case kt = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no timing after the reply")
+	}
+	if kt.SPIi != spiA || kt.SPIr != spiB || kt.Derived.UnixNano() != base || kt.Queued.UnixNano() != base+1000 ||
+		kt.Written.UnixNano() != base+3000 || kt.SenderWait != 1500*time.Nanosecond {
+		t.Fatalf("writer's times not reported: %+v", kt)
+	}
+	if kt.Read.Before(kt.Written) || kt.Installed.Before(kt.Read) || kt.Replied.Before(kt.Installed) {
+		t.Fatalf("stages out of order: %+v", kt)
+	}
+	if !store.Has(spiA, spiB) {
+		t.Fatal("keys not installed")
+	}
+	// without the members: keys installed, writer's times zero
+	if resp := send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","encr":"AES_GCM_16","key_bits":256,"sk_ei":"%s","sk_er":"%s"}`,
+		spiB, spiA, k, k)); resp["ok"] != true {
+		t.Fatalf("%v", resp)
+	}
+	select {
+	case kt = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no timing after the reply")
+	}
+	if !kt.Derived.IsZero() || !kt.Queued.IsZero() || !kt.Written.IsZero() || kt.SenderWait != 0 || kt.Replied.IsZero() {
+		t.Fatalf("times for a line without them: %+v", kt)
+	}
+	// a delete installs nothing: no timing
+	if resp := send(t, c, r, fmt.Sprintf(`{"spi_i":"%s","spi_r":"%s","delete":true,"tq":%d,"tw":%d}`, spiA, spiB, base, base)); resp["ok"] != true {
+		t.Fatalf("%v", resp)
+	}
+	select {
+	case kt = <-got:
+		t.Fatalf("timing for a delete: %+v", kt)
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -14,7 +14,7 @@ import (
 // socketFields are the members of a key message.
 var socketFields = map[string]bool{"spi_i": true, "spi_r": true, "encr": true, "key_bits": true, "integ": true,
 	"sk_ei": true, "sk_er": true, "sk_ai": true, "sk_ar": true, "delete": true, "server": true,
-	"old_spi_i": true, "old_spi_r": true, "frag": true, "t": true}
+	"old_spi_i": true, "old_spi_r": true, "frag": true, "t": true, "tq": true, "tw": true, "rq": true}
 
 // lineResult is what one key message did.
 type lineResult int
@@ -32,6 +32,11 @@ type lineInfo struct {
 	spiI, spiR ike.SPI
 	rekey      bool      // it linked a rekeyed IKE SA (old_spi_i, old_spi_r)
 	derived    time.Time // member "t": when the writer derived the keys
+	queued     time.Time // member "tq": when the writer queued the message
+	written    time.Time // member "tw": when the writer wrote it
+	// member "rq": how long the writer's sending thread was runnable
+	// without a CPU between starting to wait for the message and "tw"
+	runqueue time.Duration
 }
 
 // errForbidden marks a message refused by the sender's authorisation (a
@@ -171,10 +176,21 @@ func applyLine(store *Store, line []byte, source string, allow func(server netip
 	if fragKnown {
 		store.SetFragmentation(spiI, spiR, frag)
 	}
-	if v, ok := raw["t"]; ok {
+	for _, f := range []struct {
+		name string
+		dst  *time.Time
+	}{{"t", &info.derived}, {"tq", &info.queued}, {"tw", &info.written}} {
+		if v, ok := raw[f.name]; ok {
+			var ns int64
+			if json.Unmarshal(v, &ns) == nil && ns > 0 {
+				*f.dst = time.Unix(0, ns)
+			}
+		}
+	}
+	if v, ok := raw["rq"]; ok {
 		var ns int64
 		if json.Unmarshal(v, &ns) == nil && ns > 0 {
-			info.derived = time.Unix(0, ns)
+			info.runqueue = time.Duration(ns)
 		}
 	}
 	return lineAdded, info, nil

@@ -44,6 +44,9 @@ type SocketConfig struct {
 	// the time the writer says they were derived (member "t"; zero when
 	// absent): delivery latency for metrics and benchmarks.
 	OnKeys func(spiI, spiR ike.SPI, derived time.Time)
+	// OnTiming, when set, is called with the stages of each SA's key
+	// delivery once the reply to its keys is written (benchmarks).
+	OnTiming func(KeyTiming)
 }
 
 // SocketStats counts what the key socket did.
@@ -186,8 +189,13 @@ func (s *Socket) serveConn(_ context.Context, c net.Conn) {
 		return
 	}
 	s.conns.count(func(st *SocketStats) { st.Conns++ })
-	serveLines(c, s.cfg.MaxLineLen, s.cfg.IdleTimeout, func(line []byte) error {
-		err := s.handle(line)
+	rw, tc := c, (*timedConn)(nil)
+	if s.cfg.OnTiming != nil {
+		tc = &timedConn{Conn: c, on: s.cfg.OnTiming}
+		rw = tc
+	}
+	serveLines(rw, s.cfg.MaxLineLen, s.cfg.IdleTimeout, func(line []byte) error {
+		err := s.handle(line, tc)
 		if err != nil {
 			s.cfg.Logger.Warn("key socket: message skipped", "err", err)
 		}
@@ -232,9 +240,19 @@ func serveLines(c net.Conn, maxLine int, idle time.Duration, handle func([]byte)
 	}
 }
 
-// handle applies one JSON object from the Unix socket.
-func (s *Socket) handle(line []byte) error {
+// handle applies one JSON object from the Unix socket; tc, when timing,
+// gets the stages of a line that installed keys.
+func (s *Socket) handle(line []byte, tc *timedConn) error {
+	var read time.Time
+	if tc != nil {
+		read = time.Now()
+	}
 	res, info, err := applyLine(s.store, line, "key socket", nil)
+	if err == nil && res == lineAdded && tc != nil {
+		tc.pending = KeyTiming{SPIi: info.spiI, SPIr: info.spiR, Derived: info.derived, Queued: info.queued,
+			Written: info.written, SenderWait: info.runqueue, Read: read, Installed: time.Now()}
+		tc.has = true
+	}
 	if err == nil && res == lineAdded && s.cfg.OnKeys != nil {
 		s.cfg.OnKeys(info.spiI, info.spiR, info.derived)
 	}

@@ -358,6 +358,12 @@ func stateSaved(t *testing.T, path, client string, since time.Time) {
 	}
 }
 
+// Filesystem types (statfs f_type, linux/magic.h) searchFiles skips.
+const (
+	procSuperMagic = 0x9fa0
+	sysfsMagic     = 0x62656572
+)
+
 // searchFiles looks for any of needles in the regular files under roots
 // (files larger than limit are skipped and counted).
 func searchFiles(roots []string, needles [][]byte, limit int64) (files int, scanned int64, skipped int, hits []string) {
@@ -366,6 +372,17 @@ func searchFiles(roots []string, needles [][]byte, limit int64) (files int, scan
 		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				if d != nil && d.IsDir() {
+					return fs.SkipDir
+				}
+				return nil
+			}
+			if d.IsDir() {
+				// a proc or sysfs mount under a root (someone's chroot
+				// or container under /var/tmp) is not disk, and its
+				// files (a process's pagemap) report size 0 but read
+				// without end
+				var st syscall.Statfs_t
+				if syscall.Statfs(path, &st) == nil && (st.Type == procSuperMagic || st.Type == sysfsMagic) {
 					return fs.SkipDir
 				}
 				return nil

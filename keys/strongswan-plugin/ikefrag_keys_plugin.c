@@ -27,6 +27,12 @@
  *   charon.plugins.ikefrag-keys.user    = root  owner the socket must have
  *   charon.plugins.ikefrag-keys.queue   = 4096  queued lines at most
  *   charon.plugins.ikefrag-keys.timeout = 2000  ms per write or reply
+ *   charon.plugins.ikefrag-keys.timing  = no    add "tq", "tw" (when a line
+ *                                               was queued, written) and "rq"
+ *                                               (how long the sender thread
+ *                                               waited for a CPU meanwhile)
+ *                                               to each line, for measuring
+ *                                               delivery latency by stage
  *   charon.plugins.ikefrag-keys.load    = yes
  *
  * Licence: Apache-2.0, see LICENSE at the top of the ikefrag repository.
@@ -38,12 +44,14 @@
 #include "ikefrag_keys_plugin.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -80,6 +88,8 @@ typedef struct private_ikefrag_keys_plugin_t private_ikefrag_keys_plugin_t;
 typedef struct {
 	char *line;
 	size_t len;
+	/** when it was queued (CLOCK_REALTIME, ns), with timing on; else 0 */
+	uint64_t tq;
 } qline_t;
 
 /** What the plugin keeps of a live IKE SA, to re-send after a reconnect. */
@@ -105,12 +115,17 @@ struct private_ikefrag_keys_plugin_t {
 	uid_t uid;
 	u_int queue_max;
 	u_int timeout_ms;
+	/** add "tq", "tw" and "rq" to the lines (set at start, read-only after) */
+	bool timing;
 
 	/** guards everything below; held only for short list and table
 	 *  operations, never across I/O */
 	mutex_t *mutex;
-	/** signalled when a line is queued or the plugin stops */
+	/** signalled when a line is queued (after the mutex is released,
+	 *  see unlock_wake) or the plugin stops */
 	condvar_t *cond;
+	/** a line was queued under the current hold of the mutex */
+	bool wake;
 	/** ring of qline_t, queue_max long */
 	qline_t *ring;
 	u_int head, count;
@@ -136,6 +151,16 @@ static void wipe_free(char *s, size_t len)
 		memwipe(s, len);
 		free(s);
 	}
+}
+
+/** CLOCK_REALTIME in ns: the clock of "t", "tq" and "tw", which ikefragd
+ *  (another process) compares with its own wall clock. */
+static uint64_t now_ns()
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static void hex(char *dst, chunk_t c)
@@ -165,11 +190,31 @@ static bool enqueue_locked(private_ikefrag_keys_plugin_t *this, char *line,
 		return FALSE;
 	}
 	this->ring[(this->head + this->count) % this->queue_max] = (qline_t){
-		.line = line, .len = len,
+		.line = line, .len = len, .tq = this->timing ? now_ns() : 0,
 	};
 	this->count++;
-	this->cond->signal(this->cond);
+	this->wake = TRUE;
 	return TRUE;
+}
+
+/**
+ * Release the mutex, then wake the sender if a line was queued. Not the
+ * other way round: a sender woken while the queueing thread still holds
+ * the mutex runs only to block on it and must be woken a second time when
+ * it is released, and on a busy machine each wake-up can wait for a CPU
+ * (milliseconds). No wake-up is lost: the sender checks the queue and
+ * starts waiting under the mutex, and the line was queued under it.
+ */
+static void unlock_wake(private_ikefrag_keys_plugin_t *this)
+{
+	bool wake = this->wake;
+
+	this->wake = FALSE;
+	this->mutex->unlock(this->mutex);
+	if (wake)
+	{
+		this->cond->signal(this->cond);
+	}
 }
 
 static void rec_destroy(sa_rec_t *rec)
@@ -251,12 +296,7 @@ METHOD(listener_t, ike_derived_keys, bool,
 			 "not sent");
 		return TRUE;
 	}
-	{
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		stash.t = (uint64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-	}
+	stash.t = now_ns();
 	hex(stash.ei, sk_ei);
 	hex(stash.er, sk_er);
 	hex(stash.ai, sk_ai);
@@ -356,7 +396,7 @@ METHOD(listener_t, ike_keys, bool,
 		enqueue_locked(this, old_del, old_del_len);
 	}
 	queued = enqueue_locked(this, line, len);
-	this->mutex->unlock(this->mutex);
+	unlock_wake(this);
 	if (old)
 	{
 		rec_destroy(old);
@@ -409,7 +449,7 @@ METHOD(listener_t, ike_rekey, bool,
 		copy = NULL;
 	}
 	queued = enqueue_locked(this, line, n);
-	this->mutex->unlock(this->mutex);
+	unlock_wake(this);
 	free(copy);
 	if (!queued)
 	{
@@ -444,7 +484,7 @@ METHOD(listener_t, ike_state_change, bool,
 			queued = enqueue_locked(this, line, len);
 		}
 	}
-	this->mutex->unlock(this->mutex);
+	unlock_wake(this);
 	if (rec)
 	{
 		if (!queued)
@@ -537,19 +577,17 @@ static int connect_socket(private_ikefrag_keys_plugin_t *this, bool *logged)
 }
 
 /**
- * Write a line and read ikefragd's reply. FALSE when the connection is
- * unusable; *ok tells whether ikefragd accepted the line.
+ * Write the iovecs completely (one sendmsg in the usual case: ikefragd
+ * reads the line in one piece). FALSE on error or timeout.
  */
-static bool send_line(private_ikefrag_keys_plugin_t *this, int fd,
-					  const char *line, size_t len, bool *ok)
+static bool send_all(int fd, struct iovec *iov, int iovcnt)
 {
-	char reply[REPLY_MAX_LEN];
-	size_t got = 0;
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = iovcnt };
 	ssize_t n;
 
-	while (len > 0)
+	while (msg.msg_iovlen > 0)
 	{
-		n = send(fd, line, len, MSG_NOSIGNAL);
+		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
 		if (n <= 0)
 		{
 			if (n < 0 && errno == EINTR)
@@ -558,8 +596,78 @@ static bool send_line(private_ikefrag_keys_plugin_t *this, int fd,
 			}
 			return FALSE;
 		}
-		line += n;
-		len -= n;
+		while (msg.msg_iovlen > 0 && (size_t)n >= msg.msg_iov->iov_len)
+		{
+			n -= msg.msg_iov->iov_len;
+			msg.msg_iov++;
+			msg.msg_iovlen--;
+		}
+		if (msg.msg_iovlen > 0)
+		{
+			msg.msg_iov->iov_base = (char*)msg.msg_iov->iov_base + n;
+			msg.msg_iov->iov_len -= n;
+		}
+	}
+	return TRUE;
+}
+
+/**
+ * The calling thread's run-queue delay so far (ns runnable without a CPU),
+ * the second field of its /proc schedstat, open as fd; 0 without.
+ */
+static uint64_t run_delay(int fd)
+{
+	char buf[128];
+	unsigned long long run, wait;
+	ssize_t n;
+
+	if (fd < 0)
+	{
+		return 0;
+	}
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+	{
+		return 0;
+	}
+	buf[n] = '\0';
+	if (sscanf(buf, "%llu %llu", &run, &wait) != 2)
+	{
+		return 0;
+	}
+	return wait;
+}
+
+/**
+ * Write a line and read ikefragd's reply. FALSE when the connection is
+ * unusable; *ok tells whether ikefragd accepted the line. With timing on,
+ * a line queued at tq gets "tq", "tw" (now) and "rq" as its last members.
+ */
+static bool send_line(private_ikefrag_keys_plugin_t *this, int fd,
+					  const char *line, size_t len, uint64_t tq, uint64_t rq,
+					  bool *ok)
+{
+	char reply[REPLY_MAX_LEN], times[96];
+	struct iovec iov[2] = {
+		{ .iov_base = (char*)line, .iov_len = len },
+	};
+	int iovcnt = 1;
+	size_t got = 0;
+	ssize_t n;
+
+	if (tq && len >= 2 && line[len-2] == '}' && line[len-1] == '\n')
+	{
+		/* the line without its closing "}\n", then the times and those */
+		iov[0].iov_len = len - 2;
+		iov[1].iov_base = times;
+		iov[1].iov_len = snprintf(times, sizeof(times),
+								  ",\"tq\":%"PRIu64",\"tw\":%"PRIu64
+								  ",\"rq\":%"PRIu64"}\n", tq, now_ns(), rq);
+		iovcnt = 2;
+	}
+	if (!send_all(fd, iov, iovcnt))
+	{
+		return FALSE;
 	}
 	while (got < sizeof(reply) - 1)
 	{
@@ -661,11 +769,21 @@ static void *sender(private_ikefrag_keys_plugin_t *this)
 	bool logged = FALSE, ok;
 	linked_list_t *resync;
 	qline_t *q, line;
-	int fd = -1;
+	int fd = -1, schedfd = -1;
+	/* with timing: this thread's run-queue delay when it began waiting
+	 * for the line it sends next */
+	uint64_t rq0 = 0, rq;
 
 	thread_cancelability(FALSE);
+	/* named, so that top -H and /proc/PID/task/TID/comm show it */
+	prctl(PR_SET_NAME, "ikefrag-keys");
+	if (this->timing)
+	{
+		schedfd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+	}
 	while (TRUE)
 	{
+		rq0 = run_delay(schedfd);
 		this->mutex->lock(this->mutex);
 		if (this->stop)
 		{
@@ -707,7 +825,7 @@ static void *sender(private_ikefrag_keys_plugin_t *this)
 			{
 				if (ok && q->line)
 				{
-					if (!send_line(this, fd, q->line, q->len, &ok))
+					if (!send_line(this, fd, q->line, q->len, 0, 0, &ok))
 					{
 						close_fd(this, &fd);
 					}
@@ -764,7 +882,9 @@ static void *sender(private_ikefrag_keys_plugin_t *this)
 		this->count--;
 		this->mutex->unlock(this->mutex);
 
-		if (!send_line(this, fd, line.line, line.len, &ok))
+		rq = run_delay(schedfd);
+		if (!send_line(this, fd, line.line, line.len, line.tq,
+					   rq > rq0 ? rq - rq0 : 0, &ok))
 		{
 			/* a keys line is covered by the resync after reconnecting, if
 			 * its SA is still alive; a delete (or link) is not, and an
@@ -804,6 +924,10 @@ static void *sender(private_ikefrag_keys_plugin_t *this)
 	if (fd >= 0)
 	{
 		close_fd(this, &fd);
+	}
+	if (schedfd >= 0)
+	{
+		close(schedfd);
 	}
 	return NULL;
 }
@@ -929,6 +1053,7 @@ plugin_t *ikefrag_keys_plugin_create()
 	char *path, *user;
 	uid_t uid;
 	int queue, timeout;
+	bool timing;
 
 	path = lib->settings->get_str(lib->settings,
 								  "%s.plugins.ikefrag-keys.socket", NULL, lib->ns);
@@ -961,6 +1086,8 @@ plugin_t *ikefrag_keys_plugin_create()
 								   "%s.plugins.ikefrag-keys.queue", DEFAULT_QUEUE, lib->ns);
 	timeout = lib->settings->get_int(lib->settings,
 								"%s.plugins.ikefrag-keys.timeout", DEFAULT_TIMEOUT_MS, lib->ns);
+	timing = lib->settings->get_bool(lib->settings,
+								"%s.plugins.ikefrag-keys.timing", FALSE, lib->ns);
 	if (queue < 1 || timeout < 1)
 	{
 		DBG1(DBG_CFG, "ikefrag-keys: queue and timeout must be positive");
@@ -978,6 +1105,7 @@ plugin_t *ikefrag_keys_plugin_create()
 		.uid = uid,
 		.queue_max = queue,
 		.timeout_ms = timeout,
+		.timing = timing,
 		.mutex = mutex_create(MUTEX_TYPE_DEFAULT),
 		.cond = condvar_create(CONDVAR_TYPE_DEFAULT),
 		.ring = calloc(queue, sizeof(qline_t)),
@@ -995,6 +1123,7 @@ plugin_t *ikefrag_keys_plugin_create()
 		.state = this,
 	);
 	DBG1(DBG_CFG, "ikefrag-keys: sending IKE SA keys to '%s' (owner uid %u, "
-		 "queue %u)", this->path, this->uid, this->queue_max);
+		 "queue %u%s)", this->path, this->uid, this->queue_max,
+		 this->timing ? ", timing" : "");
 	return &wrap->public.plugin;
 }
