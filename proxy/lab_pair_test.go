@@ -194,6 +194,13 @@ func TestPingGap(t *testing.T) {
 	}
 }
 
+// holdWait bounds the wait for keepalived to move the virtual addresses.
+// It takes about two seconds (3 × advert_int + skew); the ping streams'
+// gaps are what the test asserts about failover. The bound only has to
+// outlast a loaded emulated guest, where keepalived's transitions and the
+// test's own `ip` calls each take seconds.
+const holdWait = 30 * time.Second
+
 func waitHolds(t *testing.T, b *pairBox, want bool, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -290,8 +297,8 @@ func TestLabPair(t *testing.T) {
 		b.vrrp = b.node.StartKeepalived(t, keepalivedConf(l, b))
 	}
 	gw, gw2 := boxes[0], boxes[1]
-	waitHolds(t, gw, true, 30*time.Second)
-	waitHolds(t, gw2, false, 5*time.Second)
+	waitHolds(t, gw, true, holdWait)
+	waitHolds(t, gw2, false, holdWait)
 	waitVIPHeld(t, gw, true)
 	if vipHeld(t, gw2) {
 		t.Errorf("gw2: proxy says it holds the virtual address")
@@ -360,8 +367,8 @@ func TestLabPair(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 		setDrain(t, from, 1)
 		setDrain(t, to, 0)
-		waitHolds(t, to, true, 10*time.Second)
-		waitHolds(t, from, false, 5*time.Second)
+		waitHolds(t, to, true, holdWait)
+		waitHolds(t, from, false, holdWait)
 		record(name, <-done, time.Second, false)
 		waitVIPHeld(t, to, true)
 		sameSA(t, cli, sa, name)
@@ -387,8 +394,8 @@ func TestLabPair(t *testing.T) {
 				other = gw2
 			}
 			setDrain(t, b, 1)
-			waitHolds(t, other, true, 10*time.Second)
-			waitHolds(t, b, false, 5*time.Second)
+			waitHolds(t, other, true, holdWait)
+			waitHolds(t, b, false, holdWait)
 			if err := b.proxy.proc.Stop(); err != nil {
 				t.Errorf("%s: proxy stop: %v", b.node.Role, err)
 			}
@@ -396,7 +403,7 @@ func TestLabPair(t *testing.T) {
 			time.Sleep(2500 * time.Millisecond) // keepalived's track script sees it back (rise 1, interval 1)
 			setDrain(t, b, 0)
 			if b == gw {
-				waitHolds(t, gw, true, 10*time.Second)
+				waitHolds(t, gw, true, holdWait)
 			}
 			time.Sleep(2 * time.Second)
 		}
@@ -409,7 +416,7 @@ func TestLabPair(t *testing.T) {
 	// SIGKILL, its links down; keepalived on gw2 takes over after its
 	// master-down interval (3 × 0.5 s + skew).
 	for i := 0; i < runs; i++ {
-		waitHolds(t, gw, true, 10*time.Second)
+		waitHolds(t, gw, true, holdWait)
 		done := pingStream(ctx, l, 80)
 		time.Sleep(1500 * time.Millisecond)
 		if _, err := gw.node.KillAll(); err != nil {
@@ -419,7 +426,7 @@ func TestLabPair(t *testing.T) {
 			t.Fatal(err)
 		}
 		killed := time.Now()
-		waitHolds(t, gw2, true, 10*time.Second)
+		waitHolds(t, gw2, true, holdWait)
 		t.Logf("hard failure: gw2 holds the addresses %.2f s after the kill", time.Since(killed).Seconds())
 		r := <-done
 		for s := 1; s <= 10; s++ {
@@ -449,7 +456,7 @@ func TestLabPair(t *testing.T) {
 		}
 		gw.proxy = startProxy(t, l, gw.node, gw.cfg)
 		gw.vrrp = gw.node.StartKeepalived(t, keepalivedConf(l, gw))
-		waitHolds(t, gw, true, 30*time.Second)
+		waitHolds(t, gw, true, holdWait)
 		waitVIPHeld(t, gw, true)
 		time.Sleep(time.Second)
 		if err := l.Ping(ctx, l.Cli, l.Srv.Inner4); err != nil {
