@@ -163,19 +163,37 @@ func BPFFilters(l netlink.Link, d Dir) ([]string, error) {
 // with prefix, such as those a crashed run left behind, and returns how
 // many it deleted. A link without a clsact qdisc has none.
 func RemoveBPF(l netlink.Link, d Dir, prefix string) (int, error) {
+	fs, err := bpfFiltersNamed(l, d, prefix)
+	if err != nil {
+		return 0, err
+	}
+	return deleteFilters(l, d, fs)
+}
+
+// bpfFiltersNamed lists the cls_bpf filters on hook d of l whose name
+// starts with prefix; a link without a clsact qdisc has none.
+func bpfFiltersNamed(l netlink.Link, d Dir, prefix string) ([]*netlink.BpfFilter, error) {
 	fs, err := netlink.FilterList(l, d.parent())
 	if err != nil {
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			return 0, nil
+			return nil, nil
 		}
-		return 0, fmt.Errorf("list %s filters of %s: %w", d, l.Attrs().Name, err)
+		return nil, fmt.Errorf("list %s filters of %s: %w", d, l.Attrs().Name, err)
 	}
-	n := 0
+	var out []*netlink.BpfFilter
 	for _, f := range fs {
-		bf, ok := f.(*netlink.BpfFilter)
-		if !ok || !strings.HasPrefix(bf.Name, prefix) {
-			continue
+		if bf, ok := f.(*netlink.BpfFilter); ok && strings.HasPrefix(bf.Name, prefix) {
+			out = append(out, bf)
 		}
+	}
+	return out, nil
+}
+
+// deleteFilters deletes fs (each by its handle) from hook d of l and
+// returns how many it deleted; one already gone counts as deleted.
+func deleteFilters(l netlink.Link, d Dir, fs []*netlink.BpfFilter) (int, error) {
+	n := 0
+	for _, bf := range fs {
 		if err := netlink.FilterDel(bf); err != nil && !errors.Is(err, unix.ENOENT) {
 			return n, fmt.Errorf("delete %s filter %q of %s: %w", d, bf.Name, l.Attrs().Name, err)
 		}

@@ -111,12 +111,17 @@ func AttachTC(l netlink.Link, progs []TCProgram, o TCOptions) (*TCAttachment, er
 		}
 		a.Fallback = err
 	}
+	// An earlier run's filters (a crashed run's, or a pinned fast path
+	// that kept relaying while no daemon ran) go once this run's are in,
+	// not before: no packet meets neither program in between. Both run on
+	// the same pinned maps; a filter is deleted by its own handle.
+	old := map[Dir][]*netlink.BpfFilter{}
 	for _, d := range a.dirs {
-		n, err := RemoveBPF(l, d, o.Prefix)
+		fs, err := bpfFiltersNamed(l, d, o.Prefix)
 		if err != nil {
 			return nil, err
 		}
-		a.Stale += n
+		old[d] = fs
 	}
 	created, err := EnsureClsact(l)
 	if err != nil {
@@ -135,6 +140,14 @@ func AttachTC(l netlink.Link, progs []TCProgram, o TCOptions) (*TCAttachment, er
 	}
 	for _, p := range progs {
 		if err := AttachBPFPriority(l, p.Dir, p.Prog.FD(), p.Name, prio); err != nil {
+			_ = a.Close()
+			return nil, err
+		}
+	}
+	for _, d := range a.dirs {
+		n, err := deleteFilters(l, d, old[d])
+		a.Stale += n
+		if err != nil {
 			_ = a.Close()
 			return nil, err
 		}
