@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/ikefrag/ikefrag/ike"
 	"github.com/ikefrag/ikefrag/ike/sk"
 	"github.com/ikefrag/ikefrag/keys"
@@ -356,22 +354,7 @@ func TestTCPSplitToBackend(t *testing.T) {
 			if st.Split != 1 || st.SplitReplays != 1 || st.SplitFragments != uint64(2*len(first)) {
 				t.Errorf("tcp stats %+v", st)
 			}
-			reg := prometheus.NewPedanticRegistry()
-			reg.MustRegister(p.Collector())
-			mfs, err := reg.Gather()
-			if err != nil {
-				t.Fatal(err)
-			}
-			series := map[string]float64{}
-			for _, mf := range mfs {
-				for _, m := range mf.GetMetric() {
-					k := mf.GetName()
-					for _, lp := range m.GetLabel() {
-						k += "," + lp.GetName() + "=" + lp.GetValue()
-					}
-					series[k] = m.GetCounter().GetValue()
-				}
-			}
+			series := gatherSeries(t, p.Collector())
 			for k, want := range map[string]float64{
 				"ikefrag_proxy_tcp_ike_split_total": 1, "ikefrag_proxy_tcp_ike_split_replays_total": 1,
 				"ikefrag_proxy_tcp_ike_split_fragments_total":                float64(2 * len(first)),

@@ -194,22 +194,7 @@ func TestTCPRelay(t *testing.T) {
 		t.Errorf("status %q", l.p.Status())
 	}
 	// the metrics: a pedantic registry checks every series is described
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(l.p.Collector())
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	series := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			k := mf.GetName()
-			for _, lp := range m.GetLabel() {
-				k += "," + lp.GetName() + "=" + lp.GetValue()
-			}
-			series[k] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
+	series := gatherSeries(t, l.p.Collector())
 	for k, want := range map[string]float64{
 		"ikefrag_proxy_tcp_connections,state=flow": 1, "ikefrag_proxy_tcp_accepted_total": 1,
 		"ikefrag_proxy_tcp_frames_total,direction=in": 3, "ikefrag_proxy_tcp_frames_total,direction=out": 3,
@@ -371,4 +356,28 @@ func TestTCPJoinsFragments(t *testing.T) {
 			t.Errorf("joined %d", n)
 		}
 	}
+}
+
+// gatherSeries gathers c through a pedantic registry (every series must be
+// described) and returns each sample by name and labels
+// ("name,label=value,..."), counters and gauges alike.
+func gatherSeries(t *testing.T, c prometheus.Collector) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			k := mf.GetName()
+			for _, lp := range m.GetLabel() {
+				k += "," + lp.GetName() + "=" + lp.GetValue()
+			}
+			series[k] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return series
 }
